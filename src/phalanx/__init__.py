@@ -1,0 +1,63 @@
+"""phalanx: process-based parallelism, a drop-in for ``multiprocessing``.
+
+``import phalanx as multiprocessing`` and programs written for the stdlib run
+unchanged.  The module-level functions are bound methods of the default
+context (see :mod:`phalanx.context`).
+"""
+
+from __future__ import annotations
+
+import sys as _sys
+
+from . import context as _context
+from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
+from .context import Process
+from .util import SUBDEBUG, SUBWARNING
+
+__all__ = (
+    "SUBDEBUG",
+    "SUBWARNING",
+    "AuthenticationError",
+    "BufferTooShort",
+    "Process",
+    "ProcessError",
+    "TimeoutError",
+    "active_children",
+    "cpu_count",
+    "current_process",
+    "freeze_support",
+    "get_all_start_methods",
+    "get_context",
+    "get_logger",
+    "get_start_method",
+    "log_to_stderr",
+    "parent_process",
+    "reducer",
+    "set_executable",
+    "set_forkserver_preload",
+    "set_start_method",
+)
+
+__version__ = "0.1.0"
+
+_default = _context._default_context
+
+active_children = _default.active_children
+cpu_count = _default.cpu_count
+current_process = _default.current_process
+freeze_support = _default.freeze_support
+get_all_start_methods = _default.get_all_start_methods
+get_context = _default.get_context
+get_logger = _default.get_logger
+get_start_method = _default.get_start_method
+log_to_stderr = _default.log_to_stderr
+parent_process = _default.parent_process
+reducer = _default.reducer
+set_executable = _default.set_executable
+set_forkserver_preload = _default.set_forkserver_preload
+set_start_method = _default.set_start_method
+
+# Objects pickled by reference from a spawned child's ``__mp_main__`` must
+# resolve in the parent too.
+if "__main__" in _sys.modules:
+    _sys.modules.setdefault("__mp_main__", _sys.modules["__main__"])

@@ -1,0 +1,30 @@
+"""Exceptions shared by every layer (re-exported by the public modules)."""
+
+from __future__ import annotations
+
+
+class ProcessError(Exception):
+    """Base class of phalanx's errors (same name and role as the stdlib's)."""
+
+
+class BufferTooShort(ProcessError):
+    """``recv_bytes_into`` got a message longer than the buffer (``args[0]`` holds it)."""
+
+
+class TimeoutError(ProcessError):
+    """A blocking call ran out of time."""
+
+
+class AuthenticationError(ProcessError):
+    """The peer failed (or refused) the challenge/response handshake."""
+
+
+class ProcessStateError(ProcessError, ValueError, AssertionError):
+    """A process method was called in a state where it makes no sense.
+
+    (``start()`` twice, ``join()`` before ``start()``, use after ``close()`` ...)
+    The stdlib raises a bare ``AssertionError`` or ``ValueError`` for these
+    depending on the method; this class derives from both so every existing
+    ``except`` clause keeps working, and unlike an ``assert`` it is raised
+    under ``python -O`` too.
+    """

@@ -1,0 +1,63 @@
+"""The operating-system layer: the only place in phalanx that branches on the OS.
+
+Everything above this package calls these functions and never looks at
+``sys.platform``.  Linux gets pidfds and memfds; other POSIX systems (macOS) get
+the portable fallbacks in :mod:`._posix`.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if sys.platform.startswith("linux"):
+    from ._linux import (
+        DEFAULT_START_METHOD,
+        HAVE_PIDFD,
+        START_METHODS,
+        memfd_create,
+        pidfd_open,
+        pidfd_send_signal,
+    )
+elif sys.platform == "win32":  # pragma: no cover - not a supported platform yet
+    raise ImportError("phalanx supports POSIX systems only (Linux, macOS); got win32")
+else:  # pragma: no cover - macOS and other POSIX systems
+    from ._posix import (
+        DEFAULT_START_METHOD,
+        HAVE_PIDFD,
+        START_METHODS,
+        memfd_create,
+        pidfd_open,
+        pidfd_send_signal,
+    )
+
+from ._posix import (
+    close_fds,
+    cpu_count,
+    exitcode_to_name,
+    interpreter_flags,
+    recv_fds,
+    send_fds,
+    signal_name,
+    spawn_child,
+    wait_exitcode,
+    wait_readable,
+)
+
+__all__ = (
+    "DEFAULT_START_METHOD",
+    "HAVE_PIDFD",
+    "START_METHODS",
+    "close_fds",
+    "cpu_count",
+    "exitcode_to_name",
+    "interpreter_flags",
+    "memfd_create",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "recv_fds",
+    "send_fds",
+    "signal_name",
+    "spawn_child",
+    "wait_exitcode",
+    "wait_readable",
+)

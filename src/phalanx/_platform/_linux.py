@@ -1,0 +1,45 @@
+"""Linux specifics: pidfds (5.3+) and memfds."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from . import _posix
+
+# Up to 3.13 the stdlib defaults to fork on Linux (3.14 moves to forkserver).
+DEFAULT_START_METHOD = "fork"
+START_METHODS: tuple[str, ...] = ("fork", "spawn", "forkserver")
+
+
+def _probe_pidfd() -> bool:
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except (AttributeError, OSError):
+        return False
+    os.close(fd)
+    return True
+
+
+HAVE_PIDFD = _probe_pidfd()
+
+
+def pidfd_open(pid: int) -> int | None:
+    """A close-on-exec pidfd that polls readable when ``pid`` exits; None if unsupported."""
+    if not HAVE_PIDFD:
+        return None
+    fd = os.pidfd_open(pid)
+    os.set_inheritable(fd, False)
+    return fd
+
+
+def pidfd_send_signal(pidfd: int, signum: int) -> None:
+    """Signal through a pidfd: immune to pid reuse."""
+    signal.pidfd_send_signal(pidfd, signum)
+
+
+def memfd_create(name: str) -> int:
+    try:
+        return os.memfd_create(name, os.MFD_CLOEXEC)
+    except OSError:  # pragma: no cover - very old kernels or seccomp
+        return _posix.memfd_create(name)

@@ -1,0 +1,132 @@
+"""Portable POSIX implementations, used as-is on macOS and as the base on Linux."""
+
+from __future__ import annotations
+
+import math
+import os
+import select
+import signal
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+
+# The stdlib's default on non-Linux POSIX (macOS) is spawn since 3.8 (bpo-33725).
+DEFAULT_START_METHOD = "spawn"
+START_METHODS: tuple[str, ...] = ("spawn", "fork", "forkserver")
+HAVE_PIDFD = False
+
+
+def pidfd_open(pid: int) -> int | None:
+    """Return a pidfd for ``pid``, or None where the OS has none."""
+    return None
+
+
+def pidfd_send_signal(pidfd: int, signum: int) -> None:
+    raise NotImplementedError("pidfd_send_signal is not available on this platform")
+
+
+def memfd_create(name: str) -> int:
+    """Return the fd of an anonymous, unlinked file usable for shared mappings."""
+    fd, path = tempfile.mkstemp(prefix=f"phalanx-{name}-")
+    os.unlink(path)
+    return fd
+
+
+def signal_name(signum: int) -> str:
+    """``9`` -> ``'SIGKILL'``; an unknown number gives ``'signal 99'``."""
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def exitcode_to_name(exitcode: int) -> str:
+    """Render an exit code the way the stdlib's repr does: ``-9`` -> ``'-SIGKILL'``."""
+    if exitcode < 0:
+        name = signal_name(-exitcode)
+        return f"-{name}" if name.startswith("SIG") else str(exitcode)
+    return str(exitcode)
+
+
+def wait_exitcode(pid: int, block: bool) -> int | None:
+    """Reap ``pid``; return its exit code (negative signal number) or None if running."""
+    while True:
+        try:
+            got, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        except InterruptedError:  # pragma: no cover - PEP 475 retries for us
+            continue
+        except ChildProcessError:
+            # Somebody else reaped it (a SIGCHLD=SIG_IGN setting, or os.wait()):
+            # the status is lost, like in the stdlib.
+            return 255
+        if got == 0:
+            return None
+        return os.waitstatus_to_exitcode(status)
+
+
+def cpu_count() -> int:
+    count = os.cpu_count()
+    if count is None:
+        raise NotImplementedError("cannot determine number of cpus")
+    return count
+
+
+def close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def interpreter_flags() -> list[str]:
+    """Command-line options that reproduce this interpreter's flags (-O, -E, -X ...)."""
+    # A private helper of ``subprocess`` (not of multiprocessing); stable since 3.3.
+    return list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
+
+
+def spawn_child(executable: str, argv: Sequence[str], pass_fds: Iterable[int]) -> int:
+    """Start ``executable`` with ``argv``; the child keeps only std streams and ``pass_fds``.
+
+    Uses posix_spawn (vfork-fast on glibc).  Our fds are close-on-exec, so the
+    ones to pass are made inheritable for the duration of the call only.
+    """
+    made_inheritable = []
+    try:
+        for fd in pass_fds:
+            if not os.get_inheritable(fd):
+                os.set_inheritable(fd, True)
+                made_inheritable.append(fd)
+        return os.posix_spawn(executable, list(argv), os.environ)
+    finally:
+        for fd in made_inheritable:
+            os.set_inheritable(fd, False)
+
+
+def send_fds(sock: socket.socket, data: bytes, fds: Sequence[int]) -> None:
+    """Send ``data`` with ``fds`` attached (SCM_RIGHTS) in one message."""
+    socket.send_fds(sock, [data], list(fds))
+
+
+def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
+    """Receive one message sent by :func:`send_fds`; the fds come back close-on-exec."""
+    data, fds, _flags, _addr = socket.recv_fds(sock, bufsize, maxfds)
+    return data, list(fds)
+
+
+_POLL_MAX_MS = 2**31 - 1
+
+
+def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
+    """The subset of ``fds`` that is readable (or hung up) within ``timeout`` seconds.
+
+    ``timeout=None`` blocks; a negative timeout is treated as 0.
+    """
+    poller = select.poll()
+    for fd in fds:
+        poller.register(fd, select.POLLIN)
+    ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
+    if ms is not None and ms > _POLL_MAX_MS:
+        ms = None  # beyond poll()'s range (24.8 days): as good as forever
+    return [fd for fd, _ev in poller.poll(ms)]

@@ -1,0 +1,123 @@
+"""The ``fork`` start method: ``os.fork()`` and run the process object in the copy."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from typing import TYPE_CHECKING
+
+from .. import _platform, util
+from .._errors import ProcessStateError
+from ..process import check_timeout, flush_std_streams
+
+if TYPE_CHECKING:
+    from ..process import BaseProcess
+
+
+class ChildPopen:
+    """A child of this process, watched through a pidfd (or a pipe where there is none).
+
+    The sentinel is the pidfd: unlike a pipe, a grandchild cannot keep it open,
+    and signals sent through it cannot hit a recycled pid.
+    """
+
+    method = "fork"
+    pid: int
+    sentinel: int
+
+    def __init__(self, process_obj: BaseProcess) -> None:
+        self.returncode: int | None = None
+        self._pidfd: int | None = None
+        self._reap_lock = threading.Lock()
+        self._finalizer: util.Finalize | None = None
+        self._launch(process_obj)
+
+    def _launch(self, process_obj: BaseProcess) -> None:
+        flush_std_streams()
+        # The child's view of us: EOF on child_r once this process (and every
+        # copy of parent_w) is gone.
+        child_r, parent_w = os.pipe()
+        sentinel_r, sentinel_w = (-1, -1) if _platform.HAVE_PIDFD else os.pipe()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, measured there
+            code = 1
+            try:
+                os.close(parent_w)
+                if sentinel_r >= 0:
+                    os.close(sentinel_r)
+                _after_fork_in_child()
+                code = process_obj._bootstrap(parent_sentinel=child_r)
+            finally:
+                os._exit(code)
+        os.close(child_r)
+        if sentinel_w >= 0:
+            os.close(sentinel_w)
+        self._adopt(pid, sentinel_r, (parent_w,))
+
+    def _adopt(self, pid: int, pipe_sentinel: int, extra_fds: tuple[int, ...]) -> None:
+        """Record a started child: open its pidfd, arrange for our fds to be closed."""
+        self.pid = pid
+        self._pidfd = _platform.pidfd_open(pid)
+        if self._pidfd is not None:
+            self.sentinel = self._pidfd
+            fds = (self._pidfd, *extra_fds)
+        else:
+            self.sentinel = pipe_sentinel
+            fds = (pipe_sentinel, *extra_fds)
+        self._finalizer = util.Finalize(self, _platform.close_fds, fds)
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        """The exit code, or None if still running (``flag=0`` blocks until it ends)."""
+        if self.returncode is None:
+            with self._reap_lock:
+                if self.returncode is None:
+                    self.returncode = _platform.wait_exitcode(self.pid, block=flag == 0)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the child ends or ``timeout`` passes; the exit code or None."""
+        if self.returncode is None:
+            seconds = check_timeout(timeout)
+            if not _platform.wait_readable([self.sentinel], seconds):
+                return None
+            return self.poll(0)
+        return self.returncode
+
+    def _send_signal(self, signum: int) -> None:
+        if self.returncode is not None:
+            return
+        try:
+            if self._pidfd is not None:
+                _platform.pidfd_send_signal(self._pidfd, signum)
+            else:
+                os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass  # already gone (a zombie awaiting our waitpid)
+        except OSError:
+            if self.wait(timeout=0.1) is None:
+                raise
+
+    def terminate(self) -> None:
+        self._send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self._send_signal(signal.SIGKILL)
+
+    def close(self) -> None:
+        if self.returncode is None and self.poll() is None:
+            raise ProcessStateError(f"cannot close the handle of running process {self.pid}")
+        if self._finalizer is not None:
+            self._finalizer()
+
+
+def _after_fork_in_child() -> None:
+    # CPython < 3.13 leaves the forked main thread's native_id stale.
+    main = threading.main_thread()
+    set_native_id = getattr(main, "_set_native_id", None)
+    if set_native_id is not None:
+        set_native_id()
+    util.run_after_forkers()
+
+
+Popen = ChildPopen

@@ -1,0 +1,85 @@
+"""The ``forkserver`` start method: children forked by the fork server."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import TYPE_CHECKING
+
+from .. import _forkserver, _platform, util
+from .._wire.framing import read_int, write_frame
+from ..process import check_timeout
+from .spawn import SpawnPopen
+
+if TYPE_CHECKING:
+    from ..process import BaseProcess
+
+
+class ForkServerPopen(SpawnPopen):
+    """A child of the fork server: its pid and exit code come over the server connection."""
+
+    method = "forkserver"
+    _conn: socket.socket
+
+    def _launch(self, process_obj: BaseProcess) -> None:
+        prep, obj = self._payload(process_obj)
+        child_r, parent_w = os.pipe()
+        try:
+            self._conn, self.pid = _forkserver.request_child([child_r, *self._fds])
+        except BaseException:
+            _platform.close_fds(parent_w)
+            raise
+        finally:
+            _platform.close_fds(child_r)
+        self.sentinel = self._conn.fileno()
+        # A pidfd only to signal safely: the child is the server's, not ours.
+        try:
+            self._pidfd = _platform.pidfd_open(self.pid)
+        except OSError:
+            self._pidfd = None
+        fds = (parent_w,) if self._pidfd is None else (parent_w, self._pidfd)
+        self._finalizer = util.Finalize(self, _close, (self._conn, *fds))
+        try:
+            write_frame(parent_w, prep)
+            write_frame(parent_w, obj)
+        except BrokenPipeError:
+            pass
+
+    def poll(self, flag: int = os.WNOHANG) -> int | None:
+        if self.returncode is None:
+            with self._reap_lock:
+                if self.returncode is None:
+                    timeout = 0 if flag == os.WNOHANG else None
+                    if not _platform.wait_readable([self.sentinel], timeout):
+                        return None
+                    try:
+                        self.returncode = read_int(self.sentinel)
+                    except (EOFError, OSError):
+                        self.returncode = 255  # the server died before reporting
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        if self.returncode is None:
+            if not _platform.wait_readable([self.sentinel], check_timeout(timeout)):
+                return None
+            return self.poll(0)
+        return self.returncode
+
+    def _send_signal(self, signum: int) -> None:
+        if self.returncode is not None:
+            return
+        try:
+            if self._pidfd is not None:
+                _platform.pidfd_send_signal(self._pidfd, signum)
+            else:
+                os.kill(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+def _close(conn: socket.socket, *fds: int) -> None:
+    conn.close()
+    _platform.close_fds(*fds)
+
+
+Popen = ForkServerPopen

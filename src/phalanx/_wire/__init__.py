@@ -1,0 +1,1 @@
+"""The wire layer: framing, authentication and pickling.  Imports only ``_platform``."""

@@ -1,0 +1,141 @@
+"""Serialization for everything that crosses a process boundary.
+
+* Pickle protocol 5 everywhere, with out-of-band buffers on request
+  (``dumps(obj, buffers=[...])``) so large binary payloads are not copied into
+  the pickle stream.
+* A reducer registry (:func:`register`) for phalanx's own objects
+  (connections, locks, shared memory ...), consulted before ``copyreg``.
+* A cloudpickle fallback for callables and classes that plain pickle cannot
+  rebuild in another interpreter: lambdas, closures, local classes, and
+  anything defined in an interactive ``__main__`` (REPL, notebook, ``-c``).
+  Module-level functions of an importable module still travel by reference,
+  so the fast path and identity semantics are unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import copyreg
+import io
+import pickle
+import sys
+import threading
+import types
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+PROTOCOL = 5
+
+Reducer = Callable[[Any], "str | tuple[Any, ...]"]
+_registry: dict[type, Reducer] = {}
+
+
+def register(type_: type, reducer: Reducer) -> None:
+    """Use ``reducer(obj)`` (a ``__reduce__``-style tuple) to pickle instances of ``type_``."""
+    _registry[type_] = reducer
+
+
+def _main_is_importable() -> bool:
+    """True when a spawned child can re-import ``__main__`` from a file."""
+    main = sys.modules.get("__main__")
+    path = getattr(main, "__file__", None)
+    return isinstance(path, str) and not path.startswith("<")
+
+
+def _lookup(module_name: str, qualname: str) -> Any:
+    obj: Any = sys.modules.get(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
+
+
+def needs_by_value(obj: types.FunctionType | type) -> bool:
+    """Whether ``obj`` must be pickled by value because a reference would not resolve."""
+    qualname = getattr(obj, "__qualname__", "")
+    if "<lambda>" in qualname or "<locals>" in qualname:
+        return True
+    module = getattr(obj, "__module__", None)
+    if module is None:
+        return False
+    if module == "__main__":
+        return not _main_is_importable()
+    if module not in sys.modules:
+        return False  # plain pickle will import it by name
+    return _lookup(module, qualname) is not obj
+
+
+def _load_by_value(data: bytes) -> Any:
+    return pickle.loads(data)
+
+
+def _dumps_by_value(obj: Any) -> bytes:
+    import cloudpickle  # deferred: only paid for when a by-value object is met
+
+    buf = io.BytesIO()
+    pickler = cloudpickle.Pickler(buf, protocol=PROTOCOL)
+    pickler.dispatch_table = collections.ChainMap(_registry, pickler.dispatch_table)
+    pickler.dump(obj)
+    return buf.getvalue()
+
+
+class Pickler(pickle.Pickler):
+    """``pickle.Pickler`` with phalanx's reducers and the cloudpickle fallback."""
+
+    def __init__(
+        self,
+        file: Any,
+        protocol: int = PROTOCOL,
+        *,
+        buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None,
+    ) -> None:
+        super().__init__(file, protocol, buffer_callback=buffer_callback)
+        table = copyreg.dispatch_table.copy()
+        table.update(_registry)
+        self.dispatch_table = table
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (types.FunctionType, type)) and needs_by_value(obj):
+            return _load_by_value, (_dumps_by_value(obj),)
+        return NotImplemented
+
+
+def dumps(obj: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
+    """Pickle ``obj``; with ``buffers`` given, large buffers are appended to it out of band."""
+    buf = io.BytesIO()
+    Pickler(buf, buffer_callback=None if buffers is None else buffers.append).dump(obj)
+    return buf.getvalue()
+
+
+def dump(obj: Any, file: Any) -> None:
+    Pickler(file).dump(obj)
+
+
+def loads(data: bytes | memoryview, buffers: Iterable[Any] = ()) -> Any:
+    """Unpickle data produced by :func:`dumps` (buffers in the same order)."""
+    return pickle.loads(data, buffers=buffers)
+
+
+# --- what a pickling pass is for -------------------------------------------------
+# Some objects (an AuthenticationString, an fd) may only be pickled to hand them to
+# a child being started; the Popen object in charge is recorded here meanwhile.
+
+_spawning = threading.local()
+
+
+def get_spawning_popen() -> Any:
+    return getattr(_spawning, "popen", None)
+
+
+def set_spawning_popen(popen: Any) -> None:
+    _spawning.popen = popen
+
+
+@contextlib.contextmanager
+def spawning(popen: Any) -> Iterator[None]:
+    """Mark the current thread as pickling on behalf of ``popen``."""
+    set_spawning_popen(popen)
+    try:
+        yield
+    finally:
+        set_spawning_popen(None)

@@ -1,0 +1,236 @@
+"""Contexts: one object per start method bundling the whole API (layer 5).
+
+``get_context(method)`` returns the concrete context of a start method; the
+module-level functions of :mod:`phalanx` are the bound methods of the default
+context, whose start method can be chosen once with ``set_start_method``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from . import _forkserver, _platform, _spawn, process, util
+from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
+
+__all__ = (
+    "AuthenticationError",
+    "BaseContext",
+    "BufferTooShort",
+    "DefaultContext",
+    "ForkContext",
+    "ForkProcess",
+    "ForkServerContext",
+    "ForkServerProcess",
+    "Process",
+    "ProcessError",
+    "SpawnContext",
+    "SpawnProcess",
+    "TimeoutError",
+)
+
+_POPEN_MODULES = {"fork": "fork", "spawn": "spawn", "forkserver": "forkserver"}
+
+
+def _popen_class(method: str) -> Any:
+    # Start methods are imported on first use: a forking program never loads
+    # the spawn or forkserver code.
+    module = importlib.import_module(f"phalanx._popen.{_POPEN_MODULES[method]}")
+    return module.Popen
+
+
+class BaseContext:
+    """The API shared by every context; ``_name`` is the start method (None: default)."""
+
+    _name: ClassVar[str | None] = None
+    Process: ClassVar[type[process.BaseProcess]]
+
+    ProcessError = ProcessError
+    BufferTooShort = BufferTooShort
+    TimeoutError = TimeoutError
+    AuthenticationError = AuthenticationError
+
+    current_process = staticmethod(process.current_process)
+    parent_process = staticmethod(process.parent_process)
+    active_children = staticmethod(process.active_children)
+
+    def cpu_count(self) -> int:
+        """Number of CPUs in the system (``NotImplementedError`` if unknown)."""
+        return _platform.cpu_count()
+
+    def freeze_support(self) -> None:
+        """In a frozen executable started as a child, run the child and exit.
+
+        A no-op everywhere else, so it is always safe to call first thing under
+        ``if __name__ == "__main__":``.
+        """
+        if getattr(sys, "frozen", False) and _spawn.FORK_MARKER in sys.argv:
+            raise SystemExit(
+                "phalanx cannot yet start children from a frozen executable; "
+                "run the program with a Python interpreter"
+            )
+
+    def get_logger(self) -> logging.Logger:
+        return util.get_logger()
+
+    def log_to_stderr(self, level: int | str | None = None) -> logging.Logger:
+        return util.log_to_stderr(level)
+
+    def set_executable(self, executable: Any) -> None:
+        """Interpreter used to start children with spawn (default: ``sys.executable``)."""
+        _spawn.set_executable(executable)
+
+    def set_forkserver_preload(self, module_names: Sequence[str]) -> None:
+        """Modules the fork server imports once, so its children start with them loaded."""
+        _forkserver.set_forkserver_preload(module_names)
+
+    def get_context(self, method: str | None = None) -> BaseContext:
+        """The context of start method ``method`` (this one if None)."""
+        if method is None:
+            return self
+        try:
+            ctx = _concrete_contexts[method]
+        except (KeyError, TypeError):
+            raise ValueError(
+                f"cannot find context for {method!r}; "
+                f"available start methods: {', '.join(_platform.START_METHODS)}"
+            ) from None
+        return ctx
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:
+        return self._name
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        raise ValueError(
+            f"cannot set the start method of a concrete context ({self._name!r}); "
+            "use phalanx.set_start_method() or get_context(method)"
+        )
+
+    def get_all_start_methods(self) -> list[str]:
+        """Start methods usable here, the default first."""
+        methods = list(_platform.START_METHODS)
+        methods.remove(_platform.DEFAULT_START_METHOD)
+        return [_platform.DEFAULT_START_METHOD, *methods]
+
+    @property
+    def reducer(self) -> Any:
+        return importlib.import_module("phalanx._wire.pickling")
+
+    def _check_available(self) -> None:
+        pass
+
+
+class Process(process.BaseProcess):
+    """A process started with the default context's start method."""
+
+    _start_method = None
+
+    @staticmethod
+    def _Popen(process_obj: process.BaseProcess) -> Any:
+        ctx = _default_context.get_context()
+        return ctx.Process._Popen(process_obj)
+
+
+class ForkProcess(process.BaseProcess):
+    _start_method = "fork"
+
+    @staticmethod
+    def _Popen(process_obj: process.BaseProcess) -> Any:
+        return _popen_class("fork")(process_obj)
+
+
+class SpawnProcess(process.BaseProcess):
+    _start_method = "spawn"
+
+    @staticmethod
+    def _Popen(process_obj: process.BaseProcess) -> Any:
+        return _popen_class("spawn")(process_obj)
+
+
+class ForkServerProcess(process.BaseProcess):
+    _start_method = "forkserver"
+
+    @staticmethod
+    def _Popen(process_obj: process.BaseProcess) -> Any:
+        return _popen_class("forkserver")(process_obj)
+
+
+class ForkContext(BaseContext):
+    _name = "fork"
+    Process = ForkProcess
+
+
+class SpawnContext(BaseContext):
+    _name = "spawn"
+    Process = SpawnProcess
+
+
+class ForkServerContext(BaseContext):
+    _name = "forkserver"
+    Process = ForkServerProcess
+
+
+class DefaultContext(BaseContext):
+    """The context behind the module-level API: its start method is chosen once."""
+
+    Process = Process
+
+    def __init__(self, context: BaseContext) -> None:
+        self._default_context = context
+        self._actual_context: BaseContext | None = None
+
+    def get_context(self, method: str | None = None) -> BaseContext:
+        if method is None:
+            if self._actual_context is None:
+                self._actual_context = self._default_context
+            return self._actual_context
+        return super().get_context(method)
+
+    def set_start_method(self, method: str | None, force: bool = False) -> None:
+        """Choose the default start method; once only unless ``force=True``."""
+        if self._actual_context is not None and not force:
+            raise RuntimeError(
+                f"context has already been set (start method {self._actual_context._name!r}); "
+                "pass force=True to change it"
+            )
+        if method is None and force:
+            self._actual_context = None
+            return
+        self._actual_context = self.get_context(method)
+
+    def get_start_method(self, allow_none: bool = False) -> str | None:
+        """The default start method (fixes it, unless ``allow_none`` and none is set)."""
+        if self._actual_context is None:
+            if allow_none:
+                return None
+            self._actual_context = self._default_context
+        return self._actual_context._name
+
+
+_concrete_contexts: dict[str, BaseContext] = {
+    "fork": ForkContext(),
+    "spawn": SpawnContext(),
+    "forkserver": ForkServerContext(),
+}
+_default_context = DefaultContext(_concrete_contexts[_platform.DEFAULT_START_METHOD])
+
+
+def _force_start_method(method: str) -> None:
+    _default_context._actual_context = _concrete_contexts[method]
+
+
+def _inherit_start_method(process_obj: process.BaseProcess) -> None:
+    # A child's default start method is the one that started it, like the stdlib.
+    if process_obj._start_method is not None:
+        _force_start_method(process_obj._start_method)
+
+
+process._bootstrap_hooks.append(_inherit_start_method)
+
+get_context = _default_context.get_context
+get_start_method = _default_context.get_start_method
+set_start_method = _default_context.set_start_method
+get_all_start_methods = _default_context.get_all_start_methods
