@@ -19,6 +19,7 @@ __all__ = (
     "SUBWARNING",
     "AuthenticationError",
     "BufferTooShort",
+    "Pipe",
     "Process",
     "ProcessError",
     "TimeoutError",
@@ -42,6 +43,7 @@ __version__ = "0.1.0"
 
 _default = _context._default_context
 
+Pipe = _default.Pipe
 active_children = _default.active_children
 cpu_count = _default.cpu_count
 current_process = _default.current_process

@@ -20,6 +20,7 @@ from . import _platform, _spawn, process, util
 from ._errors import AuthenticationError
 from ._spawn_main import run_child
 from ._wire import auth
+from ._wire.fds import set_inherited_fds
 from ._wire.framing import read_frame, sock_recv_frame, sock_send_frame, write_int
 from ._wire.pickling import loads
 
@@ -69,8 +70,7 @@ def _child(fds: list[int], listener: socket.socket, keep_closed: list[int]) -> N
         signal.signal(signal.SIGINT, signal.default_int_handler)
         listener.close()
         _platform.close_fds(*keep_closed)
-        for extra in fds[1:]:
-            os.set_inheritable(extra, False)
+        set_inherited_fds(fds[1:])
         code = run_child(fds[0])
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1

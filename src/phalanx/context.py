@@ -8,13 +8,15 @@ context, whose start method can be chosen once with ``set_start_method``.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _forkserver, _platform, _spawn, process, util
+from . import _platform, _spawn, connection, process, util
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = (
     "AuthenticationError",
@@ -57,6 +59,10 @@ class BaseContext:
     parent_process = staticmethod(process.parent_process)
     active_children = staticmethod(process.active_children)
 
+    def Pipe(self, duplex: bool = True) -> tuple[connection.Connection, connection.Connection]:
+        """Two connected ``Connection`` objects (see :func:`phalanx.connection.Pipe`)."""
+        return connection.Pipe(duplex)
+
     def cpu_count(self) -> int:
         """Number of CPUs in the system (``NotImplementedError`` if unknown)."""
         return _platform.cpu_count()
@@ -85,7 +91,7 @@ class BaseContext:
 
     def set_forkserver_preload(self, module_names: Sequence[str]) -> None:
         """Modules the fork server imports once, so its children start with them loaded."""
-        _forkserver.set_forkserver_preload(module_names)
+        importlib.import_module("phalanx._forkserver").set_forkserver_preload(module_names)
 
     def get_context(self, method: str | None = None) -> BaseContext:
         """The context of start method ``method`` (this one if None)."""

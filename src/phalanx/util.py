@@ -9,14 +9,16 @@ after it is forked.
 from __future__ import annotations
 
 import itertools
-import logging
 import os
 import sys
 import threading
 import traceback
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import logging
 
 __all__ = (
     "DEBUG",
@@ -72,6 +74,10 @@ def sub_warning(msg: str, *args: Any) -> None:
 def get_logger() -> logging.Logger:
     """Return phalanx's logger (``'phalanx'``), creating it on first use."""
     global _logger
+    # logging is imported on first use: it is a tenth of a spawned child's
+    # startup time, and most programs never ask for the logger.
+    import logging
+
     with _lock:
         if _logger is None:
             logging.addLevelName(SUBDEBUG, "SUBDEBUG")
@@ -84,6 +90,8 @@ def get_logger() -> logging.Logger:
 def log_to_stderr(level: int | str | None = None) -> logging.Logger:
     """Attach a stderr handler to phalanx's logger; children started later inherit it."""
     global _log_to_stderr
+    import logging
+
     logger = get_logger()
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter(DEFAULT_LOGGING_FORMAT))

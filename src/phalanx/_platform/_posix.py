@@ -7,8 +7,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 
 # The stdlib's default on non-Linux POSIX (macOS) is spawn since 3.8 (bpo-33725).
@@ -28,6 +26,8 @@ def pidfd_send_signal(pidfd: int, signum: int) -> None:
 
 def memfd_create(name: str) -> int:
     """Return the fd of an anonymous, unlinked file usable for shared mappings."""
+    import tempfile  # rarely needed: Linux has memfd_create
+
     fd, path = tempfile.mkstemp(prefix=f"phalanx-{name}-")
     os.unlink(path)
     return fd
@@ -83,6 +83,10 @@ def close_fds(*fds: int) -> None:
 def interpreter_flags() -> list[str]:
     """Command-line options that reproduce this interpreter's flags (-O, -E, -X ...)."""
     # A private helper of ``subprocess`` (not of multiprocessing); stable since 3.3.
+    # Imported here, not at the top: spawned children never need it, and
+    # their startup time is what users wait for.
+    import subprocess
+
     return list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
 
 

@@ -19,7 +19,12 @@ class ForkServerPopen(SpawnPopen):
     """A child of the fork server: its pid and exit code come over the server connection."""
 
     method = "forkserver"
+    fds_by_index = True
     _conn: socket.socket
+
+    def duplicate_for_child(self, fd: int) -> int:
+        self._fds.append(fd)
+        return len(self._fds) - 1
 
     def _launch(self, process_obj: BaseProcess) -> None:
         prep, obj = self._payload(process_obj)

@@ -23,13 +23,24 @@ class SpawnPopen(ChildPopen):
 
     method = "spawn"
 
+    fds_by_index = False
+
     def __init__(self, process_obj: BaseProcess) -> None:
         self._fds: list[int] = []
-        super().__init__(process_obj)
+        self._to_close: list[int] = []
+        try:
+            super().__init__(process_obj)
+        finally:
+            _platform.close_fds(*self._to_close)
 
     def duplicate_for_child(self, fd: int) -> int:
+        """Make ``fd`` reach the child; returns the handle the child resolves."""
         self._fds.append(fd)
         return fd
+
+    def keep_open_until_started(self, fd: int) -> None:
+        """``fd`` is ours to close once the child has been started."""
+        self._to_close.append(fd)
 
     def _payload(self, process_obj: BaseProcess) -> tuple[bytes, bytes]:
         prep = _spawn.get_preparation_data(process_obj.name, self.method)

@@ -111,7 +111,7 @@ def dump(obj: Any, file: Any) -> None:
     Pickler(file).dump(obj)
 
 
-def loads(data: bytes | memoryview, buffers: Iterable[Any] = ()) -> Any:
+def loads(data: bytes | bytearray | memoryview, buffers: Iterable[Any] = ()) -> Any:
     """Unpickle data produced by :func:`dumps` (buffers in the same order)."""
     return pickle.loads(data, buffers=buffers)
 

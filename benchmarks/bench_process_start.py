@@ -1,0 +1,62 @@
+"""Start and join a trivial process: phalanx against the stdlib, per start method.
+
+    python benchmarks/bench_process_start.py [--repeat N]
+
+Prints per-start times and the ratio phalanx/stdlib (below 1.0: phalanx is faster).
+Both libraries run in this one process, alternating rounds so that machine noise
+hits both alike; fork servers are warmed up before timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+
+import phalanx
+
+
+def noop() -> None:
+    pass
+
+
+def time_starts(ctx: object, n: int) -> float:
+    """Seconds per start+join, over ``n`` sequential processes."""
+    process_cls: Callable[..., object] = ctx.Process  # type: ignore[attr-defined]
+    t0 = time.perf_counter()
+    for _ in range(n):
+        p = process_cls(target=noop)
+        p.start()  # type: ignore[attr-defined]
+        p.join()  # type: ignore[attr-defined]
+        if p.exitcode != 0:  # type: ignore[attr-defined]
+            raise RuntimeError(f"child failed: {p!r}")
+    return (time.perf_counter() - t0) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5, help="rounds per library and method")
+    parser.add_argument("--n", type=int, default=0, help="processes per round (default: auto)")
+    args = parser.parse_args()
+    print(f"{'method':<11} {'stdlib':>10} {'phalanx':>10} {'ratio':>7}")
+    for method in ("fork", "spawn", "forkserver"):
+        n = args.n or (40 if method != "spawn" else 10)
+        libs = {
+            "stdlib": multiprocessing.get_context(method),
+            "phalanx": phalanx.get_context(method),
+        }
+        for ctx in libs.values():
+            time_starts(ctx, 2)  # warm up (start the fork server, fill caches)
+        samples: dict[str, list[float]] = {name: [] for name in libs}
+        for _ in range(args.repeat):
+            for name, ctx in libs.items():
+                samples[name].append(time_starts(ctx, n))
+        std = statistics.median(samples["stdlib"])
+        ours = statistics.median(samples["phalanx"])
+        print(f"{method:<11} {std * 1e3:>8.2f}ms {ours * 1e3:>8.2f}ms {ours / std:>7.2f}")
+
+
+if __name__ == "__main__":
+    main()
