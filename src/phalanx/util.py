@@ -43,7 +43,7 @@ DEBUG = 10
 INFO = 20
 SUBWARNING = 25
 
-LOGGER_NAME = "phalanx"
+LOGGER_NAME = "multiprocessing"  # the stdlib's: existing logging config keeps working
 DEFAULT_LOGGING_FORMAT = "[%(levelname)s/%(processName)s] %(message)s"
 
 _logger: logging.Logger | None = None
@@ -72,7 +72,7 @@ def sub_warning(msg: str, *args: Any) -> None:
 
 
 def get_logger() -> logging.Logger:
-    """Return phalanx's logger (``'phalanx'``), creating it on first use."""
+    """Return the package logger, named ``'multiprocessing'`` like the stdlib's."""
     global _logger
     # logging is imported on first use: it is a tenth of a spawned child's
     # startup time, and most programs never ask for the logger.

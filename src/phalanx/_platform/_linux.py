@@ -28,9 +28,7 @@ def pidfd_open(pid: int) -> int | None:
     """A close-on-exec pidfd that polls readable when ``pid`` exits; None if unsupported."""
     if not HAVE_PIDFD:
         return None
-    fd = os.pidfd_open(pid)
-    os.set_inheritable(fd, False)
-    return fd
+    return os.pidfd_open(pid)  # the kernel makes pidfds close-on-exec
 
 
 def pidfd_send_signal(pidfd: int, signum: int) -> None:

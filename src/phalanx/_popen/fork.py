@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import weakref
 from typing import TYPE_CHECKING
 
 from .. import _platform, util
@@ -31,7 +32,9 @@ class ChildPopen:
         self._pidfd: int | None = None
         self._reap_lock = threading.Lock()
         self._finalizer: util.Finalize | None = None
+        self._parent_fds: tuple[int, ...] = ()
         self._launch(process_obj)
+        _live.add(self)
 
     def _launch(self, process_obj: BaseProcess) -> None:
         flush_std_streams()
@@ -65,7 +68,15 @@ class ChildPopen:
         else:
             self.sentinel = pipe_sentinel
             fds = (pipe_sentinel, *extra_fds)
+        self._parent_fds = fds
         self._finalizer = util.Finalize(self, _platform.close_fds, fds)
+
+    def _forget_in_forked_child(self) -> None:
+        # A forked copy of this process must not hold our handles on our other
+        # children: a copy of the write end we keep for a child would hide our
+        # death from it (its parent sentinel would never see EOF).
+        _platform.close_fds(*self._parent_fds)
+        self._parent_fds = ()
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         """The exit code, or None if still running (``flag=0`` blocks until it ends)."""
@@ -119,5 +130,16 @@ def _after_fork_in_child() -> None:
         set_native_id()
     util.run_after_forkers()
 
+
+_live: weakref.WeakSet[ChildPopen] = weakref.WeakSet()
+
+
+def _close_inherited_handles() -> None:
+    for popen in list(_live):
+        popen._forget_in_forked_child()
+    _live.clear()
+
+
+os.register_at_fork(after_in_child=_close_inherited_handles)
 
 Popen = ChildPopen

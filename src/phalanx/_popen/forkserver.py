@@ -43,12 +43,17 @@ class ForkServerPopen(SpawnPopen):
         except OSError:
             self._pidfd = None
         fds = (parent_w,) if self._pidfd is None else (parent_w, self._pidfd)
+        self._parent_fds = fds
         self._finalizer = util.Finalize(self, _close, (self._conn, *fds))
         try:
             write_frame(parent_w, prep)
             write_frame(parent_w, obj)
         except BrokenPipeError:
             pass
+
+    def _forget_in_forked_child(self) -> None:
+        super()._forget_in_forked_child()
+        self._conn.close()
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
         if self.returncode is None:
