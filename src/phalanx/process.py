@@ -98,7 +98,7 @@ class BaseProcess:
         target: Callable[..., object] | None = None,
         name: str | None = None,
         args: Iterable[Any] = (),
-        kwargs: Mapping[str, Any] = {},  # noqa: B006 - the stdlib's signature; never mutated
+        kwargs: Mapping[str, Any] = {},  # the stdlib's signature; never mutated
         *,
         daemon: bool | None = None,
     ) -> None:
