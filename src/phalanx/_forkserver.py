@@ -25,7 +25,8 @@ import tempfile
 import threading
 from collections.abc import Sequence
 
-from . import _platform, _spawn, util
+from . import _platform, _spawn
+from . import _util as util
 from ._wire import auth
 from ._wire.framing import read_int, sock_recv_frame, sock_send_frame, write_frame
 from ._wire.pickling import dumps

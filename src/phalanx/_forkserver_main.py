@@ -16,7 +16,8 @@ import socket
 import sys
 from typing import Any, NoReturn
 
-from . import _platform, _spawn, process, util
+from . import _platform, _spawn, process
+from . import _util as util
 from ._errors import AuthenticationError
 from ._spawn_main import run_child
 from ._wire import auth

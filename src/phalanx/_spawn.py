@@ -14,7 +14,8 @@ import sys
 import types
 from typing import Any
 
-from . import _platform, process, util
+from . import _platform, process
+from . import _util as util
 
 __all__ = (
     "get_command_line",

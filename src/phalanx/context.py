@@ -12,7 +12,8 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _platform, _spawn, connection, process, util
+from . import _platform, _spawn, connection, process
+from . import _util as util
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
 if TYPE_CHECKING:

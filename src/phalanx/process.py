@@ -23,7 +23,8 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from . import _platform, util
+from . import _platform
+from . import _util as util
 from ._errors import ProcessStateError
 from ._wire.pickling import get_spawning_popen
 

@@ -1,34 +1,47 @@
-"""Logging, finalizers and after-fork hooks (the public parts of the stdlib's ``util``).
+"""Public helpers, under the stdlib's ``multiprocessing.util`` names.
 
-Finalizers registered with :class:`Finalize` run when their object is collected,
-or at process exit in decreasing ``exitpriority`` order.  Objects registered
-with :func:`register_after_fork` get ``func(obj)`` called in a child right
-after it is forked.
+The implementation lives in ``_util`` (logging, finalizers, after-fork hooks,
+the bottom layer); this module adds what needs the process layer.
 """
 
 from __future__ import annotations
 
-import itertools
 import os
-import sys
-import threading
-import traceback
-import weakref
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+import shutil
+import tempfile
 
-if TYPE_CHECKING:
-    import logging
+from . import process
+from ._util import (
+    DEBUG,
+    DEFAULT_LOGGING_FORMAT,
+    INFO,
+    LOGGER_NAME,
+    NOTSET,
+    SUBDEBUG,
+    SUBWARNING,
+    Finalize,
+    debug,
+    get_logger,
+    info,
+    is_exiting,
+    log_to_stderr,
+    register_after_fork,
+    sub_debug,
+    sub_warning,
+)
 
 __all__ = (
     "DEBUG",
+    "DEFAULT_LOGGING_FORMAT",
     "INFO",
+    "LOGGER_NAME",
     "NOTSET",
     "SUBDEBUG",
     "SUBWARNING",
     "Finalize",
     "debug",
     "get_logger",
+    "get_temp_dir",
     "info",
     "is_exiting",
     "log_to_stderr",
@@ -37,215 +50,19 @@ __all__ = (
     "sub_warning",
 )
 
-NOTSET = 0
-SUBDEBUG = 5
-DEBUG = 10
-INFO = 20
-SUBWARNING = 25
 
-LOGGER_NAME = "multiprocessing"  # the stdlib's: existing logging config keeps working
-DEFAULT_LOGGING_FORMAT = "[%(levelname)s/%(processName)s] %(message)s"
+def get_temp_dir() -> str:
+    """A private (0700) temporary directory for this process tree, removed at exit.
 
-_logger: logging.Logger | None = None
-_log_to_stderr = False
-_exiting = False
-
-
-def sub_debug(msg: str, *args: Any) -> None:
-    if _logger:
-        _logger.log(SUBDEBUG, msg, *args, stacklevel=2)
-
-
-def debug(msg: str, *args: Any) -> None:
-    if _logger:
-        _logger.log(DEBUG, msg, *args, stacklevel=2)
-
-
-def info(msg: str, *args: Any) -> None:
-    if _logger:
-        _logger.log(INFO, msg, *args, stacklevel=2)
-
-
-def sub_warning(msg: str, *args: Any) -> None:
-    if _logger:
-        _logger.log(SUBWARNING, msg, *args, stacklevel=2)
-
-
-def get_logger() -> logging.Logger:
-    """Return the package logger, named ``'multiprocessing'`` like the stdlib's."""
-    global _logger
-    # logging is imported on first use: it is a tenth of a spawned child's
-    # startup time, and most programs never ask for the logger.
-    import logging
-
-    with _lock:
-        if _logger is None:
-            logging.addLevelName(SUBDEBUG, "SUBDEBUG")
-            logging.addLevelName(SUBWARNING, "SUBWARNING")
-            _logger = logging.getLogger(LOGGER_NAME)
-            _logger.propagate = False
-    return _logger
-
-
-def log_to_stderr(level: int | str | None = None) -> logging.Logger:
-    """Attach a stderr handler to phalanx's logger; children started later inherit it."""
-    global _log_to_stderr
-    import logging
-
-    logger = get_logger()
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter(DEFAULT_LOGGING_FORMAT))
-    logger.addHandler(handler)
-    if level:
-        logger.setLevel(level)
-    _log_to_stderr = True
-    return logger
-
-
-def logging_settings() -> tuple[bool, int | None]:
-    """(log_to_stderr called, logger level) to reproduce in a spawned child."""
-    return _log_to_stderr, (_logger.level if _logger is not None else None)
-
-
-def is_exiting() -> bool:
-    """True once this process has started its exit sequence."""
-    return _exiting
-
-
-def set_exiting() -> None:
-    global _exiting
-    _exiting = True
-
-
-_lock = threading.Lock()
-
-# --- after-fork hooks ---------------------------------------------------------------
-
-_after_fork: weakref.WeakValueDictionary[tuple[int, int, Callable[[Any], None]], Any] = (
-    weakref.WeakValueDictionary()
-)
-_after_fork_counter = itertools.count()
-
-
-def register_after_fork(obj: Any, func: Callable[[Any], None]) -> None:
-    """Call ``func(obj)`` in every child forked while ``obj`` is alive."""
-    _after_fork[(next(_after_fork_counter), id(obj), func)] = obj
-
-
-def run_after_forkers() -> None:
-    for (_, _, func), obj in sorted(_after_fork.items(), key=lambda kv: kv[0][0]):
-        try:
-            func(obj)
-        except Exception as exc:  # one broken hook must not stop the child
-            info("after forker raised exception %s", exc)
-
-
-# --- finalizers -----------------------------------------------------------------------
-
-_registry: dict[tuple[int | None, int], Finalize] = {}
-_counter = itertools.count()
-
-
-class Finalize:
-    """Call ``callback(*args, **kwargs)`` once: when ``obj`` dies, on demand, or at exit.
-
-    With ``exitpriority`` set, the finalizer also runs at process exit, highest
-    priority first (same priority: newest first).  ``obj`` may be None only
-    with an exit priority.
+    Children inherit the parent's directory; only the process that made it
+    removes it.
     """
-
-    def __init__(
-        self,
-        obj: Any,
-        callback: Callable[..., Any],
-        args: Sequence[Any] = (),
-        kwargs: Mapping[str, Any] | None = None,
-        exitpriority: int | None = None,
-    ) -> None:
-        if exitpriority is not None and not isinstance(exitpriority, int):
-            raise TypeError(f"exitpriority must be an int or None (got {exitpriority!r})")
-        if obj is not None:
-            self._weakref: weakref.ref[Any] | None = weakref.ref(obj, self)
-        elif exitpriority is None:
-            raise ValueError("a Finalize without an object needs an exitpriority")
-        else:
-            self._weakref = None
-        self._callback: Callable[..., Any] | None = callback
-        self._args = tuple(args)
-        self._kwargs = dict(kwargs or {})
-        self._key: tuple[int | None, int] | None = (exitpriority, next(_counter))
-        self._pid = os.getpid()
-        _registry[self._key] = self
-
-    def __call__(self, wr: Any = None) -> Any:
-        """Run the callback if it has not run yet (only in the process that made it)."""
-        key, callback = self._key, self._callback
-        if key is None or _registry.pop(key, None) is None or callback is None:
-            return None
-        try:
-            if self._pid != os.getpid():
-                return None  # inherited through fork: not ours to run
-            return callback(*self._args, **self._kwargs)
-        finally:
-            self._weakref = self._callback = self._key = None
-            self._args, self._kwargs = (), {}
-
-    def cancel(self) -> None:
-        """Forget the callback without running it."""
-        if self._key is not None:
-            _registry.pop(self._key, None)
-        self._weakref = self._callback = self._key = None
-
-    def still_active(self) -> bool:
-        return self._key in _registry
-
-    def __repr__(self) -> str:
-        obj = self._weakref() if self._weakref is not None else None
-        name = getattr(self._callback, "__name__", repr(self._callback))
-        state = f"callback={name}" if self._key is not None else "dead"
-        prio = f", exitpriority={self._key[0]}" if self._key and self._key[0] is not None else ""
-        return f"<{type(self).__name__} object, {state}, obj={type(obj).__name__}{prio}>"
-
-
-def run_finalizers(minpriority: int | None = None) -> None:
-    """Run finalizers whose exit priority is >= ``minpriority`` (any priority if None).
-
-    With None this is the last pass at exit: the registry is emptied afterwards.
-    """
-    floor = -sys.maxsize if minpriority is None else minpriority
-    keys = [k for k in list(_registry) if k[0] is not None and k[0] >= floor]
-    keys.sort(reverse=True)
-    for key in keys:
-        finalizer = _registry.get(key)
-        if finalizer is None:
-            continue
-        try:
-            finalizer()
-        except Exception:
-            traceback.print_exc()
-    if minpriority is None:
-        _registry.clear()
-
-
-def clear_finalizers() -> None:
-    """Drop every finalizer (a freshly forked child must not run its parent's)."""
-    _registry.clear()
-
-
-def close_stdin() -> None:
-    """Replace stdin with /dev/null in a child so it never competes for the terminal."""
-    if sys.stdin is None:
-        return
-    try:
-        sys.stdin.close()
-    except (OSError, ValueError):
-        pass
-    try:
-        fd = os.open(os.devnull, os.O_RDONLY)
-        try:
-            sys.stdin = open(fd, encoding="utf-8", closefd=False)  # noqa: SIM115
-        except BaseException:
-            os.close(fd)
-            raise
-    except (OSError, ValueError):
-        pass
+    config = process.current_process()._config
+    tempdir = config.get("tempdir")
+    if tempdir is None or not os.path.isdir(tempdir):
+        tempdir = tempfile.mkdtemp(prefix="pymp-")
+        info("created temp directory %s", tempdir)
+        # After everything else at exit: finalizers may still use the directory.
+        Finalize(None, shutil.rmtree, args=(tempdir, True), exitpriority=-100)
+        config["tempdir"] = tempdir
+    return str(tempdir)

@@ -8,7 +8,8 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from .. import _platform, util
+from .. import _platform
+from .. import _util as util
 from .._errors import ProcessStateError
 from ..process import check_timeout, flush_std_streams
 

@@ -6,7 +6,8 @@ import os
 import socket
 from typing import TYPE_CHECKING
 
-from .. import _forkserver, _platform, util
+from .. import _forkserver, _platform
+from .. import _util as util
 from .._wire.framing import read_int, write_frame
 from ..process import check_timeout
 from .spawn import SpawnPopen

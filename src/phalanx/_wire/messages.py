@@ -1,0 +1,91 @@
+"""The message format of a ``Connection``.
+
+Every message is one frame: an 8-byte big-endian header, then the body::
+
+    header bits 63..62   kind
+    header bits 61..0    body length in bytes (so no 2 or 4 GiB limit)
+
+    kind 0  RAW   the body is the message (send_bytes, or a pickle from send())
+    kind 1  OOB   a pickle with out-of-band buffers (protocol 5):
+                  u32 n | n x u64 buffer sizes | pickle bytes | buffer 0 | ... | buffer n-1
+
+Out-of-band buffers (numpy arrays, PickleBuffer) are written straight from
+their memory with ``writev`` and read straight into their final buffers: no
+copy into or out of the pickle stream.
+
+A reader never trusts a length: a header that claims more than this machine's
+memory is rejected before anything is allocated, and large bodies are read
+into lazily-allocated memory, so a lying peer costs only what it really sends.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+
+HEADER = struct.Struct("!Q")
+_COUNT = struct.Struct("!I")
+_SIZE = struct.Struct("!Q")
+
+KIND_RAW = 0
+KIND_OOB = 1
+_KIND_SHIFT = 62
+_LENGTH_MASK = (1 << _KIND_SHIFT) - 1
+MAX_OOB_BUFFERS = 1 << 16
+
+
+def _memory_limit() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):  # pragma: no cover - sysconf names exist on Linux/macOS
+        return 1 << 40
+
+
+# No single message can be larger than physical memory: a header claiming more
+# is corrupt (or hostile).
+MAX_MESSAGE = _memory_limit()
+
+
+class ProtocolError(OSError):
+    """The byte stream is not a valid sequence of messages."""
+
+
+def pack_header(kind: int, length: int) -> bytes:
+    return HEADER.pack((kind << _KIND_SHIFT) | length)
+
+
+def unpack_header(header: bytes) -> tuple[int, int]:
+    """(kind, body length) of a header; ProtocolError for an impossible one."""
+    (value,) = HEADER.unpack(header)
+    kind, length = value >> _KIND_SHIFT, value & _LENGTH_MASK
+    if kind > KIND_OOB:
+        raise ProtocolError(f"bad message header: unknown kind {kind}")
+    if length > MAX_MESSAGE:
+        raise ProtocolError(
+            f"bad message length: {length} bytes claimed, more than this machine's memory"
+        )
+    return kind, length
+
+
+def pack_oob_prefix(pickle_len: int, sizes: list[int]) -> bytes:
+    """Header and buffer table of an OOB message (the pickle and buffers follow)."""
+    table = _COUNT.pack(len(sizes)) + b"".join(_SIZE.pack(s) for s in sizes)
+    body_len = len(table) + pickle_len + sum(sizes)
+    return pack_header(KIND_OOB, body_len) + table
+
+
+def parse_oob_table(count_bytes: bytes, body_len: int) -> int:
+    """Number of buffers announced by an OOB body, checked against its length."""
+    (count,) = _COUNT.unpack(count_bytes)
+    if count > MAX_OOB_BUFFERS or _COUNT.size + _SIZE.size * count > body_len:
+        raise ProtocolError(f"bad out-of-band message: {count} buffers in {body_len} bytes")
+    return int(count)
+
+
+def parse_oob_sizes(table: bytes, count: int, body_len: int) -> tuple[list[int], int]:
+    """(buffer sizes, pickle length) of an OOB body; ProtocolError if inconsistent."""
+    sizes = [int(s) for (s,) in _SIZE.iter_unpack(table)]
+    pickle_len = body_len - _COUNT.size - _SIZE.size * count - sum(sizes)
+    if pickle_len < 0:
+        raise ProtocolError("bad out-of-band message: buffers larger than the message")
+    return sizes, pickle_len
