@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _platform, _spawn, connection, process
+from . import _connection, _platform, _spawn, process
 from . import _util as util
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
@@ -60,9 +60,9 @@ class BaseContext:
     parent_process = staticmethod(process.parent_process)
     active_children = staticmethod(process.active_children)
 
-    def Pipe(self, duplex: bool = True) -> tuple[connection.Connection, connection.Connection]:
+    def Pipe(self, duplex: bool = True) -> tuple[_connection.Connection, _connection.Connection]:
         """Two connected ``Connection`` objects (see :func:`phalanx.connection.Pipe`)."""
-        return connection.Pipe(duplex)
+        return _connection.Pipe(duplex)
 
     def cpu_count(self) -> int:
         """Number of CPUs in the system (``NotImplementedError`` if unknown)."""

@@ -35,6 +35,11 @@ class DupFd:
         self.handle: int = popen.duplicate_for_child(dup)
         self.by_index = bool(getattr(popen, "fds_by_index", False))
 
+    @staticmethod
+    def spawning() -> bool:
+        """Whether the current thread is pickling for a child being started."""
+        return get_spawning_popen() is not None
+
     def detach(self) -> int:
         """In the child: the fd itself (owned by the caller from now on)."""
         fd = _inherited[self.handle] if self.by_index else self.handle

@@ -1,0 +1,326 @@
+"""``Connection``, ``Pipe`` and ``wait``: whole messages over one fd (layer 2).
+
+A connection carries whole messages over a socketpair (duplex ``Pipe``), a
+pipe (one-way ``Pipe``) or a socket (``Listener``/``Client``).  The message
+format is in ``_wire.messages``: 64-bit lengths, and pickles whose large
+buffers (numpy arrays, ``PickleBuffer``) travel out of band without copies.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import socket
+from collections.abc import Iterable
+from typing import Any
+
+from . import _platform
+from ._errors import BufferTooShort
+from ._resource_sharer import SharedFd
+from ._wire import messages
+from ._wire.fds import DupFd
+from ._wire.pickling import dumps, loads, register
+
+__all__ = ("Connection", "Pipe", "wait")
+
+_SMALL = 1 << 16  # below this a message goes out in one write() of a joined buffer
+_IOV_MAX = 1024
+
+
+class Connection:
+    """One end of a pipe: send and receive whole messages.
+
+    ``send``/``recv`` block with no timeout, like the stdlib: bound them with
+    ``poll`` or ``wait``.  ``recv`` raises ``EOFError`` once the peer has closed
+    its end and nothing is left to read; every call on a closed connection
+    raises ``OSError``.
+    """
+
+    def __init__(self, handle: int, readable: bool = True, writable: bool = True) -> None:
+        if isinstance(handle, bool) or not isinstance(handle, int) or handle < 0:
+            raise ValueError(f"invalid handle {handle!r}: expected a file descriptor")
+        if not readable and not writable:
+            raise ValueError("at least one of `readable` and `writable` must be True")
+        self._handle: int | None = handle
+        self._readable = readable
+        self._writable = writable
+
+    def __del__(self) -> None:
+        if getattr(self, "_handle", None) is not None:
+            self._close()
+
+    # -- state --------------------------------------------------------------------------
+
+    def _check_closed(self) -> int:
+        if self._handle is None:
+            raise OSError("handle is closed")
+        return self._handle
+
+    def _check_readable(self) -> int:
+        handle = self._check_closed()
+        if not self._readable:
+            raise OSError("connection is write-only")
+        return handle
+
+    def _check_writable(self) -> int:
+        handle = self._check_closed()
+        if not self._writable:
+            raise OSError("connection is read-only")
+        return handle
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._handle is None
+
+    @property
+    def readable(self) -> bool:
+        return self._readable
+
+    @property
+    def writable(self) -> bool:
+        return self._writable
+
+    def fileno(self) -> int:
+        """The file descriptor (valid until ``close()``)."""
+        return self._check_closed()
+
+    def close(self) -> None:
+        """Close this end; the peer then gets ``EOFError``.  Idempotent."""
+        if self._handle is not None:
+            try:
+                self._close()
+            finally:
+                self._handle = None
+
+    def _close(self, _os_close: Any = os.close) -> None:
+        # os.close is bound at definition time: __del__ may run at interpreter
+        # shutdown, after module globals have been cleared.
+        if self._handle is not None:
+            _os_close(self._handle)
+
+    def __enter__(self) -> Connection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._handle is None else f"fd={self._handle}"
+        mode = ("r" if self._readable else "") + ("w" if self._writable else "")
+        return f"<{type(self).__name__} {state} {mode}>"
+
+    # -- sending ------------------------------------------------------------------------
+
+    def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
+        """Send a bytes-like object (or its slice ``[offset:offset+size]``) as one message."""
+        handle = self._check_writable()
+        view = memoryview(buf)
+        if view.itemsize > 1 or view.ndim != 1 or not view.c_contiguous:
+            view = view.cast("B") if view.c_contiguous else memoryview(view.tobytes())
+        n = len(view)
+        if offset < 0:
+            raise ValueError(f"offset is negative ({offset})")
+        if n < offset:
+            raise ValueError(f"buffer length ({n}) < offset ({offset})")
+        if size is None:
+            size = n - offset
+        elif size < 0:
+            raise ValueError(f"size is negative ({size})")
+        elif offset + size > n:
+            raise ValueError(f"buffer length ({n}) < offset + size ({offset + size})")
+        body = view[offset : offset + size]
+        self._write_parts(handle, [messages.pack_header(messages.KIND_RAW, size), body])
+
+    def send(self, obj: Any) -> None:
+        """Pickle ``obj`` and send it as one message (large buffers out of band)."""
+        handle = self._check_writable()
+        buffers: list[pickle.PickleBuffer] = []
+        data = dumps(obj, buffers)
+        if not buffers:
+            self._write_parts(handle, [messages.pack_header(messages.KIND_RAW, len(data)), data])
+            return
+        raws = [b.raw() for b in buffers]
+        prefix = messages.pack_oob_prefix(len(data), [r.nbytes for r in raws])
+        self._write_parts(handle, [prefix, data, *raws])
+
+    def _write_parts(self, handle: int, parts: list[Any]) -> None:
+        total = sum(memoryview(p).nbytes for p in parts)
+        if total < _SMALL:
+            data = memoryview(b"".join(parts))
+            while data:
+                data = data[os.write(handle, data) :]
+            return
+        views = [memoryview(p).cast("B") for p in parts if memoryview(p).nbytes]
+        while views:
+            written = os.writev(handle, views[:_IOV_MAX])
+            while views and written >= len(views[0]):
+                written -= len(views[0])
+                views.pop(0)
+            if views and written:
+                views[0] = views[0][written:]
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _read_into(self, handle: int, view: memoryview) -> None:
+        got, total = 0, len(view)
+        while got < total:
+            n = os.readv(handle, [view[got:]])
+            if n == 0:
+                self.close()
+                raise messages.ProtocolError("got end of file during message")
+            got += n
+
+    def _read_bytes(self, handle: int, size: int) -> bytes | bytearray:
+        """``size`` bytes; a single read() for small messages, no extra copy for large ones."""
+        if size <= _SMALL:
+            first = os.read(handle, size)
+            if len(first) == size:
+                return first
+            buf = bytearray(size)
+            buf[: len(first)] = first
+            if not first:
+                self.close()
+                raise messages.ProtocolError("got end of file during message")
+            self._read_into(handle, memoryview(buf)[len(first) :])
+            return buf
+        buf = bytearray(size)  # calloc: pages are only committed as data arrives
+        self._read_into(handle, memoryview(buf))
+        return buf
+
+    def _read_header(self, handle: int) -> tuple[int, int]:
+        try:
+            header = os.read(handle, messages.HEADER.size)
+        except ConnectionResetError:
+            raise EOFError("the other end of the connection was reset") from None
+        if not header:
+            raise EOFError("the other end of the connection was closed")
+        try:
+            if len(header) < messages.HEADER.size:
+                rest = bytearray(messages.HEADER.size - len(header))
+                self._read_into(handle, memoryview(rest))
+                header += rest
+            return messages.unpack_header(header)
+        except messages.ProtocolError:
+            self.close()
+            raise
+
+    def _read_oob(self, handle: int, body_len: int) -> tuple[bytes | bytearray, list[bytearray]]:
+        try:
+            count = messages.parse_oob_table(self._read_bytes(handle, 4), body_len)
+            table = self._read_bytes(handle, 8 * count)
+            sizes, pickle_len = messages.parse_oob_sizes(table, count, body_len)
+        except messages.ProtocolError:
+            self.close()
+            raise
+        data = self._read_bytes(handle, pickle_len)
+        buffers = []
+        for size in sizes:
+            buf = bytearray(size)
+            self._read_into(handle, memoryview(buf))
+            buffers.append(buf)
+        return data, buffers
+
+    def _recv_raw(self, handle: int, maxlength: int | None) -> bytes | bytearray:
+        """The next message as a flat byte string (an OOB pickle is made in-band)."""
+        kind, length = self._read_header(handle)
+        if maxlength is not None and length > maxlength:
+            self.close()
+            raise OSError(f"bad message length: {length} bytes > maxlength {maxlength}")
+        if kind == messages.KIND_RAW:
+            return self._read_bytes(handle, length)
+        data, buffers = self._read_oob(handle, length)
+        return dumps(loads(data, buffers))  # sent with send(), read as bytes: in-band pickle
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        """Receive one message as bytes (blocks).
+
+        ``EOFError`` if the peer closed; a message longer than ``maxlength``
+        closes the connection and raises ``OSError``.
+        """
+        handle = self._check_readable()
+        if maxlength is not None and maxlength < 0:
+            raise ValueError(f"negative maxlength ({maxlength})")
+        data = self._recv_raw(handle, maxlength)
+        return data if type(data) is bytes else bytes(data)
+
+    def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
+        """Receive one message into a writable buffer at byte ``offset``; returns its size.
+
+        If it does not fit, raises ``BufferTooShort`` whose ``args[0]`` is the
+        whole message.
+        """
+        handle = self._check_readable()
+        view = memoryview(buf)
+        if view.itemsize > 1:
+            view = view.cast("B")
+        if offset < 0 or offset > len(view):
+            raise ValueError(f"offset out of bounds ({offset} for a buffer of {len(view)} bytes)")
+        kind, length = self._read_header(handle)
+        if kind == messages.KIND_RAW and length <= len(view) - offset:
+            self._read_into(handle, view[offset : offset + length])
+            return length
+        if kind == messages.KIND_RAW:
+            raise BufferTooShort(bytes(self._read_bytes(handle, length)))
+        data = dumps(loads(*self._read_oob(handle, length)))
+        if len(data) > len(view) - offset:
+            raise BufferTooShort(data)
+        view[offset : offset + len(data)] = data
+        return len(data)
+
+    def recv(self) -> Any:
+        """Receive one message and unpickle it (blocks); ``EOFError`` if the peer closed."""
+        handle = self._check_readable()
+        kind, length = self._read_header(handle)
+        if kind == messages.KIND_RAW:
+            return loads(self._read_bytes(handle, length))
+        data, buffers = self._read_oob(handle, length)
+        return loads(data, buffers)
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        """Whether a message (or EOF) can be read within ``timeout`` seconds (None: forever)."""
+        handle = self._check_readable()
+        return bool(_platform.wait_readable([handle], timeout))
+
+
+def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
+    """A pair of connected ``Connection`` objects; one-way ``(reader, writer)`` if not duplex."""
+    if duplex:
+        s1, s2 = socket.socketpair()
+        s1.setblocking(True)  # even under socket.setdefaulttimeout()
+        s2.setblocking(True)
+        return Connection(s1.detach()), Connection(s2.detach())
+    r, w = os.pipe()
+    return Connection(r, writable=False), Connection(w, readable=False)
+
+
+def _fd_of(obj: Any) -> int:
+    return obj if isinstance(obj, int) else int(obj.fileno())
+
+
+def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
+    """The objects of ``object_list`` ready to be read, waiting up to ``timeout`` seconds.
+
+    Accepts connections, sockets, process sentinels (ints) and anything with
+    ``fileno()``.  A connection is ready when a message or EOF awaits.
+    """
+    objects = list(object_list)
+    fds = {_fd_of(obj) for obj in objects}
+    ready = set(_platform.wait_readable(list(fds), timeout))
+    return [obj for obj in objects if _fd_of(obj) in ready]
+
+
+def _rebuild_connection(df: Any, readable: bool, writable: bool) -> Connection:
+    return Connection(df.detach(), readable, writable)
+
+
+def _reduce_connection(conn: Connection) -> tuple[Any, ...]:
+    return _rebuild_connection, (_share_fd(conn.fileno()), conn.readable, conn.writable)
+
+
+def _share_fd(fd: int) -> Any:
+    """A picklable handle on ``fd``: inherited by a child being started, else fetched."""
+    return DupFd(fd) if DupFd.spawning() else SharedFd(fd)
+
+
+register(Connection, _reduce_connection)
