@@ -315,10 +315,10 @@ def _rebuild_connection(df: Any, readable: bool, writable: bool) -> Connection:
 
 
 def _reduce_connection(conn: Connection) -> tuple[Any, ...]:
-    return _rebuild_connection, (_share_fd(conn.fileno()), conn.readable, conn.writable)
+    return _rebuild_connection, (share_fd(conn.fileno()), conn.readable, conn.writable)
 
 
-def _share_fd(fd: int) -> Any:
+def share_fd(fd: int) -> Any:
     """A picklable handle on ``fd``: inherited by a child being started, else fetched."""
     return DupFd(fd) if DupFd.spawning() else SharedFd(fd)
 

@@ -17,6 +17,7 @@ from typing import Any
 from . import _util as util
 from ._connection import Connection
 from ._wire import auth
+from .util import get_temp_dir, is_abstract_socket_namespace
 
 __all__ = (
     "Client",
@@ -34,19 +35,13 @@ default_family = "AF_UNIX"
 _MAX_AUTH_MESSAGE = auth.MAX_AUTH_MESSAGE
 
 
-def _is_abstract(address: object) -> bool:
-    return (isinstance(address, str) and address.startswith("\0")) or (
-        isinstance(address, bytes) and address.startswith(b"\0")
-    )
-
-
 def address_type(address: Any) -> str:
     """The family of an address: ``'AF_INET'`` for a tuple, ``'AF_UNIX'`` for a path."""
     if type(address) is tuple:
         return "AF_INET"
     if type(address) is str and address.startswith("\\\\"):
         return "AF_PIPE"
-    if type(address) is str or _is_abstract(address):
+    if type(address) is str or is_abstract_socket_namespace(address):
         return "AF_UNIX"
     raise ValueError(f"address type of {address!r} unrecognized")
 
@@ -61,8 +56,6 @@ def arbitrary_address(family: str) -> Any:
     if family == "AF_INET":
         return ("localhost", 0)
     if family == "AF_UNIX":
-        from .util import get_temp_dir  # public facade: one layer up, only for this default
-
         return os.path.join(get_temp_dir(), f"listener-{secrets.token_hex(8)}")
     raise ValueError(f"unrecognized family {family!r}")
 
@@ -121,7 +114,7 @@ class Listener:
         self._address = sock.getsockname()
         self._last_accepted: Any = None
         self._unlink: util.Finalize | None = None
-        if family == "AF_UNIX" and not _is_abstract(address):
+        if family == "AF_UNIX" and not is_abstract_socket_namespace(address):
             self._unlink = util.Finalize(self, os.unlink, args=(address,), exitpriority=0)
 
     def accept(self) -> Connection:

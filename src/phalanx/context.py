@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _connection, _platform, _spawn, process
+from . import _connection, _platform, _spawn, process, reduction
 from . import _util as util
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
@@ -124,7 +124,8 @@ class BaseContext:
 
     @property
     def reducer(self) -> Any:
-        return importlib.import_module("phalanx._wire.pickling")
+        """The module that pickles objects for other processes (``phalanx.reduction``)."""
+        return reduction
 
     def _check_available(self) -> None:
         pass

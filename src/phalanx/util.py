@@ -10,7 +10,7 @@ import os
 import shutil
 import tempfile
 
-from . import process
+from . import _platform, process
 from ._util import (
     DEBUG,
     DEFAULT_LOGGING_FORMAT,
@@ -39,16 +39,30 @@ __all__ = (
     "SUBDEBUG",
     "SUBWARNING",
     "Finalize",
+    "abstract_sockets_supported",
     "debug",
     "get_logger",
     "get_temp_dir",
     "info",
+    "is_abstract_socket_namespace",
     "is_exiting",
     "log_to_stderr",
     "register_after_fork",
     "sub_debug",
     "sub_warning",
 )
+
+
+abstract_sockets_supported = _platform.HAVE_ABSTRACT_SOCKETS
+
+
+def is_abstract_socket_namespace(address: object) -> bool:
+    """Whether an AF_UNIX address names an abstract socket (leading NUL, Linux)."""
+    if isinstance(address, bytes):
+        return address.startswith(b"\0")
+    if isinstance(address, str):
+        return address.startswith("\0")
+    return False
 
 
 def get_temp_dir() -> str:

@@ -12,6 +12,7 @@ import sys
 if sys.platform.startswith("linux"):
     from ._linux import (
         DEFAULT_START_METHOD,
+        HAVE_ABSTRACT_SOCKETS,
         HAVE_PIDFD,
         START_METHODS,
         memfd_create,
@@ -23,6 +24,7 @@ elif sys.platform == "win32":  # pragma: no cover - not a supported platform yet
 else:  # pragma: no cover - macOS and other POSIX systems
     from ._posix import (
         DEFAULT_START_METHOD,
+        HAVE_ABSTRACT_SOCKETS,
         HAVE_PIDFD,
         START_METHODS,
         memfd_create,
@@ -45,6 +47,7 @@ from ._posix import (
 
 __all__ = (
     "DEFAULT_START_METHOD",
+    "HAVE_ABSTRACT_SOCKETS",
     "HAVE_PIDFD",
     "START_METHODS",
     "close_fds",

@@ -10,6 +10,8 @@ from . import _posix
 # Up to 3.13 the stdlib defaults to fork on Linux (3.14 moves to forkserver).
 DEFAULT_START_METHOD = "fork"
 START_METHODS: tuple[str, ...] = ("fork", "spawn", "forkserver")
+# AF_UNIX names starting with a NUL byte live outside the filesystem.
+HAVE_ABSTRACT_SOCKETS = True
 
 
 def _probe_pidfd() -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Sequence
 DEFAULT_START_METHOD = "spawn"
 START_METHODS: tuple[str, ...] = ("spawn", "fork", "forkserver")
 HAVE_PIDFD = False
+HAVE_ABSTRACT_SOCKETS = False
 
 
 def pidfd_open(pid: int) -> int | None:
