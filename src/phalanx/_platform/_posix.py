@@ -135,3 +135,7 @@ def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
     if ms is not None and ms > _POLL_MAX_MS:
         ms = None  # beyond poll()'s range (24.8 days): as good as forever
     return [fd for fd, _ev in poller.poll(ms)]
+
+
+def grow_pipe(fd: int, size: int = 1 << 20) -> None:
+    """Enlarge a pipe's buffer where the OS allows it (not on this platform)."""

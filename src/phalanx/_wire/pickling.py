@@ -33,7 +33,25 @@ _registry: dict[type, Reducer] = {}
 
 def register(type_: type, reducer: Reducer) -> None:
     """Use ``reducer(obj)`` (a ``__reduce__``-style tuple) to pickle instances of ``type_``."""
+    global _table_key
     _registry[type_] = reducer
+    _table_key = None
+
+
+# copyreg's table merged with ours, rebuilt only when either changes: copying
+# it for every message was a measurable part of a small send.
+_table: dict[type, Any] = {}
+_table_key: tuple[int, int] | None = None
+
+
+def _dispatch_table() -> dict[type, Any]:
+    global _table, _table_key
+    key = (len(copyreg.dispatch_table), len(_registry))
+    if key != _table_key:
+        table = copyreg.dispatch_table.copy()
+        table.update(_registry)
+        _table, _table_key = table, key
+    return _table
 
 
 def _main_is_importable() -> bool:
@@ -90,9 +108,7 @@ class Pickler(pickle.Pickler):
         buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None,
     ) -> None:
         super().__init__(file, protocol, buffer_callback=buffer_callback)
-        table = copyreg.dispatch_table.copy()
-        table.update(_registry)
-        self.dispatch_table = table
+        self.dispatch_table = _dispatch_table()
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, (types.FunctionType, type)) and needs_by_value(obj):
