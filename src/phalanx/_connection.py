@@ -8,6 +8,7 @@ buffers (numpy arrays, ``PickleBuffer``) travel out of band without copies.
 
 from __future__ import annotations
 
+import mmap
 import os
 import pickle
 import socket
@@ -23,6 +24,8 @@ from ._wire.fds import DupFd
 from ._wire.pickling import dumps, loads, register
 
 __all__ = ("Connection", "Pipe", "wait")
+
+Buffer = bytes | bytearray | mmap.mmap
 
 _SMALL = 1 << 16  # below this a message goes out in one write() of a joined buffer
 _IOV_MAX = 1024
@@ -194,28 +197,30 @@ class Connection:
             self._is_socket = stat.S_ISSOCK(os.fstat(handle).st_mode)
         return self._is_socket
 
-    def _read_bytes(self, handle: int, size: int) -> bytes | bytearray:
+    def _read_bytes(self, handle: int, size: int) -> Buffer:
         """``size`` bytes; a single read() for small messages, no extra copy for large ones."""
         if size <= _SMALL:
             first = os.read(handle, size)
             if len(first) == size:
                 return first
-            buf = bytearray(size)
-            buf[: len(first)] = first
             if not first:
                 self.close()
                 raise messages.ProtocolError("got end of file during message")
+            buf = bytearray(size)
+            buf[: len(first)] = first
             self._read_into(handle, memoryview(buf)[len(first) :])
             return buf
         if self._socket_fd(handle):
             return self._recv_waitall(handle, size)
-        buf = bytearray(size)  # calloc: pages are only committed as data arrives
-        self._read_into(handle, memoryview(buf))
-        return buf
+        big = _lazy_buffer(size)
+        self._read_into(handle, memoryview(big))
+        return big
 
-    def _recv_waitall(self, handle: int, size: int) -> bytes | bytearray:
+    def _recv_waitall(self, handle: int, size: int) -> Buffer:
         # One recv(MSG_WAITALL) fills a fresh bytes object: no second copy into
-        # bytes, and one syscall instead of one per socket-buffer's worth.
+        # bytes, and one syscall instead of one per socket-buffer's worth.  The
+        # object is malloc'ed, not zeroed: a peer that claims a huge length and
+        # sends little costs address space, not memory.
         sock = socket.socket(fileno=handle)
         try:
             data = sock.recv(size, socket.MSG_WAITALL)
@@ -226,10 +231,10 @@ class Connection:
         if not data:
             self.close()
             raise messages.ProtocolError("got end of file during message")
-        buf = bytearray(size)  # interrupted by a signal: finish the slow way
-        buf[: len(data)] = data
-        self._read_into(handle, memoryview(buf)[len(data) :])
-        return buf
+        big = _lazy_buffer(size)  # interrupted by a signal: finish the slow way
+        big[: len(data)] = data
+        self._read_into(handle, memoryview(big)[len(data) :])
+        return big
 
     def _read_header(self, handle: int) -> tuple[int, int]:
         try:
@@ -248,7 +253,7 @@ class Connection:
             self.close()
             raise
 
-    def _read_oob(self, handle: int, body_len: int) -> tuple[bytes | bytearray, list[bytearray]]:
+    def _read_oob(self, handle: int, body_len: int) -> tuple[Buffer, list[Buffer]]:
         try:
             count = messages.parse_oob_table(self._read_bytes(handle, 4), body_len)
             table = self._read_bytes(handle, 8 * count)
@@ -257,14 +262,14 @@ class Connection:
             self.close()
             raise
         data = self._read_bytes(handle, pickle_len)
-        buffers = []
+        buffers: list[Buffer] = []
         for size in sizes:
-            buf = bytearray(size)
+            buf = bytearray(size) if size <= _SMALL else _lazy_buffer(size)
             self._read_into(handle, memoryview(buf))
             buffers.append(buf)
         return data, buffers
 
-    def _recv_raw(self, handle: int, maxlength: int | None) -> bytes | bytearray:
+    def _recv_raw(self, handle: int, maxlength: int | None) -> Buffer:
         """The next message as a flat byte string (an OOB pickle is made in-band)."""
         kind, length = self._read_header(handle)
         if maxlength is not None and length > maxlength:
@@ -285,7 +290,7 @@ class Connection:
         if maxlength is not None and maxlength < 0:
             raise ValueError(f"negative maxlength ({maxlength})")
         data = self._recv_raw(handle, maxlength)
-        return data if type(data) is bytes else bytes(data)
+        return data if type(data) is bytes else _to_bytes(data)
 
     def recv_bytes_into(self, buf: Any, offset: int = 0) -> int:
         """Receive one message into a writable buffer at byte ``offset``; returns its size.
@@ -304,7 +309,7 @@ class Connection:
             self._read_into(handle, view[offset : offset + length])
             return length
         if kind == messages.KIND_RAW:
-            raise BufferTooShort(bytes(self._read_bytes(handle, length)))
+            raise BufferTooShort(_to_bytes(self._read_bytes(handle, length)))
         data = dumps(loads(*self._read_oob(handle, length)))
         if len(data) > len(view) - offset:
             raise BufferTooShort(data)
@@ -324,6 +329,24 @@ class Connection:
         """Whether a message (or EOF) can be read within ``timeout`` seconds (None: forever)."""
         handle = self._check_readable()
         return bool(_platform.wait_readable([handle], timeout))
+
+
+def _lazy_buffer(size: int) -> mmap.mmap:
+    """Writable zeroed memory whose pages are committed only as they are written.
+
+    ``bytearray(size)`` would zero every page up front: a peer announcing a
+    huge message it never sends must not make us touch gigabytes.
+    """
+    return mmap.mmap(-1, size)
+
+
+def _to_bytes(data: Buffer) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    result = bytes(data)
+    if isinstance(data, mmap.mmap):
+        data.close()  # give the pages back now, not at the next GC
+    return result
 
 
 def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:

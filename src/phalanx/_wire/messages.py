@@ -20,8 +20,11 @@ into lazily-allocated memory, so a lying peer costs only what it really sends.
 
 from __future__ import annotations
 
+import mmap
 import os
 import struct
+
+ByteData = bytes | bytearray | memoryview | mmap.mmap
 
 HEADER = struct.Struct("!Q")
 _COUNT = struct.Struct("!I")
@@ -74,7 +77,7 @@ def pack_oob_prefix(pickle_len: int, sizes: list[int]) -> bytes:
     return pack_header(KIND_OOB, body_len) + table
 
 
-def parse_oob_table(count_bytes: bytes | bytearray, body_len: int) -> int:
+def parse_oob_table(count_bytes: ByteData, body_len: int) -> int:
     """Number of buffers announced by an OOB body, checked against its length."""
     (count,) = _COUNT.unpack(count_bytes)
     if count > MAX_OOB_BUFFERS or _COUNT.size + _SIZE.size * count > body_len:
@@ -82,7 +85,7 @@ def parse_oob_table(count_bytes: bytes | bytearray, body_len: int) -> int:
     return int(count)
 
 
-def parse_oob_sizes(table: bytes | bytearray, count: int, body_len: int) -> tuple[list[int], int]:
+def parse_oob_sizes(table: ByteData, count: int, body_len: int) -> tuple[list[int], int]:
     """(buffer sizes, pickle length) of an OOB body; ProtocolError if inconsistent."""
     sizes = [int(s) for (s,) in _SIZE.iter_unpack(table)]
     pickle_len = body_len - _COUNT.size - _SIZE.size * count - sum(sizes)

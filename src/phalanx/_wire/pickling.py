@@ -18,6 +18,7 @@ import collections
 import contextlib
 import copyreg
 import io
+import mmap
 import pickle
 import sys
 import threading
@@ -127,7 +128,7 @@ def dump(obj: Any, file: Any) -> None:
     Pickler(file).dump(obj)
 
 
-def loads(data: bytes | bytearray | memoryview, buffers: Iterable[Any] = ()) -> Any:
+def loads(data: bytes | bytearray | memoryview | mmap.mmap, buffers: Iterable[Any] = ()) -> Any:
     """Unpickle data produced by :func:`dumps` (buffers in the same order)."""
     return pickle.loads(data, buffers=buffers)
 
