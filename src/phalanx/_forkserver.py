@@ -23,7 +23,7 @@ import socket
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from . import _platform, _spawn
 from . import _util as util
@@ -51,10 +51,16 @@ class ForkServer:
         self._authkey = b""
         self._owner = os.getpid()
 
-    def set_preload(self, module_names: Sequence[str]) -> None:
-        if isinstance(module_names, str) or not all(type(m) is str for m in module_names):
+    def set_preload(self, module_names: Iterable[str]) -> None:
+        names = None
+        if not isinstance(module_names, (str, bytes)):
+            try:
+                names = list(module_names)
+            except TypeError:
+                pass
+        if names is None or not all(type(m) is str for m in names):
             raise TypeError(f"module_names must be a list of strings (got {module_names!r})")
-        self._preload = list(module_names)
+        self._preload = names
 
     def _after_fork_in_child(self) -> None:
         # A forked child must not adopt our server: it is not the child's own
@@ -97,7 +103,7 @@ class ForkServer:
                 "authkey": authkey,
                 "preload": self._preload,
                 "main_path": main_path if "__main__" in self._preload else None,
-                "sys_path": sys.path,
+                "sys_path": _spawn.child_sys_path(),
                 "dir": os.getcwd(),
             }
             fds = [listener.fileno(), alive_r, config_r]

@@ -1,6 +1,6 @@
 """The fork server process (entry point; the client side is ``_forkserver``).
 
-Serves requests one at a time: authenticate, receive the child's fds, fork.
+Serves requests from one event loop: authenticate, receive the child's fds, fork.
 The forked child reads its process object from the first fd exactly like a
 spawned child.  The server reports each child's pid at once and its exit code
 when it is reaped, then closes that connection.  It exits when the alive pipe
@@ -14,15 +14,17 @@ import selectors
 import signal
 import socket
 import sys
+import time
 from typing import Any, NoReturn
 
 from . import _platform, _spawn, process
 from . import _util as util
 from ._errors import AuthenticationError
+from ._forkserver import MAX_FDS_PER_REQUEST
 from ._spawn_main import run_child
 from ._wire import auth
 from ._wire.fds import set_inherited_fds
-from ._wire.framing import read_frame, sock_recv_frame, sock_send_frame, write_int
+from ._wire.framing import FRAME_HEADER, read_frame, write_int
 from ._wire.pickling import loads
 
 _REQUEST_TIMEOUT = 30.0
@@ -47,19 +49,68 @@ def _preload(config: dict[str, Any]) -> None:
             pass
 
 
-def _serve_request(conn: socket.socket, authkey: bytes) -> list[int]:
-    """Authenticate ``conn`` and receive the fds of one child."""
-    conn.settimeout(_REQUEST_TIMEOUT)
-    auth.authenticate_server(
-        lambda data: sock_send_frame(conn, data),
-        lambda maxsize: sock_recv_frame(conn, maxsize),
-        authkey,
-    )
-    _tag, fds = _platform.recv_fds(conn, 1, 256)
-    conn.settimeout(None)
-    if not fds:
-        raise ValueError("fork request carried no fds")
-    return fds
+class _Request:
+    """One client connection, from accept to its fds, driven by the event loop.
+
+    The handshake runs step by step as data arrives, reading exactly one frame
+    at a time (never past it, so the SCM_RIGHTS message that follows stays in
+    the socket).  A client that stalls only delays itself: it is dropped at its
+    deadline while the server goes on serving others.
+    """
+
+    def __init__(self, conn: socket.socket, authkey: bytes) -> None:
+        conn.setblocking(False)
+        self.conn = conn
+        self.deadline = time.monotonic() + _REQUEST_TIMEOUT
+        self._steps = auth.server_steps(authkey)
+        self._want = 0  # max size of the frame awaited
+        self._buf = bytearray()
+        self._frame_len: int | None = None
+        self._authenticated = False
+        self._advance(None)
+
+    def _advance(self, reply: bytes | None) -> None:
+        while True:
+            try:
+                op, arg = self._steps.send(reply)
+            except StopIteration:
+                self._authenticated = True
+                return
+            if op == auth.RECV:
+                self._want = arg
+                return
+            frame = FRAME_HEADER.pack(len(arg)) + arg
+            if self.conn.send(frame) != len(frame):  # tiny: fits unless the peer is hostile
+                raise OSError("client does not read")
+            reply = None
+
+    def on_readable(self) -> list[int] | None:
+        """Make progress; the child's fds once the request is complete."""
+        if self._authenticated:
+            _tag, fds = _platform.recv_fds(self.conn, 1, MAX_FDS_PER_REQUEST)
+            if not fds:
+                raise ValueError("fork request carried no fds")
+            self.conn.setblocking(True)
+            return fds
+        need = (FRAME_HEADER.size if self._frame_len is None else self._frame_len) - len(self._buf)
+        data = self.conn.recv(need)
+        if not data:
+            raise EOFError("client closed the connection")
+        self._buf += data
+        if self._frame_len is None:
+            if len(self._buf) == FRAME_HEADER.size:
+                (self._frame_len,) = FRAME_HEADER.unpack(self._buf)
+                self._buf.clear()
+                if self._frame_len > self._want:
+                    raise ValueError(f"handshake frame of {self._frame_len} bytes")
+            if self._frame_len != 0:
+                return None
+        if len(self._buf) == self._frame_len:
+            message = bytes(self._buf)
+            self._buf.clear()
+            self._frame_len = None
+            self._advance(message)
+        return None
 
 
 def _child(fds: list[int], listener: socket.socket, keep_closed: list[int]) -> NoReturn:
@@ -89,10 +140,15 @@ def serve(listener_fd: int, alive_r: int, config_r: int) -> None:
     os.close(config_r)
     authkey: bytes = config["authkey"]
     sys.path = config["sys_path"]
+    try:
+        os.chdir(config["dir"])  # preloading may import modules relative to it
+    except OSError:
+        pass
     util.close_stdin()
     _preload(config)
 
     listener = socket.socket(fileno=listener_fd)
+    listener.setblocking(False)
     sig_r, sig_w = os.pipe()
     os.set_blocking(sig_w, False)
     signal.set_wakeup_fd(sig_w)
@@ -102,12 +158,22 @@ def serve(listener_fd: int, alive_r: int, config_r: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     children: dict[int, socket.socket] = {}
+    pending: dict[socket.socket, _Request] = {}
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     selector.register(alive_r, selectors.EVENT_READ)
     selector.register(sig_r, selectors.EVENT_READ)
+
+    def drop(request: _Request) -> None:
+        selector.unregister(request.conn)
+        del pending[request.conn]
+        request.conn.close()
+
     while True:
-        ready = {key.fileobj for key, _ in selector.select()}
+        timeout = None
+        if pending:
+            timeout = max(0.0, min(r.deadline for r in pending.values()) - time.monotonic())
+        ready = {key.fileobj for key, _ in selector.select(timeout)}
         if alive_r in ready:
             return  # owner gone
         if sig_r in ready:
@@ -120,15 +186,33 @@ def serve(listener_fd: int, alive_r: int, config_r: int) -> None:
             try:
                 conn, _addr = listener.accept()
             except OSError:
+                conn = None
+            if conn is not None:
+                try:
+                    pending[conn] = _Request(conn, authkey)
+                    selector.register(conn, selectors.EVENT_READ)
+                except (AuthenticationError, OSError, EOFError, ValueError):
+                    pending.pop(conn, None)
+                    conn.close()
+        now = time.monotonic()
+        for request in list(pending.values()):
+            fds = None
+            if request.conn in ready:
+                try:
+                    fds = request.on_readable()
+                except (AuthenticationError, OSError, EOFError, ValueError):
+                    drop(request)
+                    continue
+            if fds is None:
+                if request.deadline <= now:
+                    drop(request)
                 continue
-            try:
-                fds = _serve_request(conn, authkey)
-            except (AuthenticationError, OSError, EOFError, ValueError):
-                conn.close()
-                continue
+            selector.unregister(request.conn)
+            del pending[request.conn]
+            conn = request.conn
             pid = os.fork()
             if pid == 0:
-                others = [c.fileno() for c in children.values()]
+                others = [c.fileno() for c in (*children.values(), *pending)]
                 _child(fds, listener, [alive_r, sig_r, sig_w, conn.fileno(), *others])
             _platform.close_fds(*fds)
             try:

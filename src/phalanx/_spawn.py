@@ -16,6 +16,7 @@ from typing import Any
 
 from . import _platform, process
 from . import _util as util
+from ._wire.pickling import is_package_main
 
 __all__ = (
     "get_command_line",
@@ -85,6 +86,14 @@ def check_not_importing_main() -> None:
         raise RuntimeError(_GUARD_MESSAGE.format(method=method))
 
 
+def child_sys_path() -> list[str]:
+    """``sys.path`` for a child, with ``''`` (the cwd at startup) made absolute."""
+    sys_path = sys.path.copy()
+    if "" in sys_path and process.ORIGINAL_DIR is not None:
+        sys_path[sys_path.index("")] = process.ORIGINAL_DIR
+    return sys_path
+
+
 def get_preparation_data(name: str, start_method: str | None) -> dict[str, Any]:
     """Everything :func:`prepare` needs to rebuild this interpreter's state in a child."""
     check_not_importing_main()
@@ -100,10 +109,7 @@ def get_preparation_data(name: str, start_method: str | None) -> dict[str, Any]:
     }
     if log_level is not None:
         data["log_level"] = log_level
-    sys_path = sys.path.copy()
-    if "" in sys_path and process.ORIGINAL_DIR is not None:
-        sys_path[sys_path.index("")] = process.ORIGINAL_DIR
-    data["sys_path"] = sys_path
+    data["sys_path"] = child_sys_path()
 
     main_module = sys.modules.get("__main__")
     spec_name = getattr(getattr(main_module, "__spec__", None), "name", None)
@@ -145,8 +151,10 @@ def prepare(data: dict[str, Any]) -> None:
 
 def _fixup_main_from_name(mod_name: str) -> None:
     current_main = sys.modules.get("__main__")
-    if mod_name == "__main__" or mod_name.endswith(".__main__"):
-        return  # `python -m pkg`: re-running pkg/__main__.py would rerun the program
+    if is_package_main(mod_name):
+        # `python -m pkg`: re-running pkg/__main__.py would rerun the program;
+        # objects defined there are pickled by value instead.
+        return
     if getattr(getattr(current_main, "__spec__", None), "name", None) == mod_name:
         return
     main_content = runpy.run_module(mod_name, run_name="__mp_main__", alter_sys=True)

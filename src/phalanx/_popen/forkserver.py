@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import TYPE_CHECKING
 
 from .. import _forkserver, _platform
@@ -38,6 +39,7 @@ class ForkServerPopen(SpawnPopen):
         finally:
             _platform.close_fds(child_r)
         self.sentinel = self._conn.fileno()
+        self._watched = self.sentinel
         # A pidfd only to signal safely: the child is the server's, not ours.
         try:
             self._pidfd = _platform.pidfd_open(self.pid)
@@ -61,19 +63,35 @@ class ForkServerPopen(SpawnPopen):
             with self._reap_lock:
                 if self.returncode is None:
                     timeout = 0 if flag == os.WNOHANG else None
-                    if not _platform.wait_readable([self.sentinel], timeout):
+                    if not _platform.wait_readable([self._watched], timeout):
                         return None
-                    try:
-                        self.returncode = read_int(self.sentinel)
-                    except (EOFError, OSError):
-                        self.returncode = 255  # the server died before reporting
+                    self.returncode = self._read_status()
         return self.returncode
 
+    def _read_status(self) -> int | None:
+        """The child's exit code once ``_watched`` is readable (None: still running)."""
+        if self._watched == self._pidfd:
+            return 255  # it outlived the server: its exit status went to its new parent
+        try:
+            return read_int(self.sentinel)
+        except (EOFError, OSError):
+            pass
+        # The fork server died without reporting.  The child may well be alive:
+        # watch it through its pidfd from now on, so that is_alive(), join() and
+        # kill() keep working.
+        if self._pidfd is not None and not _platform.wait_readable([self._pidfd], 0):
+            self._watched = self._pidfd
+            return None
+        return 255
+
     def wait(self, timeout: float | None = None) -> int | None:
-        if self.returncode is None:
-            if not _platform.wait_readable([self.sentinel], check_timeout(timeout)):
+        seconds = check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while self.returncode is None:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not _platform.wait_readable([self._watched], remaining):
                 return None
-            return self.poll(0)
+            self.poll(0)  # may only switch to watching the pidfd
         return self.returncode
 
     def _send_signal(self, signum: int) -> None:

@@ -20,7 +20,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Generator
+from typing import Any
 
 from .._errors import AuthenticationError
 
@@ -44,38 +45,88 @@ def _check_key(authkey: object) -> bytes:
     return authkey
 
 
-def deliver_challenge(send: Send, recv: Recv, authkey: bytes) -> None:
-    """Verify that the peer knows ``authkey``; raise AuthenticationError if not."""
+# A handshake is written once, sans I/O, as a generator of steps: it yields
+# (SEND, message) or (RECV, maxsize), and a RECV step is resumed with the
+# message received.  ``run`` drives it over blocking I/O; the fork server
+# drives it from its event loop so a stalled client cannot block others.
+SEND = "send"
+RECV = "recv"
+Step = tuple[str, Any]
+Steps = Generator[Step, "bytes | None", None]
+
+
+def deliver_steps(authkey: bytes) -> Steps:
+    """Verify that the peer knows ``authkey``; raises AuthenticationError if not."""
     key = _check_key(authkey)
     message = CHALLENGE_TAG + secrets.token_bytes(NONCE_SIZE)
-    send(message)
-    response = recv(MAX_AUTH_MESSAGE)
-    if hmac.compare_digest(response, _digest(key, message)):
-        send(WELCOME)
+    yield SEND, message
+    response = yield RECV, MAX_AUTH_MESSAGE
+    if response is not None and hmac.compare_digest(response, _digest(key, message)):
+        yield SEND, WELCOME
         return
-    send(FAILURE)
+    yield SEND, FAILURE
     raise AuthenticationError("digest received was wrong")
 
 
-def answer_challenge(send: Send, recv: Recv, authkey: bytes) -> None:
-    """Prove to the peer that we know ``authkey``; raise AuthenticationError if refused."""
+def answer_steps(authkey: bytes) -> Steps:
+    """Prove to the peer that we know ``authkey``; raises AuthenticationError if refused."""
     key = _check_key(authkey)
-    message = recv(MAX_AUTH_MESSAGE)
-    if not message.startswith(CHALLENGE_TAG) or len(message) != len(CHALLENGE_TAG) + NONCE_SIZE:
-        raise AuthenticationError(f"protocol error: expected a challenge, got {message[:40]!r}")
-    send(_digest(key, message))
-    reply = recv(MAX_AUTH_MESSAGE)
+    message = yield RECV, MAX_AUTH_MESSAGE
+    if (
+        message is None
+        or not message.startswith(CHALLENGE_TAG)
+        or len(message) != len(CHALLENGE_TAG) + NONCE_SIZE
+    ):
+        shown = b"" if message is None else message[:40]
+        raise AuthenticationError(f"protocol error: expected a challenge, got {shown!r}")
+    yield SEND, _digest(key, message)
+    reply = yield RECV, MAX_AUTH_MESSAGE
     if reply != WELCOME:
         raise AuthenticationError("digest sent was rejected")
 
 
+def server_steps(authkey: bytes) -> Steps:
+    """Server side of the mutual handshake: challenge first, then answer."""
+    yield from deliver_steps(authkey)
+    yield from answer_steps(authkey)
+
+
+def client_steps(authkey: bytes) -> Steps:
+    """Client side of the mutual handshake: answer first, then challenge."""
+    yield from answer_steps(authkey)
+    yield from deliver_steps(authkey)
+
+
+def run(steps: Steps, send: Send, recv: Recv) -> None:
+    """Drive a handshake over blocking ``send(message)`` / ``recv(maxsize)``."""
+    reply: bytes | None = None
+    while True:
+        try:
+            op, arg = steps.send(reply)
+        except StopIteration:
+            return
+        if op == SEND:
+            send(arg)
+            reply = None
+        else:
+            reply = recv(arg)
+
+
+def deliver_challenge(send: Send, recv: Recv, authkey: bytes) -> None:
+    """Verify that the peer knows ``authkey``; raise AuthenticationError if not."""
+    run(deliver_steps(authkey), send, recv)
+
+
+def answer_challenge(send: Send, recv: Recv, authkey: bytes) -> None:
+    """Prove to the peer that we know ``authkey``; raise AuthenticationError if refused."""
+    run(answer_steps(authkey), send, recv)
+
+
 def authenticate_server(send: Send, recv: Recv, authkey: bytes) -> None:
     """Server side of the mutual handshake."""
-    deliver_challenge(send, recv, authkey)
-    answer_challenge(send, recv, authkey)
+    run(server_steps(authkey), send, recv)
 
 
 def authenticate_client(send: Send, recv: Recv, authkey: bytes) -> None:
     """Client side of the mutual handshake."""
-    answer_challenge(send, recv, authkey)
-    deliver_challenge(send, recv, authkey)
+    run(client_steps(authkey), send, recv)

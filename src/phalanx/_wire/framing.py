@@ -10,7 +10,7 @@ import os
 import socket
 import struct
 
-_LEN = struct.Struct("!Q")
+_LEN = FRAME_HEADER = struct.Struct("!Q")
 _INT = struct.Struct("!q")
 
 

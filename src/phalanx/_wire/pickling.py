@@ -34,30 +34,25 @@ _registry: dict[type, Reducer] = {}
 
 def register(type_: type, reducer: Reducer) -> None:
     """Use ``reducer(obj)`` (a ``__reduce__``-style tuple) to pickle instances of ``type_``."""
-    global _table_key
     _registry[type_] = reducer
-    _table_key = None
 
 
-# copyreg's table merged with ours, rebuilt only when either changes: copying
-# it for every message was a measurable part of a small send.
-_table: dict[type, Any] = {}
-_table_key: tuple[int, int] | None = None
+def is_package_main(spec_name: str) -> bool:
+    """``python -m pkg`` runs ``pkg.__main__``: a child must not run it again."""
+    return spec_name == "__main__" or spec_name.endswith(".__main__")
 
 
-def _dispatch_table() -> dict[type, Any]:
-    global _table, _table_key
-    key = (len(copyreg.dispatch_table), len(_registry))
-    if key != _table_key:
-        table = copyreg.dispatch_table.copy()
-        table.update(_registry)
-        _table, _table_key = table, key
-    return _table
+def main_is_reimported() -> bool:
+    """Whether a spawned child re-imports ``__main__`` (so its names resolve there).
 
-
-def _main_is_importable() -> bool:
-    """True when a spawned child can re-import ``__main__`` from a file."""
+    True for a script (``python file.py``) and ``python -m module``; false for a
+    REPL, a notebook, ``python -c`` and ``python -m pkg`` (whose ``__main__``
+    the child deliberately does not rerun).
+    """
     main = sys.modules.get("__main__")
+    spec_name = getattr(getattr(main, "__spec__", None), "name", None)
+    if spec_name is not None:
+        return not is_package_main(spec_name)
     path = getattr(main, "__file__", None)
     return isinstance(path, str) and not path.startswith("<")
 
@@ -78,7 +73,7 @@ def needs_by_value(obj: types.FunctionType | type) -> bool:
     if module is None:
         return False
     if module == "__main__":
-        return not _main_is_importable()
+        return not main_is_reimported()
     if module not in sys.modules:
         return False  # plain pickle will import it by name
     return _lookup(module, qualname) is not obj
@@ -88,13 +83,24 @@ def _load_by_value(data: bytes) -> Any:
     return pickle.loads(data)
 
 
-def _dumps_by_value(obj: Any) -> bytes:
-    import cloudpickle  # deferred: only paid for when a by-value object is met
+_cloud_pickler: Any = None
 
+
+def _dumps_by_value(obj: Any) -> bytes:
+    global _cloud_pickler
+    if _cloud_pickler is None:
+        import cloudpickle  # deferred: only paid for when a by-value object is met
+
+        # The C pickler reads dispatch_table once, in __init__, so our reducers
+        # must be in the class attribute (an instance attribute set after
+        # __init__ would be ignored).
+        _cloud_pickler = type(
+            "CloudPickler",
+            (cloudpickle.Pickler,),
+            {"dispatch_table": collections.ChainMap(_registry, cloudpickle.Pickler.dispatch_table)},
+        )
     buf = io.BytesIO()
-    pickler = cloudpickle.Pickler(buf, protocol=PROTOCOL)
-    pickler.dispatch_table = collections.ChainMap(_registry, pickler.dispatch_table)
-    pickler.dump(obj)
+    _cloud_pickler(buf, protocol=PROTOCOL).dump(obj)
     return buf.getvalue()
 
 
@@ -109,7 +115,7 @@ class Pickler(pickle.Pickler):
         buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None,
     ) -> None:
         super().__init__(file, protocol, buffer_callback=buffer_callback)
-        self.dispatch_table = _dispatch_table()
+        self.dispatch_table = {**copyreg.dispatch_table, **_registry}
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, (types.FunctionType, type)) and needs_by_value(obj):

@@ -1,0 +1,87 @@
+"""Fixtures shared by the whole suite.
+
+* ``start_method`` / ``ctx``: run a test once per start method.
+* An autouse check that a test leaves no child process behind, neither a
+  ``Process`` (``active_children()``) nor a raw child of this interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import pytest
+
+import phalanx
+from _targets import START_METHODS
+from phalanx import _forkserver
+
+LEAK_GRACE = 5.0
+
+
+@pytest.fixture(params=START_METHODS, ids=START_METHODS)
+def start_method(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def ctx(start_method: str) -> phalanx.context.BaseContext:
+    return phalanx.get_context(start_method)
+
+
+def _raw_children() -> dict[int, str]:
+    """{pid: state} of every process whose parent is this one (the fork server excepted)."""
+    me = os.getpid()
+    server = _forkserver._forkserver.server_pid()
+    found = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        pid, state, ppid = int(entry), fields[0], int(fields[1])
+        if ppid == me and pid != server:
+            found[pid] = state
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children() -> Iterator[None]:
+    yield
+    problems = []
+
+    deadline = time.monotonic() + LEAK_GRACE
+    live = phalanx.active_children()
+    while live and time.monotonic() < deadline:
+        for p in live:
+            p.join(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
+        live = phalanx.active_children()
+    if live:
+        problems.append(f"Process objects still running after {LEAK_GRACE} s: {live!r}")
+        for p in live:
+            p.kill()
+            p.join(timeout=10)
+
+    # A raw child (os.fork, subprocess.Popen never waited for ...) is a leak
+    # too, even once it has ended: nobody reaped it.
+    deadline = time.monotonic() + LEAK_GRACE
+    raw = _raw_children()
+    while any(state != "Z" for state in raw.values()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+        raw = _raw_children()
+    if raw:
+        problems.append(f"raw child processes left behind (pid: state): {raw}")
+        for pid in raw:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+    if problems:
+        pytest.fail("\n".join(problems), pytrace=False)
