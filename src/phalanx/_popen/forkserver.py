@@ -94,17 +94,6 @@ class ForkServerPopen(SpawnPopen):
             self.poll(0)  # may only switch to watching the pidfd
         return self.returncode
 
-    def _send_signal(self, signum: int) -> None:
-        if self.returncode is not None:
-            return
-        try:
-            if self._pidfd is not None:
-                _platform.pidfd_send_signal(self._pidfd, signum)
-            else:
-                os.kill(self.pid, signum)
-        except ProcessLookupError:
-            pass
-
 
 def _close(conn: socket.socket, *fds: int) -> None:
     conn.close()
