@@ -18,10 +18,17 @@ __all__ = (
     "SUBDEBUG",
     "SUBWARNING",
     "AuthenticationError",
+    "Barrier",
+    "BoundedSemaphore",
     "BufferTooShort",
+    "Condition",
+    "Event",
+    "Lock",
     "Pipe",
     "Process",
     "ProcessError",
+    "RLock",
+    "Semaphore",
     "TimeoutError",
     "active_children",
     "cpu_count",
@@ -43,7 +50,14 @@ __version__ = "0.1.0"
 
 _default = _context._default_context
 
+Barrier = _default.Barrier
+BoundedSemaphore = _default.BoundedSemaphore
+Condition = _default.Condition
+Event = _default.Event
+Lock = _default.Lock
 Pipe = _default.Pipe
+RLock = _default.RLock
+Semaphore = _default.Semaphore
 active_children = _default.active_children
 cpu_count = _default.cpu_count
 current_process = _default.current_process

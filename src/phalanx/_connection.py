@@ -18,9 +18,8 @@ from typing import Any
 
 from . import _platform
 from ._errors import BufferTooShort
-from ._resource_sharer import SharedFd
+from ._resource_sharer import share_fd
 from ._wire import messages
-from ._wire.fds import DupFd
 from ._wire.pickling import dumps, loads, register
 
 __all__ = ("Connection", "Pipe", "wait")
@@ -383,11 +382,6 @@ def _rebuild_connection(df: Any, readable: bool, writable: bool) -> Connection:
 
 def _reduce_connection(conn: Connection) -> tuple[Any, ...]:
     return _rebuild_connection, (share_fd(conn.fileno()), conn.readable, conn.writable)
-
-
-def share_fd(fd: int) -> Any:
-    """A picklable handle on ``fd``: inherited by a child being started, else fetched."""
-    return DupFd(fd) if DupFd.spawning() else SharedFd(fd)
 
 
 register(Connection, _reduce_connection)

@@ -28,3 +28,21 @@ class ProcessStateError(ProcessError, ValueError, AssertionError):
     ``except`` clause keeps working, and unlike an ``assert`` it is raised
     under ``python -O`` too.
     """
+
+
+class AbandonedLockWarning(RuntimeWarning):
+    """A lock was taken over from a process that died while holding it.
+
+    The data the lock protected may be half-updated.  Turn it into an error
+    with ``warnings.simplefilter("error", AbandonedLockWarning)``: the
+    ``acquire()`` that recovered the lock then raises it and leaves the lock
+    released.
+    """
+
+
+class LockStateError(ProcessError, AssertionError, RuntimeError):
+    """A lock or condition was used by a thread that does not hold it.
+
+    The stdlib raises ``AssertionError`` here and ``threading`` raises
+    ``RuntimeError``; this class is both, and is raised under ``python -O`` too.
+    """

@@ -20,9 +20,10 @@ from . import _platform, process
 from . import _util as util
 from ._errors import AuthenticationError
 from ._wire import auth
+from ._wire.fds import DupFd
 from ._wire.framing import sock_recv_frame, sock_send_frame
 
-__all__ = ("SharedFd",)
+__all__ = ("SharedFd", "share_fd")
 
 _TIMEOUT = 30.0
 
@@ -148,6 +149,14 @@ class SharedFd:
 
     def detach(self) -> int:
         return fetch(self.address, self.key)
+
+    def discard(self) -> None:
+        """The receiver already has this fd: leave it with the sender."""
+
+
+def share_fd(fd: int) -> DupFd | SharedFd:
+    """A picklable handle on ``fd``: inherited by a child being started, else fetched."""
+    return DupFd(fd) if DupFd.spawning() else SharedFd(fd)
 
 
 _sharer = _Sharer()

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _connection, _platform, _spawn, process, reduction
+from . import _connection, _platform, _spawn, process, reduction, synchronize
 from . import _util as util
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
@@ -63,6 +63,36 @@ class BaseContext:
     def Pipe(self, duplex: bool = True) -> tuple[_connection.Connection, _connection.Connection]:
         """Two connected ``Connection`` objects (see :func:`phalanx.connection.Pipe`)."""
         return _connection.Pipe(duplex)
+
+    def Lock(self) -> synchronize.Lock:
+        """A non-recursive lock shared between processes."""
+        return synchronize.Lock(ctx=self.get_context())
+
+    def RLock(self) -> synchronize.RLock:
+        """A recursive lock shared between processes."""
+        return synchronize.RLock(ctx=self.get_context())
+
+    def Condition(self, lock: Any = None) -> synchronize.Condition:
+        """A condition variable (on ``lock``, default a new ``RLock``)."""
+        return synchronize.Condition(lock, ctx=self.get_context())
+
+    def Semaphore(self, value: int = 1) -> synchronize.Semaphore:
+        """A semaphore shared between processes."""
+        return synchronize.Semaphore(value, ctx=self.get_context())
+
+    def BoundedSemaphore(self, value: int = 1) -> synchronize.BoundedSemaphore:
+        """A bounded semaphore shared between processes."""
+        return synchronize.BoundedSemaphore(value, ctx=self.get_context())
+
+    def Event(self) -> synchronize.Event:
+        """An event shared between processes."""
+        return synchronize.Event(ctx=self.get_context())
+
+    def Barrier(
+        self, parties: int, action: Any = None, timeout: float | None = None
+    ) -> synchronize.Barrier:
+        """A barrier for ``parties`` processes."""
+        return synchronize.Barrier(parties, action, timeout, ctx=self.get_context())
 
     def cpu_count(self) -> int:
         """Number of CPUs in the system (``NotImplementedError`` if unknown)."""

@@ -14,7 +14,8 @@ import socket
 from typing import Any
 
 from . import _platform
-from ._connection import Connection, share_fd
+from ._connection import Connection
+from ._resource_sharer import share_fd
 from ._wire.pickling import Pickler, Reducer
 from ._wire.pickling import register as _register
 

@@ -19,6 +19,7 @@ if sys.platform.startswith("linux"):
         memfd_create,
         pidfd_open,
         pidfd_send_signal,
+        process_start_time,
     )
 elif sys.platform == "win32":  # pragma: no cover - not a supported platform yet
     raise ImportError("phalanx supports POSIX systems only (Linux, macOS); got win32")
@@ -32,8 +33,19 @@ else:  # pragma: no cover - macOS and other POSIX systems
         memfd_create,
         pidfd_open,
         pidfd_send_signal,
+        process_start_time,
     )
 
+from ._libc import (
+    HAVE_UNNAMED_SEMAPHORES,
+    SEM_T_SIZE,
+    sem_destroy,
+    sem_getvalue,
+    sem_init,
+    sem_post,
+    sem_trywait,
+    sem_wait_until,
+)
 from ._posix import (
     close_fds,
     cpu_count,
@@ -51,6 +63,8 @@ __all__ = (
     "DEFAULT_START_METHOD",
     "HAVE_ABSTRACT_SOCKETS",
     "HAVE_PIDFD",
+    "HAVE_UNNAMED_SEMAPHORES",
+    "SEM_T_SIZE",
     "START_METHODS",
     "close_fds",
     "cpu_count",
@@ -60,7 +74,14 @@ __all__ = (
     "memfd_create",
     "pidfd_open",
     "pidfd_send_signal",
+    "process_start_time",
     "recv_fds",
+    "sem_destroy",
+    "sem_getvalue",
+    "sem_init",
+    "sem_post",
+    "sem_trywait",
+    "sem_wait_until",
     "send_fds",
     "signal_name",
     "spawn_child",

@@ -52,3 +52,21 @@ def grow_pipe(fd: int, size: int = 1 << 20) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except OSError:
         pass  # above /proc/sys/fs/pipe-max-size for an unprivileged user
+
+
+def process_start_time(pid: int) -> int | None:
+    """When ``pid`` started (clock ticks since boot), or None if there is no such process.
+
+    With the pid it identifies a process for good: a recycled pid has another
+    start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    # The command name (field 2) may contain spaces and parentheses: skip past it.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    if fields[0] in (b"Z", b"X"):
+        return None  # a zombie is dead for our purposes
+    return int(fields[19])

@@ -139,3 +139,14 @@ def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
 
 def grow_pipe(fd: int, size: int = 1 << 20) -> None:
     """Enlarge a pipe's buffer where the OS allows it (not on this platform)."""
+
+
+def process_start_time(pid: int) -> int | None:
+    """0 if ``pid`` exists, None if not (no start time here: pid reuse goes unnoticed)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return 0

@@ -40,6 +40,10 @@ class DupFd:
         """Whether the current thread is pickling for a child being started."""
         return get_spawning_popen() is not None
 
+    def discard(self) -> None:
+        """In the child: the fd is not needed after all (close it)."""
+        os.close(self.detach())
+
     def detach(self) -> int:
         """In the child: the fd itself (owned by the caller from now on)."""
         fd = _inherited[self.handle] if self.by_index else self.handle

@@ -1,0 +1,132 @@
+"""POSIX semaphores from libc through ctypes (unnamed, process-shared, in shared memory).
+
+The hot paths take a ``ctypes.c_void_p`` built once per semaphore, so a call
+costs one ctypes dispatch (~0.3-0.5 us) and no argument conversion.  ctypes
+releases the GIL around every call, so a blocked ``sem_clockwait`` does not
+stop the other threads of the process.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import time
+from typing import Any
+
+__all__ = (
+    "HAVE_UNNAMED_SEMAPHORES",
+    "SEM_T_SIZE",
+    "sem_destroy",
+    "sem_getvalue",
+    "sem_init",
+    "sem_post",
+    "sem_trywait",
+    "sem_wait_until",
+)
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+# sizeof(sem_t): 32 bytes on 64-bit glibc and musl, 16 on 32-bit.
+SEM_T_SIZE = 32 if ctypes.sizeof(ctypes.c_void_p) == 8 else 16
+_CLOCK_MONOTONIC = getattr(time, "CLOCK_MONOTONIC", 1)
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = (("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long))
+
+
+def _bind(name: str, *argtypes: object) -> Any:
+    func = getattr(_libc, name, None)
+    if func is not None:
+        func.argtypes = list(argtypes)
+        func.restype = ctypes.c_int
+    return func
+
+
+_sem_init = _bind("sem_init", ctypes.c_void_p, ctypes.c_int, ctypes.c_uint)
+_sem_destroy = _bind("sem_destroy", ctypes.c_void_p)
+_sem_post = _bind("sem_post", ctypes.c_void_p)
+_sem_trywait = _bind("sem_trywait", ctypes.c_void_p)
+_sem_getvalue = _bind("sem_getvalue", ctypes.c_void_p, ctypes.POINTER(ctypes.c_int))
+# glibc >= 2.30 waits on CLOCK_MONOTONIC: immune to wall-clock jumps.
+_sem_clockwait = _bind("sem_clockwait", ctypes.c_void_p, ctypes.c_int, ctypes.POINTER(_Timespec))
+_sem_timedwait = _bind("sem_timedwait", ctypes.c_void_p, ctypes.POINTER(_Timespec))
+
+
+def _probe() -> bool:
+    if _sem_init is None:
+        return False
+    buf = ctypes.create_string_buffer(SEM_T_SIZE)
+    if _sem_init(ctypes.addressof(buf), 1, 0) != 0:
+        return False  # macOS: ENOSYS
+    _sem_destroy(ctypes.addressof(buf))
+    return True
+
+
+HAVE_UNNAMED_SEMAPHORES = _probe()
+
+
+def _raise(what: str) -> None:
+    err = ctypes.get_errno()
+    raise OSError(err, f"{what}: {os.strerror(err)}")
+
+
+def sem_init(sem: ctypes.c_void_p, value: int) -> None:
+    """Initialise a process-shared semaphore at ``sem`` with ``value``."""
+    if not HAVE_UNNAMED_SEMAPHORES:
+        raise NotImplementedError("process-shared unnamed semaphores are not available here")
+    if _sem_init(sem, 1, value) != 0:
+        _raise("sem_init")
+
+
+def sem_destroy(sem: ctypes.c_void_p) -> None:
+    _sem_destroy(sem)
+
+
+def sem_post(sem: ctypes.c_void_p) -> None:
+    if _sem_post(sem) != 0:
+        _raise("sem_post")
+
+
+def sem_trywait(sem: ctypes.c_void_p) -> bool:
+    """Take one unit if available at once; False if the count is zero."""
+    if _sem_trywait(sem) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EAGAIN, errno.EINTR):
+        return False
+    _raise("sem_trywait")
+    return False  # pragma: no cover
+
+
+def sem_wait_until(sem: ctypes.c_void_p, deadline: float) -> bool:
+    """Take one unit, waiting until ``deadline`` (``time.monotonic()`` seconds).
+
+    Returns False at the deadline and also when a signal interrupts the wait
+    (so Python signal handlers run); the caller loops.
+    """
+    if _sem_clockwait is not None:
+        sec = int(deadline)
+        ts = _Timespec(sec, int((deadline - sec) * 1e9))
+        rc = _sem_clockwait(sem, _CLOCK_MONOTONIC, ctypes.byref(ts))
+    else:  # pragma: no cover - glibc < 2.30: a wall-clock deadline
+        wall = time.time() + (deadline - time.monotonic())
+        sec = int(wall)
+        ts = _Timespec(sec, int((wall - sec) * 1e9))
+        rc = _sem_timedwait(sem, ctypes.byref(ts))
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ETIMEDOUT, errno.EINTR, errno.EAGAIN):
+        return False
+    _raise("sem_clockwait")
+    return False  # pragma: no cover
+
+
+def sem_getvalue(sem: ctypes.c_void_p) -> int:
+    value = ctypes.c_int()
+    if _sem_getvalue(sem, ctypes.byref(value)) != 0:
+        _raise("sem_getvalue")
+    return max(0, value.value)  # glibc never reports waiters as a negative count

@@ -1,0 +1,236 @@
+"""``SemLock``: the one synchronization primitive everything else is built on (layer 2).
+
+A POSIX semaphore (``sem_init`` with pshared=1) in a 128-byte slot of the
+shared heap, next to a record of its owner::
+
+    offset  field
+    0       sem_t        the semaphore
+    32      owner_pid    int32: who holds a lock (0: nobody recorded)
+    36      kind         int32: RECURSIVE_MUTEX or SEMAPHORE
+    40      owner_tid    uint64: the owner's thread ident
+    48      owner_start  uint64: the owner's process start time (pid reuse guard)
+    56      maxvalue     int32: 1 for locks, -1 unbounded
+    64      sem_t        recovery guard (at most one waiter takes over)
+
+**Owner death.**  For locks (``maxvalue == 1``) a blocked waiter wakes every
+``OWNER_CHECK_INTERVAL`` seconds and checks that the recorded owner still
+exists (pid and start time).  If it is gone, exactly one waiter (the one that
+wins the recovery guard) takes the lock over and an ``AbandonedLockWarning``
+is issued: the data the lock protected may be half-updated.  Ownership is
+recorded right after the semaphore is taken and cleared right before it is
+given back; a process killed in the microsecond between the two steps goes
+unnoticed (the lock then stays taken, as with the stdlib).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import threading
+import time
+import warnings
+from typing import Any
+
+from . import _heap, _platform
+from . import _util as util
+from ._errors import AbandonedLockWarning
+from ._wire.pickling import get_spawning_popen
+
+__all__ = ("RECURSIVE_MUTEX", "SEMAPHORE", "SEM_VALUE_MAX", "SemLock")
+
+RECURSIVE_MUTEX = 0
+SEMAPHORE = 1
+SEM_VALUE_MAX = 2**31 - 1
+OWNER_CHECK_INTERVAL = 0.25
+_SLOT_SIZE = 128
+
+
+class _Slot(ctypes.Structure):
+    _fields_ = (
+        ("sem", ctypes.c_byte * 32),
+        ("owner_pid", ctypes.c_int32),
+        ("kind", ctypes.c_int32),
+        ("owner_tid", ctypes.c_uint64),
+        ("owner_start", ctypes.c_uint64),
+        ("maxvalue", ctypes.c_int32),
+        ("_pad", ctypes.c_int32),
+        ("guard", ctypes.c_byte * 32),
+    )
+
+
+_my_start = 0
+_my_pid = 0
+
+
+def _identity() -> tuple[int, int]:
+    """(pid, start time) of this process, cached per process."""
+    global _my_pid, _my_start
+    pid = os.getpid()
+    if pid != _my_pid:
+        _my_pid, _my_start = pid, _platform.process_start_time(pid) or 0
+    return _my_pid, _my_start
+
+
+class SemLock:
+    """A counting semaphore or a (recursive) lock, shared between processes.
+
+    ``acquire(block, timeout)`` / ``release()`` follow the stdlib's SemLock:
+    a recursive mutex counts re-acquisitions by its owning thread; a bounded
+    semaphore refuses to go above ``maxvalue``.
+    """
+
+    def __init__(self, kind: int, value: int, maxvalue: int) -> None:
+        if kind not in (RECURSIVE_MUTEX, SEMAPHORE):
+            raise ValueError(f"unrecognized kind {kind!r}")
+        if not isinstance(value, int) or value < 0 or value > SEM_VALUE_MAX:
+            raise ValueError(f"semaphore initial value must be >= 0 and <= {SEM_VALUE_MAX}")
+        block = _heap.malloc(_SLOT_SIZE)
+        slot = _Slot.from_buffer(block.arena.buffer, block.offset)
+        _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.sem)), value)
+        _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.guard)), 1)
+        slot.kind = kind
+        slot.maxvalue = maxvalue
+        self._setup(block, kind, maxvalue)
+
+    def _setup(self, block: _heap.Block, kind: int, maxvalue: int) -> None:
+        self._block = block
+        self._slot = _Slot.from_buffer(block.arena.buffer, block.offset)
+        self._sem = ctypes.c_void_p(ctypes.addressof(self._slot.sem))
+        self._guard = ctypes.c_void_p(ctypes.addressof(self._slot.guard))
+        self.kind = kind
+        self.maxvalue = maxvalue
+        self._tracks_owner = maxvalue == 1
+        self._held = 0
+        self._last_tid = 0
+        util.register_after_fork(self, SemLock._after_fork)
+
+    def _after_fork(self) -> None:
+        self._held = 0  # the forked child's thread holds nothing
+
+    # -- pickling: to children being started only, as in the stdlib ---------------------
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        if get_spawning_popen() is None:
+            raise RuntimeError(
+                f"{type(self).__name__} objects should only be shared between processes "
+                "through inheritance: pass it as an argument of Process(...) (or to a Pool "
+                "initializer), not through a queue or a pipe"
+            )
+        return self._block, self.kind, self.maxvalue
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        self._setup(*state)
+
+    # -- acquire / release -----------------------------------------------------------------
+
+    def _is_mine(self) -> bool:
+        return self._held > 0 and self._last_tid == threading.get_ident()
+
+    def _count(self) -> int:
+        return self._held
+
+    def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
+        """Take the lock (or one unit); False if it could not within ``timeout``."""
+        if self.kind == RECURSIVE_MUTEX and self._is_mine():
+            self._held += 1
+            return True
+        if not _platform.sem_trywait(self._sem):
+            if not block:
+                return False
+            if not self._wait(timeout):
+                return False
+        self._took()
+        return True
+
+    def _took(self) -> None:
+        tid = threading.get_ident()
+        if self._tracks_owner:
+            pid, start = _identity()
+            slot = self._slot
+            slot.owner_tid = tid
+            slot.owner_start = start
+            slot.owner_pid = pid
+        self._held += 1
+        self._last_tid = tid
+
+    def _wait(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        while True:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                return False
+            until = now + OWNER_CHECK_INTERVAL
+            if deadline is not None and deadline < until:
+                until = deadline
+            if _platform.sem_wait_until(self._sem, until):
+                return True
+            if self._tracks_owner and self._take_over_from_dead_owner():
+                return True
+
+    def _owner_is_dead(self) -> int:
+        """The pid of the recorded owner if it no longer exists, else 0."""
+        pid = int(self._slot.owner_pid)
+        if pid <= 0 or pid == os.getpid():
+            return 0
+        start = _platform.process_start_time(pid)
+        if start is None or (self._slot.owner_start and start != self._slot.owner_start):
+            return pid
+        return 0
+
+    def _take_over_from_dead_owner(self) -> bool:
+        dead = self._owner_is_dead()
+        if not dead or not _platform.sem_trywait(self._guard):
+            return False
+        try:
+            if self._slot.owner_pid != dead or not self._owner_is_dead():
+                return False  # another waiter recovered it first
+            self._slot.owner_pid = 0
+        finally:
+            _platform.sem_post(self._guard)
+        try:
+            warnings.warn(
+                AbandonedLockWarning(
+                    f"the process holding this lock (pid {dead}) died without releasing "
+                    f"it; pid {os.getpid()} took it over. Data the lock protected may be "
+                    "inconsistent."
+                ),
+                stacklevel=4,
+            )
+        except BaseException:
+            # The program turned the warning into an error: hand the lock back
+            # before raising, so nobody is left waiting for a dead owner again.
+            _platform.sem_post(self._sem)
+            raise
+        return True
+
+    def release(self) -> None:
+        """Release the lock (or give back one unit)."""
+        if self.kind == RECURSIVE_MUTEX:
+            if not self._is_mine():
+                raise AssertionError("attempt to release recursive lock not owned by thread")
+            if self._held > 1:
+                self._held -= 1
+                return
+        elif self.maxvalue != -1 and _platform.sem_getvalue(self._sem) >= self.maxvalue:
+            raise ValueError("semaphore or lock released too many times")
+        if self._tracks_owner:
+            self._slot.owner_pid = 0
+        _platform.sem_post(self._sem)
+        self._held = max(0, self._held - 1)
+
+    def _get_value(self) -> int:
+        return _platform.sem_getvalue(self._sem)
+
+    def _is_zero(self) -> bool:
+        return self._get_value() == 0
+
+    def _owner(self) -> tuple[int, int] | None:
+        """(pid, thread ident) of the recorded owner of a lock, if any."""
+        pid = self._slot.owner_pid
+        return (pid, self._slot.owner_tid) if pid > 0 else None
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,425 @@
+"""Locks and friends across processes, under the stdlib's ``multiprocessing.synchronize`` names.
+
+``Lock``, ``RLock``, ``Semaphore``, ``BoundedSemaphore`` wrap one ``SemLock``
+(a POSIX semaphore in shared memory, see ``_semlock``); ``Condition``,
+``Event`` and ``Barrier`` are built from those.  All of them can be passed to
+child processes as ``Process`` arguments under every start method; like the
+stdlib, they refuse to be pickled for anything else.
+
+Beyond the stdlib: a process that dies holding a ``Lock`` or ``RLock`` does not
+block the others forever; a waiter takes the lock over within about a quarter
+of a second and an ``AbandonedLockWarning`` says so.
+"""
+
+from __future__ import annotations
+
+import struct
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import _heap, process
+from ._errors import AbandonedLockWarning, LockStateError
+from ._semlock import RECURSIVE_MUTEX, SEM_VALUE_MAX, SEMAPHORE
+from ._semlock import SemLock as _SemLockCore
+
+__all__ = (
+    "SEM_VALUE_MAX",
+    "AbandonedLockWarning",
+    "Barrier",
+    "BoundedSemaphore",
+    "BrokenBarrierError",
+    "Condition",
+    "Event",
+    "Lock",
+    "RLock",
+    "Semaphore",
+)
+
+BrokenBarrierError = threading.BrokenBarrierError
+
+
+class SemLock:
+    """Base of the lock classes: ``acquire``/``release`` and the context manager."""
+
+    def __init__(self, kind: int, value: int, maxvalue: int, *, ctx: Any = None) -> None:
+        self._semlock = _SemLockCore(kind, value, maxvalue)
+        self._make_methods()
+
+    def _make_methods(self) -> None:
+        # Bound methods of the core: no extra Python frame per call.
+        self.acquire = self._semlock.acquire
+        self.release = self._semlock.release
+
+    def __enter__(self) -> bool:
+        return self._semlock.acquire()
+
+    def __exit__(self, *args: object) -> None:
+        self._semlock.release()
+
+    def __getstate__(self) -> Any:
+        return self._semlock
+
+    def __setstate__(self, state: Any) -> None:
+        self._semlock = state
+        self._make_methods()
+
+
+class Semaphore(SemLock):
+    """A counter of available units: ``acquire`` takes one (blocking at zero)."""
+
+    def __init__(self, value: int = 1, *, ctx: Any = None) -> None:
+        _check_value(value)
+        super().__init__(SEMAPHORE, value, -1, ctx=ctx)
+
+    def get_value(self) -> int:
+        """The current count (racy by nature: for diagnostics)."""
+        return self._semlock._get_value()
+
+    def __repr__(self) -> str:
+        try:
+            value: object = self._semlock._get_value()
+        except Exception:
+            value = "unknown"
+        return f"<{type(self).__name__}(value={value})>"
+
+
+class BoundedSemaphore(Semaphore):
+    """A ``Semaphore`` whose ``release`` refuses to exceed the initial value."""
+
+    def __init__(self, value: int = 1, *, ctx: Any = None) -> None:
+        _check_value(value)
+        SemLock.__init__(self, SEMAPHORE, value, value, ctx=ctx)
+
+    def __repr__(self) -> str:
+        try:
+            value: object = self._semlock._get_value()
+        except Exception:
+            value = "unknown"
+        return f"<{type(self).__name__}(value={value}, maxvalue={self._semlock.maxvalue})>"
+
+
+def _check_value(value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"semaphore value must be an int (got {value!r})")
+    if value < 0 or value > SEM_VALUE_MAX:
+        raise ValueError(
+            f"semaphore initial value must be >= 0 and <= {SEM_VALUE_MAX} (got {value})"
+        )
+
+
+def _owner_name(lock: _SemLockCore) -> str:
+    if lock._is_mine():
+        name = process.current_process().name
+        thread = threading.current_thread().name
+        return name if thread == "MainThread" else f"{name}|{thread}"
+    if not lock._is_zero():
+        return "None"
+    if lock._count() > 0:
+        return "SomeOtherThread"
+    return "SomeOtherProcess"
+
+
+class Lock(SemLock):
+    """A mutual-exclusion lock shared between processes (any thread may release it)."""
+
+    def __init__(self, *, ctx: Any = None) -> None:
+        super().__init__(SEMAPHORE, 1, 1, ctx=ctx)
+
+    def __repr__(self) -> str:
+        try:
+            name = _owner_name(self._semlock)
+        except Exception:
+            name = "unknown"
+        return f"<{type(self).__name__}(owner={name})>"
+
+
+class RLock(SemLock):
+    """A lock that its owning thread may acquire again; released as many times."""
+
+    def __init__(self, *, ctx: Any = None) -> None:
+        super().__init__(RECURSIVE_MUTEX, 1, 1, ctx=ctx)
+
+    def __repr__(self) -> str:
+        try:
+            name = _owner_name(self._semlock)
+            count = self._semlock._count()
+        except Exception:
+            name, count = "unknown", 0
+        return f"<{type(self).__name__}({name}, {count})>"
+
+
+class Condition:
+    """A condition variable across processes (``wait``/``notify`` under ``lock``)."""
+
+    def __init__(self, lock: Any = None, *, ctx: Any = None) -> None:
+        self._lock = lock or RLock(ctx=ctx)
+        self._sleeping_count = Semaphore(0, ctx=ctx)
+        self._woken_count = Semaphore(0, ctx=ctx)
+        self._wait_semaphore = Semaphore(0, ctx=ctx)
+        self._make_methods()
+
+    def __getstate__(self) -> Any:
+        return (self._lock, self._sleeping_count, self._woken_count, self._wait_semaphore)
+
+    def __setstate__(self, state: Any) -> None:
+        self._lock, self._sleeping_count, self._woken_count, self._wait_semaphore = state
+        self._make_methods()
+
+    def _make_methods(self) -> None:
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
+
+    def __enter__(self) -> bool:
+        return bool(self._lock.__enter__())
+
+    def __exit__(self, *args: object) -> None:
+        self._lock.__exit__(*args)
+
+    def __repr__(self) -> str:
+        try:
+            waiters = (
+                self._sleeping_count._semlock._get_value() - self._woken_count._semlock._get_value()
+            )
+        except Exception:
+            waiters = "unknown"  # type: ignore[assignment]
+        return f"<{type(self).__name__}({self._lock}, {waiters})>"
+
+    def _check_owned(self, what: str) -> None:
+        if not self._lock._semlock._is_mine():
+            raise LockStateError(f"must acquire() condition before using {what}()")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, wait for a notify (or ``timeout``), re-acquire; False on timeout."""
+        self._check_owned("wait")
+        self._sleeping_count.release()  # we are about to sleep
+        # Release the lock completely, however many times we hold it.
+        count = self._lock._semlock._count()
+        for _ in range(count):
+            self._lock.release()
+        try:
+            return bool(self._wait_semaphore.acquire(True, timeout))
+        finally:
+            self._woken_count.release()  # we are awake (or timed out)
+            for _ in range(count):
+                self._lock.acquire()
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` waiters (the caller holds the lock)."""
+        self._check_owned("notify")
+        if self._wait_semaphore.acquire(False):
+            raise LockStateError("notify: the condition's wait semaphore was not empty")
+        # Account for waiters that timed out since the last notify.
+        while self._woken_count.acquire(False):
+            self._sleeping_count.acquire(False)
+        sleepers = 0
+        while sleepers < n and self._sleeping_count.acquire(False):
+            self._wait_semaphore.release()  # wake one sleeper
+            sleepers += 1
+        for _ in range(sleepers):
+            self._woken_count.acquire()  # wait for it to be awake
+        # A sleeper that timed out meanwhile leaves a unit behind: take it back.
+        while self._wait_semaphore.acquire(False):
+            pass
+
+    def notify_all(self) -> None:
+        """Wake every waiter."""
+        self.notify(n=SEM_VALUE_MAX)
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        """Wait until ``predicate()`` is true or ``timeout`` passes; returns its last value."""
+        result = predicate()
+        if result:
+            return result
+        endtime = None if timeout is None else time.monotonic() + timeout
+        waittime = timeout
+        while not result:
+            if endtime is not None:
+                waittime = endtime - time.monotonic()
+                if waittime <= 0:
+                    break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+
+class Event:
+    """A flag across processes: ``set``, ``clear``, ``is_set`` and ``wait`` for it."""
+
+    def __init__(self, *, ctx: Any = None) -> None:
+        self._cond = Condition(Lock(ctx=ctx), ctx=ctx)
+        self._flag = Semaphore(0, ctx=ctx)
+
+    def is_set(self) -> bool:
+        with self._cond:
+            if self._flag.acquire(False):
+                self._flag.release()
+                return True
+            return False
+
+    def set(self) -> None:
+        with self._cond:
+            self._flag.acquire(False)
+            self._flag.release()
+            self._cond.notify_all()
+
+    def clear(self) -> None:
+        with self._cond:
+            self._flag.acquire(False)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the flag is set or ``timeout`` passes; returns the flag."""
+        with self._cond:
+            if self._flag.acquire(False):
+                self._flag.release()
+            else:
+                self._cond.wait(timeout)
+            if self._flag.acquire(False):
+                self._flag.release()
+                return True
+            return False
+
+    def __repr__(self) -> str:
+        state = "set" if self.is_set() else "unset"
+        return f"<{type(self).__name__} at {id(self):#x} {state}>"
+
+
+# Barrier states, kept in shared memory next to the count of threads inside.
+_FILLING, _DRAINING, _RESETTING, _BROKEN = 0, 1, -1, -2
+_STATE = struct.Struct("ii")
+
+
+class Barrier:
+    """``parties`` processes (or threads) wait until all have arrived, then go on together."""
+
+    def __init__(
+        self,
+        parties: int,
+        action: Callable[[], object] | None = None,
+        timeout: float | None = None,
+        *,
+        ctx: Any = None,
+    ) -> None:
+        if isinstance(parties, bool) or not isinstance(parties, int) or parties < 1:
+            raise ValueError(f"parties must be an int >= 1 (got {parties!r})")
+        if action is not None and not callable(action):
+            raise TypeError(f"action must be callable or None (got {action!r})")
+        self._parties = parties
+        self._action = action
+        self._timeout = timeout
+        self._cond = Condition(Lock(ctx=ctx), ctx=ctx)
+        self._shared = _heap.malloc(_STATE.size)
+
+    def __getstate__(self) -> Any:
+        return (self._parties, self._action, self._timeout, self._cond, self._shared)
+
+    def __setstate__(self, state: Any) -> None:
+        self._parties, self._action, self._timeout, self._cond, self._shared = state
+
+    def _get(self) -> tuple[int, int]:
+        state, count = _STATE.unpack(self._shared.view())
+        return state, count
+
+    @property
+    def _state(self) -> int:
+        return self._get()[0]
+
+    @_state.setter
+    def _state(self, value: int) -> None:
+        _STATE.pack_into(self._shared.view(), 0, value, self._get()[1])
+
+    @property
+    def _count(self) -> int:
+        return self._get()[1]
+
+    @_count.setter
+    def _count(self, value: int) -> None:
+        _STATE.pack_into(self._shared.view(), 0, self._get()[0], value)
+
+    def wait(self, timeout: float | None = None) -> int:
+        """Wait for all parties; returns this party's arrival index (0 .. parties-1).
+
+        Raises ``BrokenBarrierError`` if the barrier is (or gets) broken, reset
+        or aborted, or if ``timeout`` (default: the barrier's) passes.
+        """
+        if timeout is None:
+            timeout = self._timeout
+        with self._cond:
+            self._enter()
+            index = self._count
+            self._count = index + 1
+            try:
+                if index + 1 == self._parties:
+                    self._release()
+                else:
+                    self._wait(timeout)
+                return index
+            finally:
+                self._count = self._count - 1
+                self._exit()
+
+    def _enter(self) -> None:
+        while self._state in (_DRAINING, _RESETTING):
+            self._cond.wait()  # the previous cycle is still leaving
+        if self._state < 0:
+            raise BrokenBarrierError
+
+    def _release(self) -> None:
+        try:
+            if self._action is not None:
+                self._action()
+            self._state = _DRAINING
+            self._cond.notify_all()
+        except BaseException:
+            self._break()
+            raise
+
+    def _wait(self, timeout: float | None) -> None:
+        if not self._cond.wait_for(lambda: self._state != _FILLING, timeout):
+            self._break()
+            raise BrokenBarrierError
+        if self._state < 0:
+            raise BrokenBarrierError
+
+    def _exit(self) -> None:
+        if self._count == 0 and self._state in (_RESETTING, _DRAINING):
+            self._state = _FILLING
+            self._cond.notify_all()
+
+    def reset(self) -> None:
+        """Return to the empty state; current waiters get ``BrokenBarrierError``."""
+        with self._cond:
+            if self._count > 0:
+                if self._state in (_FILLING, _BROKEN):
+                    self._state = _RESETTING
+            else:
+                self._state = _FILLING
+            self._cond.notify_all()
+
+    def abort(self) -> None:
+        """Break the barrier: current and future waiters get ``BrokenBarrierError``."""
+        with self._cond:
+            self._break()
+
+    def _break(self) -> None:
+        self._state = _BROKEN
+        self._cond.notify_all()
+
+    @property
+    def parties(self) -> int:
+        return self._parties
+
+    @property
+    def n_waiting(self) -> int:
+        """How many parties are waiting now."""
+        return self._count if self._state == _FILLING else 0
+
+    @property
+    def broken(self) -> bool:
+        return self._state == _BROKEN
+
+    def __repr__(self) -> str:
+        if self.broken:
+            return f"<{type(self).__name__} at {id(self):#x}: broken>"
+        return f"<{type(self).__name__} at {id(self):#x}: waiters={self.n_waiting}/{self.parties}>"
