@@ -17,6 +17,7 @@ from .util import SUBDEBUG, SUBWARNING
 __all__ = (
     "SUBDEBUG",
     "SUBWARNING",
+    "Array",
     "AuthenticationError",
     "Barrier",
     "BoundedSemaphore",
@@ -28,8 +29,11 @@ __all__ = (
     "Process",
     "ProcessError",
     "RLock",
+    "RawArray",
+    "RawValue",
     "Semaphore",
     "TimeoutError",
+    "Value",
     "active_children",
     "cpu_count",
     "current_process",
@@ -50,6 +54,7 @@ __version__ = "0.1.0"
 
 _default = _context._default_context
 
+Array = _default.Array
 Barrier = _default.Barrier
 BoundedSemaphore = _default.BoundedSemaphore
 Condition = _default.Condition
@@ -57,7 +62,10 @@ Event = _default.Event
 Lock = _default.Lock
 Pipe = _default.Pipe
 RLock = _default.RLock
+RawArray = _default.RawArray
+RawValue = _default.RawValue
 Semaphore = _default.Semaphore
+Value = _default.Value
 active_children = _default.active_children
 cpu_count = _default.cpu_count
 current_process = _default.current_process

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _connection, _platform, _spawn, process, reduction, synchronize
+from . import _connection, _platform, _spawn, process, reduction, sharedctypes, synchronize
 from . import _util as util
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
@@ -93,6 +93,24 @@ class BaseContext:
     ) -> synchronize.Barrier:
         """A barrier for ``parties`` processes."""
         return synchronize.Barrier(parties, action, timeout, ctx=self.get_context())
+
+    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
+        """A shared ctypes object without a lock."""
+        return sharedctypes.RawValue(typecode_or_type, *args)
+
+    def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:
+        """A shared ctypes array without a lock."""
+        return sharedctypes.RawArray(typecode_or_type, size_or_initializer)
+
+    def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
+        """A shared ctypes object, synchronized by a lock unless ``lock=False``."""
+        return sharedctypes.Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
+
+    def Array(self, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
+        """A shared ctypes array, synchronized by a lock unless ``lock=False``."""
+        return sharedctypes.Array(
+            typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context()
+        )
 
     def cpu_count(self) -> int:
         """Number of CPUs in the system (``NotImplementedError`` if unknown)."""

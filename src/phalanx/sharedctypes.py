@@ -1,0 +1,240 @@
+"""ctypes objects in shared memory, under the stdlib's ``multiprocessing.sharedctypes`` names.
+
+``RawValue``/``RawArray`` live in the shared heap (``_heap``: a few memfd
+arenas, not a file per value) and are shared with child processes passed as
+``Process`` arguments (or inherited through fork).  ``Value``/``Array`` wrap
+them with a lock: ``get_lock()``, ``get_obj()``, and ``.value`` / item access
+taken under it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from . import _heap, synchronize
+from ._wire.pickling import get_spawning_popen, register
+
+__all__ = (
+    "Array",
+    "RawArray",
+    "RawValue",
+    "Synchronized",
+    "SynchronizedArray",
+    "SynchronizedBase",
+    "SynchronizedString",
+    "Value",
+    "copy",
+    "synchronized",
+)
+
+typecode_to_type: dict[str, Any] = {
+    "c": ctypes.c_char,
+    "u": ctypes.c_wchar,
+    "b": ctypes.c_byte,
+    "B": ctypes.c_ubyte,
+    "h": ctypes.c_short,
+    "H": ctypes.c_ushort,
+    "i": ctypes.c_int,
+    "I": ctypes.c_uint,
+    "l": ctypes.c_long,
+    "L": ctypes.c_ulong,
+    "q": ctypes.c_longlong,
+    "Q": ctypes.c_ulonglong,
+    "f": ctypes.c_float,
+    "d": ctypes.c_double,
+}
+
+
+def _ctype(typecode_or_type: Any) -> Any:
+    if isinstance(typecode_or_type, str):
+        try:
+            return typecode_to_type[typecode_or_type]
+        except KeyError:
+            raise TypeError(
+                f"unknown type code {typecode_or_type!r}: expected one of "
+                f"{''.join(typecode_to_type)} or a ctypes type"
+            ) from None
+    try:
+        ctypes.sizeof(typecode_or_type)
+    except TypeError:
+        raise TypeError(f"{typecode_or_type!r} is neither a type code nor a ctypes type") from None
+    return typecode_or_type
+
+
+def _new_value(type_: Any) -> Any:
+    block = _heap.malloc(ctypes.sizeof(type_))  # zeroed
+    return _rebuild_ctype(type_, block, None)
+
+
+def _rebuild_ctype(type_: Any, block: _heap.Block, length: int | None) -> Any:
+    if length is not None:
+        type_ = type_ * length
+    register(type_, _reduce_ctype)
+    obj = type_.from_buffer(block.arena.buffer, block.offset)
+    obj._block = block  # keeps the memory allocated while the object lives
+    return obj
+
+
+def _reduce_ctype(obj: Any) -> Any:
+    block = getattr(obj, "_block", None)
+    if block is None:  # an ordinary ctypes object of a type we registered
+        return obj.__reduce_ex__(2)
+    _check_spawning(obj)
+    if isinstance(obj, ctypes.Array):
+        return _rebuild_ctype, (obj._type_, block, obj._length_)
+    return _rebuild_ctype, (type(obj), block, None)
+
+
+def _check_spawning(obj: object) -> None:
+    if get_spawning_popen() is None:
+        raise RuntimeError(
+            f"{type(obj).__name__} objects should only be shared between processes through "
+            "inheritance: pass it as an argument of Process(...) (or to a Pool initializer)"
+        )
+
+
+def RawValue(typecode_or_type: Any, *args: Any) -> Any:
+    """A ctypes object in shared memory, without a lock."""
+    obj = _new_value(_ctype(typecode_or_type))
+    obj.__init__(*args)
+    return obj
+
+
+def RawArray(typecode_or_type: Any, size_or_initializer: int | Sequence[Any]) -> Any:
+    """A ctypes array in shared memory (zeroed, or filled from a sequence), without a lock."""
+    type_ = _ctype(typecode_or_type)
+    if isinstance(size_or_initializer, int):
+        if size_or_initializer < 0:
+            raise ValueError(f"array size must be >= 0 (got {size_or_initializer})")
+        return _new_value(type_ * size_or_initializer)
+    values = list(size_or_initializer)
+    result = _new_value(type_ * len(values))
+    result.__init__(*values)
+    return result
+
+
+def _lock_for(lock: Any, ctx: Any) -> Any:
+    if lock in (True, None):
+        # Our locks work under every start method, so the context does not matter.
+        return synchronize.RLock(ctx=ctx)
+    if not hasattr(lock, "acquire"):
+        raise AttributeError(f"{lock!r} has no method 'acquire'")
+    return lock
+
+
+def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) -> Any:
+    """A synchronized shared ctypes object (``lock=False``: the raw object)."""
+    obj = RawValue(typecode_or_type, *args)
+    if lock is False:
+        return obj
+    return synchronized(obj, _lock_for(lock, ctx), ctx=ctx)
+
+
+def Array(
+    typecode_or_type: Any,
+    size_or_initializer: int | Sequence[Any],
+    *,
+    lock: Any = True,
+    ctx: Any = None,
+) -> Any:
+    """A synchronized shared ctypes array (``lock=False``: the raw array)."""
+    obj = RawArray(typecode_or_type, size_or_initializer)
+    if lock is False:
+        return obj
+    return synchronized(obj, _lock_for(lock, ctx), ctx=ctx)
+
+
+def copy(obj: Any) -> Any:
+    """A new shared object with the same type and contents as ``obj``."""
+    new_obj = _new_value(type(obj))
+    ctypes.pointer(new_obj)[0] = obj
+    return new_obj
+
+
+def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> Any:
+    """Wrap a shared ctypes object so attribute and item access take ``lock``."""
+    if isinstance(obj, SynchronizedBase):
+        raise TypeError(f"object already synchronized: {obj!r}")
+    if isinstance(obj, ctypes._SimpleCData):
+        return Synchronized(obj, lock, ctx)
+    if isinstance(obj, ctypes.Array):
+        if obj._type_ is ctypes.c_char:
+            return SynchronizedString(obj, lock, ctx)
+        return SynchronizedArray(obj, lock, ctx)
+    cls = type(obj)
+    scls = _class_cache.get(cls)
+    if scls is None:
+        fields = {name: _locked_property(name) for name, *_ in cls._fields_}
+        scls = type("Synchronized" + cls.__name__, (SynchronizedBase,), fields)
+        _class_cache[cls] = scls
+    return scls(obj, lock, ctx)
+
+
+_class_cache: dict[type, type] = {}
+
+
+def _locked_property(name: str) -> property:
+    def fget(self: SynchronizedBase) -> Any:
+        with self._lock:
+            return getattr(self._obj, name)
+
+    def fset(self: SynchronizedBase, value: Any) -> None:
+        with self._lock:
+            setattr(self._obj, name, value)
+
+    return property(fget, fset, doc=f"``{name}`` of the wrapped object, under the lock")
+
+
+class SynchronizedBase:
+    """A shared ctypes object and the lock that guards it."""
+
+    def __init__(self, obj: Any, lock: Any = None, ctx: Any = None) -> None:
+        self._obj = obj
+        self._lock = lock if lock else _lock_for(True, ctx)
+        self.acquire: Callable[..., bool] = self._lock.acquire
+        self.release: Callable[[], None] = self._lock.release
+
+    def __enter__(self) -> bool:
+        return bool(self._lock.__enter__())
+
+    def __exit__(self, *args: object) -> None:
+        self._lock.__exit__(*args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        _check_spawning(self)
+        return synchronized, (self._obj, self._lock)
+
+    def get_obj(self) -> Any:
+        """The raw ctypes object (no locking)."""
+        return self._obj
+
+    def get_lock(self) -> Any:
+        """The lock used by this wrapper."""
+        return self._lock
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} wrapper for {self._obj}>"
+
+
+class Synchronized(SynchronizedBase):
+    value = _locked_property("value")
+
+
+class SynchronizedArray(SynchronizedBase):
+    def __len__(self) -> int:
+        return len(self._obj)
+
+    def __getitem__(self, i: Any) -> Any:
+        with self._lock:
+            return self._obj[i]
+
+    def __setitem__(self, i: Any, value: Any) -> None:
+        with self._lock:
+            self._obj[i] = value
+
+
+class SynchronizedString(SynchronizedArray):
+    value = _locked_property("value")
+    raw = _locked_property("raw")
