@@ -12,7 +12,7 @@ import os
 import sys
 from typing import NoReturn
 
-from . import context, process
+from . import _tracker, context, process
 from ._spawn import prepare
 from ._wire.framing import read_frame
 from ._wire.pickling import loads
@@ -28,6 +28,8 @@ def run_child(fd: int) -> int:
         if method is not None:
             context.set_start_method(method, force=True)
             me._start_method = method
+        if "tracker" in data:
+            _tracker.adopt(data["tracker"].detach())
         prepare(data)
         process_obj: process.BaseProcess = loads(read_frame(fd))
     finally:

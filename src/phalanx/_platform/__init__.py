@@ -45,6 +45,8 @@ from ._libc import (
     sem_post,
     sem_trywait,
     sem_wait_until,
+    shm_open,
+    shm_unlink,
 )
 from ._posix import (
     close_fds,
@@ -83,6 +85,8 @@ __all__ = (
     "sem_trywait",
     "sem_wait_until",
     "send_fds",
+    "shm_open",
+    "shm_unlink",
     "signal_name",
     "spawn_child",
     "wait_exitcode",

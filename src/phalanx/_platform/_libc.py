@@ -24,6 +24,8 @@ __all__ = (
     "sem_post",
     "sem_trywait",
     "sem_wait_until",
+    "shm_open",
+    "shm_unlink",
 )
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -130,3 +132,34 @@ def sem_getvalue(sem: ctypes.c_void_p) -> int:
     if _sem_getvalue(sem, ctypes.byref(value)) != 0:
         _raise("sem_getvalue")
     return max(0, value.value)  # glibc never reports waiters as a negative count
+
+
+_shm_open = _bind("shm_open", ctypes.c_char_p, ctypes.c_int, ctypes.c_uint)
+_shm_unlink = _bind("shm_unlink", ctypes.c_char_p)
+if _shm_open is None:  # pragma: no cover - glibc < 2.34 keeps them in librt
+    _librt = ctypes.CDLL(ctypes.util.find_library("rt") or "librt.so.1", use_errno=True)
+    _shm_open = _librt.shm_open
+    _shm_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint]
+    _shm_unlink = _librt.shm_unlink
+    _shm_unlink.argtypes = [ctypes.c_char_p]
+
+
+def _shm_error(what: str, name: str) -> OSError:
+    err = ctypes.get_errno()
+    return OSError(err, os.strerror(err), name)  # FileNotFoundError, FileExistsError...
+
+
+def shm_open(name: str, flags: int, mode: int = 0o600) -> int:
+    """Open a POSIX shared-memory object (``name`` starts with '/'); returns an fd."""
+    while True:
+        fd = _shm_open(os.fsencode(name), flags | os.O_CLOEXEC, mode)
+        if fd >= 0:
+            return int(fd)
+        if ctypes.get_errno() != errno.EINTR:
+            raise _shm_error("shm_open", name)
+
+
+def shm_unlink(name: str) -> None:
+    """Remove the name of a POSIX shared-memory object (mappings stay valid)."""
+    if _shm_unlink(os.fsencode(name)) != 0:
+        raise _shm_error("shm_unlink", name)

@@ -91,8 +91,13 @@ def interpreter_flags() -> list[str]:
     return list(subprocess._args_from_interpreter_flags())  # type: ignore[attr-defined]
 
 
-def spawn_child(executable: str, argv: Sequence[str], pass_fds: Iterable[int]) -> int:
+def spawn_child(
+    executable: str, argv: Sequence[str], pass_fds: Iterable[int], *, new_session: bool = False
+) -> int:
     """Start ``executable`` with ``argv``; the child keeps only std streams and ``pass_fds``.
+
+    ``new_session``: the child leads a session of its own (``setsid``), so a
+    Ctrl-C or signal sent to our process group does not reach it.
 
     Uses posix_spawn (vfork-fast on glibc).  Our fds are close-on-exec, so the
     ones to pass are made inheritable for the duration of the call only.
@@ -103,7 +108,7 @@ def spawn_child(executable: str, argv: Sequence[str], pass_fds: Iterable[int]) -
             if not os.get_inheritable(fd):
                 os.set_inheritable(fd, True)
                 made_inheritable.append(fd)
-        return os.posix_spawn(executable, list(argv), os.environ)
+        return os.posix_spawn(executable, list(argv), os.environ, setsid=new_session)
     finally:
         for fd in made_inheritable:
             os.set_inheritable(fd, False)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
-from .. import _platform, _spawn
+from .. import _platform, _spawn, _tracker
+from .._wire.fds import DupFd
 from .._wire.framing import write_frame
 from .._wire.pickling import dumps, spawning
 from .fork import ChildPopen
@@ -45,6 +46,9 @@ class SpawnPopen(ChildPopen):
     def _payload(self, process_obj: BaseProcess) -> tuple[bytes, bytes]:
         prep = _spawn.get_preparation_data(process_obj.name, self.method)
         with spawning(self):
+            tracker = _tracker.getfd()
+            if tracker is not None:  # the child joins our process tree's tracker
+                prep["tracker"] = DupFd(tracker)
             return dumps(prep), dumps(process_obj)
 
     def _launch(self, process_obj: BaseProcess) -> None:
