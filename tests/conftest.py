@@ -16,7 +16,7 @@ import pytest
 
 import phalanx
 from _targets import START_METHODS
-from phalanx import _forkserver
+from phalanx import _forkserver, _tracker
 
 LEAK_GRACE = 5.0
 
@@ -32,9 +32,13 @@ def ctx(start_method: str) -> phalanx.context.BaseContext:
 
 
 def _raw_children() -> dict[int, str]:
-    """{pid: state} of every process whose parent is this one (the fork server excepted)."""
+    """{pid: state} of every process whose parent is this one.
+
+    The fork server and the resource tracker are excepted: they are meant to
+    live as long as this process.
+    """
     me = os.getpid()
-    server = _forkserver._forkserver.server_pid()
+    services = {_forkserver._forkserver.server_pid(), _tracker.tracker_pid()}
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -45,7 +49,7 @@ def _raw_children() -> dict[int, str]:
         except (FileNotFoundError, ProcessLookupError):
             continue
         pid, state, ppid = int(entry), fields[0], int(fields[1])
-        if ppid == me and pid != server:
+        if ppid == me and pid not in services:
             found[pid] = state
     return found
 

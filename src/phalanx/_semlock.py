@@ -6,10 +6,11 @@ shared heap, next to a record of its owner::
     offset  field
     0       sem_t        the semaphore
     32      owner_pid    int32: who holds a lock (0: nobody recorded)
-    36      kind         int32: RECURSIVE_MUTEX or SEMAPHORE
+    36      (padding)
     40      owner_tid    uint64: the owner's thread ident
     48      owner_start  uint64: the owner's process start time (pid reuse guard)
-    56      maxvalue     int32: 1 for locks, -1 unbounded
+    56      kind         int32: RECURSIVE_MUTEX or SEMAPHORE
+    60      maxvalue     int32: 1 for locks, -1 unbounded
     64      sem_t        recovery guard (at most one waiter takes over)
 
 **Owner death.**  For locks (``maxvalue == 1``) a blocked waiter wakes every
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import threading
 import time
 import warnings
@@ -33,7 +35,7 @@ from typing import Any
 
 from . import _heap, _platform
 from . import _util as util
-from ._errors import AbandonedLockWarning
+from ._errors import AbandonedLockWarning, LockStateError
 from ._wire.pickling import get_spawning_popen
 
 __all__ = ("RECURSIVE_MUTEX", "SEMAPHORE", "SEM_VALUE_MAX", "SemLock")
@@ -49,26 +51,38 @@ class _Slot(ctypes.Structure):
     _fields_ = (
         ("sem", ctypes.c_byte * 32),
         ("owner_pid", ctypes.c_int32),
-        ("kind", ctypes.c_int32),
+        ("_pad", ctypes.c_int32),
         ("owner_tid", ctypes.c_uint64),
         ("owner_start", ctypes.c_uint64),
+        ("kind", ctypes.c_int32),
         ("maxvalue", ctypes.c_int32),
-        ("_pad", ctypes.c_int32),
         ("guard", ctypes.c_byte * 32),
     )
 
 
-_my_start = 0
-_my_pid = 0
+# Bound once: the uncontended acquire/release pair is the hot path.
+_trywait = _platform.raw_sem_trywait
+_post = _platform.raw_sem_post
+_get_ident = threading.get_ident
+
+_OWNER = slice(32, 56)  # owner_pid .. owner_start, written in one copy
+_OWNER_RECORD = struct.Struct("=iiQQ")
+
+# The owner record of each thread of this process, built once (the process
+# start time costs a read of /proc).  Forgotten in a forked child.
+_owner_records: dict[int, bytes] = {}
 
 
-def _identity() -> tuple[int, int]:
-    """(pid, start time) of this process, cached per process."""
-    global _my_pid, _my_start
-    pid = os.getpid()
-    if pid != _my_pid:
-        _my_pid, _my_start = pid, _platform.process_start_time(pid) or 0
-    return _my_pid, _my_start
+def _owner_record(tid: int) -> bytes:
+    record = _owner_records.get(tid)
+    if record is None:
+        pid = os.getpid()
+        start = _platform.process_start_time(pid) or 0
+        record = _owner_records[tid] = _OWNER_RECORD.pack(pid, 0, tid, start)
+    return record
+
+
+os.register_at_fork(after_in_child=_owner_records.clear)
 
 
 class SemLock:
@@ -95,6 +109,9 @@ class SemLock:
     def _setup(self, block: _heap.Block, kind: int, maxvalue: int) -> None:
         self._block = block
         self._slot = _Slot.from_buffer(block.arena.buffer, block.offset)
+        view = block.view()
+        self._owner_view = view[_OWNER]
+        self._owner_pid = view[_OWNER.start : _OWNER.start + 4].cast("i")
         self._sem = ctypes.c_void_p(ctypes.addressof(self._slot.sem))
         self._guard = ctypes.c_void_p(ctypes.addressof(self._slot.guard))
         self.kind = kind
@@ -131,27 +148,20 @@ class SemLock:
 
     def acquire(self, block: bool = True, timeout: float | None = None) -> bool:
         """Take the lock (or one unit); False if it could not within ``timeout``."""
-        if self.kind == RECURSIVE_MUTEX and self._is_mine():
+        tid = _get_ident()
+        if self._held and self.kind == RECURSIVE_MUTEX and self._last_tid == tid:
             self._held += 1
             return True
-        if not _platform.sem_trywait(self._sem):
+        if _trywait(self._sem) != 0:  # hot path: one ctypes call when free
             if not block:
                 return False
             if not self._wait(timeout):
                 return False
-        self._took()
-        return True
-
-    def _took(self) -> None:
-        tid = threading.get_ident()
         if self._tracks_owner:
-            pid, start = _identity()
-            slot = self._slot
-            slot.owner_tid = tid
-            slot.owner_start = start
-            slot.owner_pid = pid
+            self._owner_view[:] = _owner_record(tid)
         self._held += 1
         self._last_tid = tid
+        return True
 
     def _wait(self, timeout: float | None) -> bool:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
@@ -184,7 +194,7 @@ class SemLock:
         try:
             if self._slot.owner_pid != dead or not self._owner_is_dead():
                 return False  # another waiter recovered it first
-            self._slot.owner_pid = 0
+            self._owner_pid[0] = 0
         finally:
             _platform.sem_post(self._guard)
         try:
@@ -207,16 +217,21 @@ class SemLock:
         """Release the lock (or give back one unit)."""
         if self.kind == RECURSIVE_MUTEX:
             if not self._is_mine():
-                raise AssertionError("attempt to release recursive lock not owned by thread")
+                raise LockStateError("attempt to release recursive lock not owned by thread")
             if self._held > 1:
                 self._held -= 1
                 return
+        if self._tracks_owner:
+            if self._owner_pid[0] == 0 and _platform.sem_getvalue(self._sem) >= 1:
+                raise ValueError("semaphore or lock released too many times")
+            self._owner_pid[0] = 0
         elif self.maxvalue != -1 and _platform.sem_getvalue(self._sem) >= self.maxvalue:
             raise ValueError("semaphore or lock released too many times")
-        if self._tracks_owner:
-            self._slot.owner_pid = 0
-        _platform.sem_post(self._sem)
-        self._held = max(0, self._held - 1)
+        if _post(self._sem) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"sem_post: {os.strerror(err)}")
+        if self._held:
+            self._held -= 1
 
     def _get_value(self) -> int:
         return _platform.sem_getvalue(self._sem)

@@ -39,6 +39,8 @@ else:  # pragma: no cover - macOS and other POSIX systems
 from ._libc import (
     HAVE_UNNAMED_SEMAPHORES,
     SEM_T_SIZE,
+    raw_sem_post,
+    raw_sem_trywait,
     sem_destroy,
     sem_getvalue,
     sem_init,
@@ -77,6 +79,8 @@ __all__ = (
     "pidfd_open",
     "pidfd_send_signal",
     "process_start_time",
+    "raw_sem_post",
+    "raw_sem_trywait",
     "recv_fds",
     "sem_destroy",
     "sem_getvalue",

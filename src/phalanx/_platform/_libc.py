@@ -57,6 +57,12 @@ _sem_clockwait = _bind("sem_clockwait", ctypes.c_void_p, ctypes.c_int, ctypes.PO
 _sem_timedwait = _bind("sem_timedwait", ctypes.c_void_p, ctypes.POINTER(_Timespec))
 
 
+# For the one hot path (an uncontended acquire): call it with a prebuilt
+# c_void_p; non-zero means "not taken" (EAGAIN, or EINTR).
+raw_sem_trywait = _sem_trywait
+raw_sem_post = _sem_post
+
+
 def _probe() -> bool:
     if _sem_init is None:
         return False
