@@ -24,10 +24,12 @@ __all__ = (
     "BufferTooShort",
     "Condition",
     "Event",
+    "JoinableQueue",
     "Lock",
     "Pipe",
     "Process",
     "ProcessError",
+    "Queue",
     "RLock",
     "RawArray",
     "RawValue",
@@ -59,12 +61,15 @@ Barrier = _default.Barrier
 BoundedSemaphore = _default.BoundedSemaphore
 Condition = _default.Condition
 Event = _default.Event
+JoinableQueue = _default.JoinableQueue
 Lock = _default.Lock
 Pipe = _default.Pipe
+Queue = _default.Queue
 RLock = _default.RLock
 RawArray = _default.RawArray
 RawValue = _default.RawValue
 Semaphore = _default.Semaphore
+SimpleQueue = _default.SimpleQueue
 Value = _default.Value
 active_children = _default.active_children
 cpu_count = _default.cpu_count

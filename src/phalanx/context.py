@@ -12,7 +12,16 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import _connection, _platform, _spawn, process, reduction, sharedctypes, synchronize
+from . import (
+    _connection,
+    _platform,
+    _spawn,
+    process,
+    queues,
+    reduction,
+    sharedctypes,
+    synchronize,
+)
 from . import _util as util
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
@@ -93,6 +102,18 @@ class BaseContext:
     ) -> synchronize.Barrier:
         """A barrier for ``parties`` processes."""
         return synchronize.Barrier(parties, action, timeout, ctx=self.get_context())
+
+    def Queue(self, maxsize: int = 0) -> queues.Queue:
+        """A FIFO queue between processes (see :mod:`phalanx.queues`)."""
+        return queues.Queue(maxsize, ctx=self.get_context())
+
+    def JoinableQueue(self, maxsize: int = 0) -> queues.JoinableQueue:
+        """A queue with ``task_done()`` and ``join()``."""
+        return queues.JoinableQueue(maxsize, ctx=self.get_context())
+
+    def SimpleQueue(self) -> queues.SimpleQueue:
+        """A simplified unbounded queue."""
+        return queues.SimpleQueue(ctx=self.get_context())
 
     def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
         """A shared ctypes object without a lock."""

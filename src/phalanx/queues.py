@@ -1,0 +1,334 @@
+"""Queues between processes, under the stdlib's ``multiprocessing.queues`` names.
+
+Built on ``_channel``: one SEQPACKET socketpair shared by all producers and
+consumers, so messages are atomic and no lock guards the channel.  A process
+killed in the middle of ``put()`` or ``get()`` loses at most the message in
+its own hands; everyone else goes on (unlike the stdlib, whose pipe can be
+left with a torn message and a lock held forever).
+
+Differences from the stdlib, on purpose:
+
+* ``put()`` pickles in the caller: an unpicklable object raises there, instead
+  of killing a background thread and being lost silently.
+* ``put()`` writes straight into the channel when it has room; only under
+  back-pressure does a feeder thread hold messages (so an unbounded ``put()``
+  never blocks, as in the stdlib).
+* Queues work with processes of any start method, whatever context made them.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue as _queue
+import socket
+import threading
+import time
+import types
+import weakref
+from typing import Any
+
+from . import _util as util
+from ._channel import Channel, decode, encode
+from ._errors import LockStateError
+from ._wire.fds import DupFd
+from ._wire.pickling import get_spawning_popen
+from .synchronize import SEM_VALUE_MAX, BoundedSemaphore, Condition, Semaphore
+
+__all__ = ("JoinableQueue", "Queue", "SimpleQueue")
+
+Empty = _queue.Empty
+Full = _queue.Full
+
+
+def _check_spawning(obj: object) -> None:
+    if get_spawning_popen() is None:
+        raise RuntimeError(
+            f"{type(obj).__name__} objects should only be shared between processes through "
+            "inheritance: pass it as an argument of Process(...) (or to a Pool initializer)"
+        )
+
+
+def _share_socket(sock: socket.socket) -> DupFd:
+    return DupFd(sock.fileno())
+
+
+def _rebuild_socket(handle: DupFd) -> socket.socket:
+    return socket.socket(fileno=handle.detach())
+
+
+class Queue:
+    """A FIFO queue between processes (``maxsize <= 0``: unbounded).
+
+    ``put``/``get`` block as in ``queue.Queue``, raising ``queue.Full`` /
+    ``queue.Empty`` on timeout or when non-blocking.  Items put by one
+    process come out in the order it put them.
+    """
+
+    def __init__(self, maxsize: int = 0, *, ctx: Any = None) -> None:
+        if isinstance(maxsize, bool) or not isinstance(maxsize, int):
+            raise TypeError(f"maxsize must be an int (got {maxsize!r})")
+        if maxsize <= 0:
+            maxsize = SEM_VALUE_MAX
+        self._maxsize = maxsize
+        self._channel = Channel()
+        self._sem = BoundedSemaphore(maxsize) if maxsize < SEM_VALUE_MAX else None
+        self._count = Semaphore(0)  # messages in the channel: qsize()
+        self._after_fork()
+        util.register_after_fork(self, Queue._after_fork)
+
+    def _after_fork(self) -> None:
+        self._closed = False
+        self._buffer: collections.deque[tuple[bytes, int | None]] = collections.deque()
+        self._lock = threading.Lock()  # orders this process's puts
+        self._notempty = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._joincancelled = False
+        self._jointhread: util.Finalize | None = None
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        _check_spawning(self)
+        return (
+            self._maxsize,
+            _share_socket(self._channel.reader),
+            _share_socket(self._channel.writer),
+            self._sem,
+            self._count,
+        )
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        maxsize, reader, writer, self._sem, self._count = state
+        self._maxsize = maxsize
+        self._channel = Channel(_rebuild_socket(reader), _rebuild_socket(writer))
+        self._after_fork()
+        util.register_after_fork(self, Queue._after_fork)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+
+    # -- put --------------------------------------------------------------------------------
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        """Put ``obj`` (pickled now); blocks only while a bounded queue is full."""
+        self._check_open()
+        if self._sem is not None and not self._sem.acquire(block, timeout):
+            raise Full
+        self._put_acquired(obj)
+
+    def _put_acquired(self, obj: Any) -> None:
+        """Put ``obj`` once room for it is secured (the semaphore is ours)."""
+        try:
+            message, fd = encode(obj)
+        except BaseException:
+            if self._sem is not None:
+                self._sem.release()
+            raise
+        with self._lock:
+            if not self._buffer and self._channel.send(message, fd, block=False):
+                self._sent(fd)
+                return
+            self._buffer.append((message, fd))  # back-pressure: the feeder sends it
+            if self._thread is None:
+                self._start_thread()
+            self._notempty.notify()
+
+    def _sent(self, fd: int | None) -> None:
+        if fd is not None:
+            os.close(fd)  # the datagram holds its own reference now
+        self._count.release()
+
+    def put_nowait(self, obj: Any) -> None:
+        self.put(obj, False)
+
+    def _start_thread(self) -> None:
+        self._thread = threading.Thread(target=self._feed, name="phalanx-queue-feeder", daemon=True)
+        self._thread.start()
+        if not self._joincancelled:
+            # Flush what is buffered before this process exits (as the stdlib).
+            self._jointhread = util.Finalize(
+                self._thread, Queue._finalize_join, [weakref.ref(self._thread)], exitpriority=-5
+            )
+
+    @staticmethod
+    def _finalize_join(twr: weakref.ref[threading.Thread]) -> None:
+        thread = twr()
+        if thread is not None:
+            thread.join()
+
+    def _feed(self) -> None:
+        while True:
+            with self._lock:
+                while not self._buffer:
+                    if self._closed:
+                        return
+                    self._notempty.wait()
+                message, fd = self._buffer[0]
+            try:
+                self._channel.send(message, fd, block=True)
+            except OSError:
+                if util.is_exiting() or self._closed:
+                    return  # the channel is gone at exit: nothing more to deliver
+                raise
+            with self._lock:
+                self._buffer.popleft()
+                self._sent(fd)
+
+    # -- get --------------------------------------------------------------------------------
+
+    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+        """Remove and return an item; ``queue.Empty`` if none comes within ``timeout``."""
+        self._check_open()
+        deadline = None
+        if block and timeout is not None:
+            deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            got = self._channel.recv()
+            if got is not None:
+                break
+            if not block:
+                raise Empty
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise Empty
+            self._channel.wait_readable(remaining)
+        self._count.acquire(False)
+        if self._sem is not None:
+            self._sem.release()
+        return decode(*got)
+
+    def get_nowait(self) -> Any:
+        return self.get(False)
+
+    # -- state ------------------------------------------------------------------------------
+
+    def qsize(self) -> int:
+        """Approximate number of items (racy by nature)."""
+        return self._count.get_value()
+
+    def empty(self) -> bool:
+        return not self._channel.wait_readable(0)
+
+    def full(self) -> bool:
+        return self._sem is not None and self._sem._semlock._is_zero()
+
+    def close(self) -> None:
+        """No more puts or gets from this process; buffered items are still sent."""
+        with self._lock:
+            self._closed = True
+            self._notempty.notify()
+        if self._thread is None:
+            self._channel.reader.close()
+
+    def join_thread(self) -> None:
+        """Wait until everything this process put has reached the channel (after close)."""
+        if not self._closed:
+            raise LockStateError(f"Queue {self!r} not closed: call close() before join_thread()")
+        if self._jointhread is not None:
+            self._jointhread()
+
+    def cancel_join_thread(self) -> None:
+        """Do not wait for buffered items at exit (they may be lost)."""
+        self._joincancelled = True
+        if self._jointhread is not None:
+            self._jointhread.cancel()
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} at {id(self):#x} maxsize={self._maxsize}>"
+
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        return types.GenericAlias(cls, item)
+
+
+class JoinableQueue(Queue):
+    """A ``Queue`` with ``task_done()`` and ``join()``."""
+
+    def __init__(self, maxsize: int = 0, *, ctx: Any = None) -> None:
+        super().__init__(maxsize, ctx=ctx)
+        self._unfinished_tasks = Semaphore(0)
+        self._cond = Condition()
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (*super().__getstate__(), self._cond, self._unfinished_tasks)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        super().__setstate__(state[:-2])
+        self._cond, self._unfinished_tasks = state[-2:]
+
+    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+        self._check_open()
+        if self._sem is not None and not self._sem.acquire(block, timeout):
+            raise Full
+        with self._cond:
+            self._unfinished_tasks.release()
+            try:
+                self._put_acquired(obj)
+            except BaseException:
+                self._unfinished_tasks.acquire(False)
+                raise
+
+    def task_done(self) -> None:
+        """One item taken with ``get()`` is fully processed."""
+        with self._cond:
+            if not self._unfinished_tasks.acquire(False):
+                raise ValueError("task_done() called too many times")
+            if self._unfinished_tasks._semlock._is_zero():
+                self._cond.notify_all()
+
+    def join(self) -> None:
+        """Block until every item put has been marked with ``task_done()``."""
+        with self._cond:
+            if not self._unfinished_tasks._semlock._is_zero():
+                self._cond.wait()
+
+
+class SimpleQueue:
+    """An unbounded FIFO between processes: ``put``, ``get``, ``empty``, ``close``."""
+
+    def __init__(self, *, ctx: Any = None) -> None:
+        self._channel = Channel()
+        self._closed = False
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        _check_spawning(self)
+        return _share_socket(self._channel.reader), _share_socket(self._channel.writer)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        reader, writer = state
+        self._channel = Channel(_rebuild_socket(reader), _rebuild_socket(writer))
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError(f"SimpleQueue {self!r} is closed")
+
+    def put(self, obj: Any) -> None:
+        """Put ``obj`` (pickled now; blocks while the channel is full)."""
+        self._check_open()
+        message, fd = encode(obj)
+        try:
+            self._channel.send(message, fd, block=True)
+        finally:
+            if fd is not None:
+                os.close(fd)
+
+    def get(self) -> Any:
+        """Remove and return an item (blocks)."""
+        self._check_open()
+        while True:
+            got = self._channel.recv()
+            if got is not None:
+                return decode(*got)
+            self._channel.wait_readable(None)
+
+    def empty(self) -> bool:
+        return not self._channel.wait_readable(0)
+
+    def close(self) -> None:
+        """Release this process's handles on the queue."""
+        self._closed = True
+        self._channel.reader.close()
+        self._channel.writer.close()
+
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        return types.GenericAlias(cls, item)
