@@ -68,7 +68,7 @@ def encode(obj: Any) -> tuple[bytes, int | None]:
 
 def decode(message: bytes, fd: int | None) -> Any:
     """Rebuild the object of a datagram (takes ownership of ``fd``)."""
-    if message[:1] == b"\x00":
+    if message[0] == INLINE:
         return loads(memoryview(message)[1:])
     if fd is None:
         raise OSError("corrupt queue message: a large message arrived without its memfd")
@@ -124,16 +124,15 @@ class Channel:
             return False
         return True
 
-    def recv(self) -> tuple[bytes, int | None] | None:
-        """One datagram and its memfd, or None if none is waiting right now."""
+    def recv(self, block: bool = False) -> tuple[bytes, int | None] | None:
+        """One datagram and its memfd; None if ``block`` is false and none is waiting."""
+        flags = socket.MSG_CMSG_CLOEXEC if block else socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
         try:
-            message, ancdata, _flags, _addr = self.reader.recvmsg(
-                _RECV_SIZE, _ANC_SIZE, socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
-            )
+            message, ancdata, _flags, _addr = self.reader.recvmsg(_RECV_SIZE, _ANC_SIZE, flags)
         except BlockingIOError:
             return None
         fd = None
-        for level, kind, payload in ancdata:
+        for level, kind, payload in ancdata:  # empty for all but large messages
             if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                 fds = struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4])
                 fd, extra = fds[0], fds[1:]

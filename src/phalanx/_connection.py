@@ -8,6 +8,7 @@ buffers (numpy arrays, ``PickleBuffer``) travel out of band without copies.
 
 from __future__ import annotations
 
+import ctypes
 import mmap
 import os
 import pickle
@@ -179,11 +180,10 @@ class Connection:
     def _read_into(self, handle: int, view: memoryview) -> None:
         got, total = 0, len(view)
         if total > _SMALL and self._socket_fd(handle):
-            sock = socket.socket(fileno=handle)
-            try:
-                got = sock.recv_into(view, total, socket.MSG_WAITALL)
-            finally:
-                sock.detach()
+            # One recv(MSG_WAITALL) instead of one read per socket-buffer's worth.
+            target = (ctypes.c_char * total).from_buffer(view)
+            got = _platform.recv_into_address(handle, ctypes.addressof(target), total)
+            del target
         while got < total:
             n = os.readv(handle, [view[got:]])
             if n == 0:
@@ -216,24 +216,13 @@ class Connection:
         return big
 
     def _recv_waitall(self, handle: int, size: int) -> Buffer:
-        # One recv(MSG_WAITALL) fills a fresh bytes object: no second copy into
-        # bytes, and one syscall instead of one per socket-buffer's worth.  The
-        # object is malloc'ed, not zeroed: a peer that claims a huge length and
-        # sends little costs address space, not memory.
-        sock = socket.socket(fileno=handle)
-        try:
-            data = sock.recv(size, socket.MSG_WAITALL)
-        finally:
-            sock.detach()
-        if len(data) == size:
-            return data
-        if not data:
+        # One recv(MSG_WAITALL) fills the bytes object that recv_bytes returns:
+        # no second copy, and memory is committed only as data arrives.
+        data = _platform.recv_bytes_waitall(handle, size)
+        if len(data) < size:
             self.close()
             raise messages.ProtocolError("got end of file during message")
-        big = _lazy_buffer(size)  # interrupted by a signal: finish the slow way
-        big[: len(data)] = data
-        self._read_into(handle, memoryview(big)[len(data) :])
-        return big
+        return data
 
     def _read_header(self, handle: int) -> tuple[int, int]:
         try:
@@ -276,8 +265,17 @@ class Connection:
             raise OSError(f"bad message length: {length} bytes > maxlength {maxlength}")
         if kind == messages.KIND_RAW:
             return self._read_bytes(handle, length)
+        # Sent with send(), read as bytes: the equivalent in-band pickle, made
+        # without unpickling anything.
         data, buffers = self._read_oob(handle, length)
-        return dumps(loads(data, buffers))  # sent with send(), read as bytes: in-band pickle
+        return self._inline(data, buffers)
+
+    def _inline(self, data: Buffer, buffers: list[Buffer]) -> bytes:
+        try:
+            return messages.inline_buffers(data, buffers)  # type: ignore[arg-type]
+        except (ValueError, messages.ProtocolError) as exc:
+            self.close()
+            raise messages.ProtocolError(f"bad out-of-band message: {exc}") from None
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """Receive one message as bytes (blocks).
@@ -299,7 +297,13 @@ class Connection:
         """
         handle = self._check_readable()
         view = memoryview(buf)
-        if view.itemsize > 1:
+        # Check the buffer before consuming anything: an error after reading
+        # the header would leave the stream out of step.
+        if view.readonly:
+            raise TypeError(f"recv_bytes_into needs a writable buffer (got {type(buf).__name__})")
+        if not view.c_contiguous:
+            raise BufferError("recv_bytes_into needs a contiguous buffer")
+        if view.itemsize > 1 or view.ndim != 1:
             view = view.cast("B")
         if offset < 0 or offset > len(view):
             raise ValueError(f"offset out of bounds ({offset} for a buffer of {len(view)} bytes)")
@@ -309,7 +313,7 @@ class Connection:
             return length
         if kind == messages.KIND_RAW:
             raise BufferTooShort(_to_bytes(self._read_bytes(handle, length)))
-        data = dumps(loads(*self._read_oob(handle, length)))
+        data = self._inline(*self._read_oob(handle, length))
         if len(data) > len(view) - offset:
             raise BufferTooShort(data)
         view[offset : offset + len(data)] = data

@@ -12,10 +12,13 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import struct
+import time
 from typing import Any
 
 from . import _util as util
 from ._connection import Connection
+from ._errors import AuthenticationError
 from ._wire import auth
 from .util import get_temp_dir, is_abstract_socket_namespace
 
@@ -31,6 +34,9 @@ __all__ = (
 )
 
 families = ["AF_INET", "AF_UNIX"]
+# A peer gets this long to complete the handshake: one that connects and goes
+# silent must not block accept() (and every client queued behind it) forever.
+HANDSHAKE_TIMEOUT = 20.0
 default_family = "AF_UNIX"
 _MAX_AUTH_MESSAGE = auth.MAX_AUTH_MESSAGE
 
@@ -123,15 +129,9 @@ class Listener:
             raise OSError("listener is closed")
         sock, self._last_accepted = self._socket.accept()
         sock.setblocking(True)
-        conn = Connection(sock.detach())
         if self._authkey is not None:
-            try:
-                deliver_challenge(conn, self._authkey)
-                answer_challenge(conn, self._authkey)
-            except BaseException:
-                conn.close()
-                raise
-        return conn
+            _handshake(sock, auth.server_steps(self._authkey))
+        return Connection(sock.detach())
 
     def close(self) -> None:
         """Stop listening and remove the socket file (idempotent)."""
@@ -178,12 +178,56 @@ def Client(address: Any, family: str | None = None, authkey: bytes | None = None
     with socket.socket(getattr(socket, family)) as sock:
         sock.setblocking(True)
         sock.connect(address)
-        conn = Connection(sock.detach())
-    if key is not None:
-        try:
-            answer_challenge(conn, key)
-            deliver_challenge(conn, key)
-        except BaseException:
-            conn.close()
-            raise
-    return conn
+        if key is not None:
+            _handshake(sock, auth.client_steps(key))
+        return Connection(sock.detach())
+
+
+def _set_io_timeout(sock: socket.socket, seconds: float) -> None:
+    """Kernel-level send/receive timeouts (0: none); reads then fail with EAGAIN."""
+    whole = int(seconds)
+    timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
+
+
+def _handshake(sock: socket.socket, steps: auth.Steps) -> None:
+    """Authenticate a new connection within ``HANDSHAKE_TIMEOUT`` seconds in all.
+
+    Kernel timeouts bound every read, so a peer that sends half a frame and
+    goes silent cannot hold us either.  ``sock`` is closed on failure.
+    """
+    conn = Connection(sock.fileno())
+    deadline = time.monotonic() + HANDSHAKE_TIMEOUT
+
+    def remaining() -> float:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AuthenticationError(
+                f"the peer did not complete the handshake within {HANDSHAKE_TIMEOUT} s"
+            )
+        return left
+
+    def send(data: bytes) -> None:
+        _set_io_timeout(sock, remaining())
+        conn.send_bytes(data)
+
+    def recv(maxsize: int) -> bytes:
+        _set_io_timeout(sock, remaining())
+        return conn.recv_bytes(maxsize)
+
+    try:
+        auth.run(steps, send, recv)
+        _set_io_timeout(sock, 0)
+    except BaseException as exc:
+        if conn.closed:
+            sock.detach()  # the connection already closed the fd (a bad frame)
+        else:
+            sock.close()
+        if isinstance(exc, BlockingIOError):
+            raise AuthenticationError(
+                f"the peer did not complete the handshake within {HANDSHAKE_TIMEOUT} s"
+            ) from None
+        raise
+    finally:
+        conn._handle = None  # the fd belongs to sock (or is closed)

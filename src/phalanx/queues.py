@@ -183,7 +183,8 @@ class Queue:
         if block and timeout is not None:
             deadline = time.monotonic() + max(0.0, timeout)
         while True:
-            got = self._channel.recv()
+            # With no timeout, sleep in recv itself: one wake-up, one syscall.
+            got = self._channel.recv(block=block and deadline is None)
             if got is not None:
                 break
             if not block:

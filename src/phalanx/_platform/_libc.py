@@ -169,3 +169,49 @@ def shm_unlink(name: str) -> None:
     """Remove the name of a POSIX shared-memory object (mappings stay valid)."""
     if _shm_unlink(os.fsencode(name)) != 0:
         raise _shm_error("shm_unlink", name)
+
+
+_recv = _bind("recv", ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+_recv.restype = ctypes.c_ssize_t
+_new_bytes = ctypes.pythonapi.PyBytes_FromStringAndSize
+_new_bytes.argtypes = [ctypes.c_void_p, ctypes.c_ssize_t]
+_new_bytes.restype = ctypes.py_object
+_bytes_data = ctypes.pythonapi.PyBytes_AsString
+_bytes_data.argtypes = [ctypes.py_object]
+_bytes_data.restype = ctypes.c_void_p
+_MSG_WAITALL = 0x100 if os.uname().sysname == "Linux" else 0x40
+
+
+def recv_into_address(fd: int, address: int, size: int) -> int:
+    """recv(MSG_WAITALL) ``size`` bytes on a stream socket into memory at ``address``.
+
+    Returns how many bytes arrived: ``size``, or fewer at EOF (0 if none).
+    Straight through libc rather than a ``socket`` object, which would put the
+    fd in non-blocking mode under ``socket.setdefaulttimeout()``.  Signals
+    interrupt the wait; their Python handlers run and the read resumes.
+    """
+    got = 0
+    while got < size:
+        n = _recv(fd, address + got, size - got, _MSG_WAITALL)
+        if n > 0:
+            got += n
+        elif n == 0:
+            return got  # EOF
+        else:
+            err = ctypes.get_errno()
+            if err != errno.EINTR:
+                raise OSError(err, f"recv: {os.strerror(err)}")
+            time.sleep(0)  # let Python run the signal handlers (they may raise)
+    return got
+
+
+def recv_bytes_waitall(fd: int, size: int) -> bytes:
+    """A new bytes object filled by one recv(MSG_WAITALL); shorter only at EOF.
+
+    The object is created uninitialised (not zeroed) and filled in place before
+    anyone else can see it, so a peer that announces a huge message and sends
+    little costs address space, not memory.
+    """
+    data: bytes = _new_bytes(None, size)
+    got = recv_into_address(fd, _bytes_data(data), size)
+    return data if got == size else data[:got]

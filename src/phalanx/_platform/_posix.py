@@ -7,6 +7,7 @@ import os
 import select
 import signal
 import socket
+import struct
 from collections.abc import Iterable, Sequence
 
 # The stdlib's default on non-Linux POSIX (macOS) is spawn since 3.8 (bpo-33725).
@@ -121,8 +122,20 @@ def send_fds(sock: socket.socket, data: bytes, fds: Sequence[int]) -> None:
 
 def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
     """Receive one message sent by :func:`send_fds`; the fds come back close-on-exec."""
-    data, fds, _flags, _addr = socket.recv_fds(sock, bufsize, maxfds)
-    return data, list(fds)
+    # socket.recv_fds() drops its flags argument (3.11-3.13): call recvmsg
+    # ourselves so the kernel sets close-on-exec atomically.
+    data, ancdata, _flags, _addr = sock.recvmsg(
+        bufsize, socket.CMSG_LEN(maxfds * _INT_SIZE), socket.MSG_CMSG_CLOEXEC
+    )
+    fds: list[int] = []
+    for level, kind, payload in ancdata:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            usable = len(payload) - len(payload) % _INT_SIZE
+            fds.extend(struct.unpack(f"{usable // _INT_SIZE}i", payload[:usable]))
+    return data, fds
+
+
+_INT_SIZE = struct.calcsize("i")
 
 
 _POLL_MAX_MS = 2**31 - 1

@@ -92,3 +92,36 @@ def parse_oob_sizes(table: ByteData, count: int, body_len: int) -> tuple[list[in
     if pickle_len < 0:
         raise ProtocolError("bad out-of-band message: buffers larger than the message")
     return sizes, pickle_len
+
+
+def inline_buffers(data: ByteData, buffers: list[ByteData]) -> bytes:
+    """Turn a pickle with out-of-band buffers into an equivalent in-band pickle.
+
+    For ``recv_bytes()`` on a message sent with ``send()``: the result is what
+    a plain protocol-5 ``pickle.dumps`` would have produced.  The pickle is
+    only *parsed* (``pickletools.genops``), never executed: receiving bytes
+    must not run code from the peer.  Each NEXT_BUFFER becomes BYTEARRAY8
+    with the buffer's bytes, and FRAME opcodes are dropped (their lengths
+    would no longer hold; framing is optional).
+    """
+    import pickletools  # only on this rare path
+
+    raw = bytes(data)
+    out: list[bytes] = []
+    pending = iter(buffers)
+    ops = list(pickletools.genops(raw))
+    try:
+        for i, (op, _arg, pos) in enumerate(ops):
+            end = ops[i + 1][2] if i + 1 < len(ops) else len(raw)
+            if op.name == "FRAME":
+                continue
+            if op.name == "NEXT_BUFFER":
+                chunk = bytes(next(pending))
+                out.append(b"\x96" + struct.pack("<Q", len(chunk)) + chunk)  # BYTEARRAY8
+                continue
+            out.append(raw[pos:end])
+    except StopIteration:
+        raise ProtocolError(
+            "bad out-of-band message: more buffer references than buffers"
+        ) from None
+    return b"".join(out)

@@ -107,6 +107,11 @@ def _dumps_by_value(obj: Any) -> bytes:
 class Pickler(pickle.Pickler):
     """``pickle.Pickler`` with phalanx's reducers and the cloudpickle fallback."""
 
+    # Read by the C pickler at init; a ChainMap sees later copyreg and
+    # register() changes without any per-message copying, and is consulted
+    # only for objects that are not of a built-in type.
+    dispatch_table: Any = collections.ChainMap(_registry, copyreg.dispatch_table)
+
     def __init__(
         self,
         file: Any,
@@ -115,7 +120,6 @@ class Pickler(pickle.Pickler):
         buffer_callback: Callable[[pickle.PickleBuffer], Any] | None = None,
     ) -> None:
         super().__init__(file, protocol, buffer_callback=buffer_callback)
-        self.dispatch_table = {**copyreg.dispatch_table, **_registry}
 
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, (types.FunctionType, type)) and needs_by_value(obj):
