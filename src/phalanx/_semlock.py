@@ -227,11 +227,15 @@ class SemLock:
             self._owner_pid[0] = 0
         elif self.maxvalue != -1 and _platform.sem_getvalue(self._sem) >= self.maxvalue:
             raise ValueError("semaphore or lock released too many times")
-        if _post(self._sem) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"sem_post: {os.strerror(err)}")
+        # Our bookkeeping first: the moment the semaphore is posted (ctypes
+        # drops the GIL) another thread of this process may take the lock and
+        # write its own.
         if self._held:
             self._held -= 1
+        if _post(self._sem) != 0:
+            self._held += 1
+            err = ctypes.get_errno()
+            raise OSError(err, f"sem_post: {os.strerror(err)}")
 
     def _get_value(self) -> int:
         return _platform.sem_getvalue(self._sem)

@@ -318,7 +318,7 @@ class Barrier:
         self._parties, self._action, self._timeout, self._cond, self._shared = state
 
     def _get(self) -> tuple[int, int]:
-        state, count = _STATE.unpack(self._shared.view())
+        state, count = _STATE.unpack_from(self._shared.view())
         return state, count
 
     @property
