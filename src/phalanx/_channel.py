@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import mmap
 import os
+import select
 import socket
 import struct
+import time
 from typing import Any
 
 from . import _platform
@@ -140,6 +142,36 @@ class Channel:
         if not message:
             raise EOFError("the queue's channel was closed")
         return message, fd
+
+    def recv_spinning(self, seconds: float) -> tuple[bytes, int | None] | None:
+        """Poll for a datagram for up to ``seconds`` without sleeping."""
+        got = self.recv()
+        if got is not None:
+            return got
+        # Watch with poll() (it does not lock the socket against writers,
+        # unlike a recv attempt) and read only once something is there.
+        fd = self.reader.fileno()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            if poller.poll(0):
+                got = self.recv()
+                if got is not None:
+                    return got
+        return None
+
+    def close_reader(self) -> None:
+        self.reader.close()
+
+    def close_writer(self) -> None:
+        self.writer.close()
+
+    def __del__(self) -> None:
+        # Close explicitly: a socket collected while open warns (ResourceWarning).
+        for sock in (getattr(self, "reader", None), getattr(self, "writer", None)):
+            if sock is not None:
+                sock.close()
 
     def wait_readable(self, timeout: float | None) -> bool:
         return bool(_platform.wait_readable([self.reader.fileno()], timeout))

@@ -94,6 +94,8 @@ class _Heap:
         self._pid = os.getpid()
         self._arenas: list[Arena] = []
         self._free: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (start, end)
+        # Frees that arrived while the lock was taken (see _release).
+        self._pending: list[tuple[tuple[int, int], int, int]] = []
 
     def malloc(self, size: int) -> Block:
         if size < 0:
@@ -102,6 +104,8 @@ class _Heap:
             self.__init__()  # type: ignore[misc]
         size = _round_up(max(size, 1), ALIGNMENT)
         with self._lock:
+            while self._pending:
+                self._free_locked(*self._pending.pop())
             for arena in self._arenas:
                 offset = self._take(arena, size)
                 if offset is not None:
@@ -132,19 +136,33 @@ class _Heap:
         return block
 
     def _release(self, key: tuple[int, int], offset: int, size: int) -> None:
-        """Return a block to its arena's free list, merging with its neighbours."""
-        with self._lock:
-            spans = self._free.get(key)
-            if spans is None:
-                return
-            start, end = offset, offset + size
-            i = bisect.bisect(spans, (start, end))
-            if i < len(spans) and spans[i][0] == end:
-                end = spans.pop(i)[1]
-            if i > 0 and spans[i - 1][1] == start:
-                start = spans.pop(i - 1)[0]
-                i -= 1
-            spans.insert(i, (start, end))
+        """Return a block to its arena's free list (called when its owner is collected).
+
+        The garbage collector may call this in any thread, including one that is
+        inside ``malloc`` holding the lock: then the free is queued for the next
+        ``malloc`` instead of deadlocking (or corrupting the list it walks).
+        """
+        if not self._lock.acquire(blocking=False):
+            self._pending.append((key, offset, size))
+            return
+        try:
+            self._free_locked(key, offset, size)
+        finally:
+            self._lock.release()
+
+    def _free_locked(self, key: tuple[int, int], offset: int, size: int) -> None:
+        """Merge a block into its arena's free list (the lock is held)."""
+        spans = self._free.get(key)
+        if spans is None:
+            return
+        start, end = offset, offset + size
+        i = bisect.bisect(spans, (start, end))
+        if i < len(spans) and spans[i][0] == end:
+            end = spans.pop(i)[1]
+        if i > 0 and spans[i - 1][1] == start:
+            start = spans.pop(i - 1)[0]
+            i -= 1
+        spans.insert(i, (start, end))
 
 
 _heap = _Heap()

@@ -13,7 +13,7 @@ shared heap, next to a record of its owner::
     60      maxvalue     int32: 1 for locks, -1 unbounded
     64      sem_t        recovery guard (at most one waiter takes over)
 
-**Owner death.**  For locks (``maxvalue == 1``) a blocked waiter wakes every
+**Owner death.**  For locks (``lock=True``) a blocked waiter wakes every
 ``OWNER_CHECK_INTERVAL`` seconds and checks that the recorded owner still
 exists (pid and start time).  If it is gone, exactly one waiter (the one that
 wins the recovery guard) takes the lock over and an ``AbandonedLockWarning``
@@ -93,7 +93,7 @@ class SemLock:
     semaphore refuses to go above ``maxvalue``.
     """
 
-    def __init__(self, kind: int, value: int, maxvalue: int) -> None:
+    def __init__(self, kind: int, value: int, maxvalue: int, *, lock: bool = False) -> None:
         if kind not in (RECURSIVE_MUTEX, SEMAPHORE):
             raise ValueError(f"unrecognized kind {kind!r}")
         if not isinstance(value, int) or value < 0 or value > SEM_VALUE_MAX:
@@ -104,9 +104,9 @@ class SemLock:
         _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.guard)), 1)
         slot.kind = kind
         slot.maxvalue = maxvalue
-        self._setup(block, kind, maxvalue)
+        self._setup(block, kind, maxvalue, lock)
 
-    def _setup(self, block: _heap.Block, kind: int, maxvalue: int) -> None:
+    def _setup(self, block: _heap.Block, kind: int, maxvalue: int, lock: bool) -> None:
         self._block = block
         self._slot = _Slot.from_buffer(block.arena.buffer, block.offset)
         view = block.view()
@@ -116,7 +116,8 @@ class SemLock:
         self._guard = ctypes.c_void_p(ctypes.addressof(self._slot.guard))
         self.kind = kind
         self.maxvalue = maxvalue
-        self._tracks_owner = maxvalue == 1
+        # Only locks have owners; a semaphore's units are anybody's.
+        self._tracks_owner = lock
         self._held = 0
         self._last_tid = 0
         util.register_after_fork(self, SemLock._after_fork)
@@ -133,7 +134,7 @@ class SemLock:
                 "through inheritance: pass it as an argument of Process(...) (or to a Pool "
                 "initializer), not through a queue or a pipe"
             )
-        return self._block, self.kind, self.maxvalue
+        return self._block, self.kind, self.maxvalue, self._tracks_owner
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self._setup(*state)

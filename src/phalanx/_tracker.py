@@ -96,6 +96,16 @@ class _Tracker:
 
 
 _tracker = _Tracker()
+
+
+def _after_fork_in_child() -> None:
+    # The child shares its parent's tracker (the inherited pipe) but did not
+    # start it: it is not ours to reap or to report.
+    _tracker._pid = None
+    _tracker._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 ensure_running = _tracker.ensure_running
 getfd = _tracker.getfd
 register = _tracker.register

@@ -46,7 +46,7 @@ def main(fd: int) -> NoReturn:
         try:
             sys.stderr.write(
                 f"phalanx resource tracker: {len(names)} {rtype} object(s) left behind by "
-                f"finished processes, now removed: {sorted(names)}\n"
+                f"finished processes, removing them: {sorted(names)}\n"
             )
         except (OSError, ValueError):
             pass

@@ -28,6 +28,7 @@ import types
 import weakref
 from typing import Any
 
+from . import _platform
 from . import _util as util
 from ._channel import Channel, decode, encode
 from ._errors import LockStateError
@@ -37,8 +38,22 @@ from .synchronize import SEM_VALUE_MAX, BoundedSemaphore, Condition, Semaphore
 
 __all__ = ("JoinableQueue", "Queue", "SimpleQueue")
 
+# A blocking get() polls this long before it sleeps: waking a sleeping process
+# on another CPU costs tens of microseconds, often more than the wait itself.
+_SPIN = 50e-6
+
 Empty = _queue.Empty
 Full = _queue.Full
+
+
+class _FeederState:
+    """Flags shared by a queue and its feeder thread (which must not keep the queue alive)."""
+
+    __slots__ = ("close_writer", "stop")
+
+    def __init__(self) -> None:
+        self.stop = False
+        self.close_writer = False
 
 
 def _check_spawning(obj: object) -> None:
@@ -82,6 +97,7 @@ class Queue:
         self._buffer: collections.deque[tuple[bytes, int | None]] = collections.deque()
         self._lock = threading.Lock()  # orders this process's puts
         self._notempty = threading.Condition(self._lock)
+        self._feeder = _FeederState()
         self._thread: threading.Thread | None = None
         self._joincancelled = False
         self._jointhread: util.Finalize | None = None
@@ -112,43 +128,56 @@ class Queue:
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put ``obj`` (pickled now); blocks only while a bounded queue is full."""
         self._check_open()
+        message, fd = encode(obj)  # before taking room: a crash here costs nothing
         if self._sem is not None and not self._sem.acquire(block, timeout):
+            _platform.close_fds(*([] if fd is None else [fd]))
             raise Full
-        self._put_acquired(obj)
+        self._enqueue(message, fd)
 
-    def _put_acquired(self, obj: Any) -> None:
-        """Put ``obj`` once room for it is secured (the semaphore is ours)."""
-        try:
-            message, fd = encode(obj)
-        except BaseException:
-            if self._sem is not None:
-                self._sem.release()
-            raise
+    def _enqueue(self, message: bytes, fd: int | None) -> None:
+        """Send an encoded item, or hand it to the feeder under back-pressure."""
+        # Counted before it is sent, so a consumer never takes it uncounted.
+        self._count.release()
         with self._lock:
             if not self._buffer and self._channel.send(message, fd, block=False):
-                self._sent(fd)
+                if fd is not None:
+                    os.close(fd)  # the datagram holds its own reference now
                 return
-            self._buffer.append((message, fd))  # back-pressure: the feeder sends it
+            self._buffer.append((message, fd))
             if self._thread is None:
                 self._start_thread()
             self._notempty.notify()
-
-    def _sent(self, fd: int | None) -> None:
-        if fd is not None:
-            os.close(fd)  # the datagram holds its own reference now
-        self._count.release()
 
     def put_nowait(self, obj: Any) -> None:
         self.put(obj, False)
 
     def _start_thread(self) -> None:
-        self._thread = threading.Thread(target=self._feed, name="phalanx-queue-feeder", daemon=True)
+        self._thread = threading.Thread(
+            target=Queue._feed,
+            args=(self._buffer, self._notempty, self._feeder, self._channel),
+            name="phalanx-queue-feeder",
+            daemon=True,
+        )
         self._thread.start()
+        # At exit: first let the feeder finish what is buffered, then wait for it
+        # (unless cancel_join_thread), as the stdlib does.
+        util.Finalize(self, Queue._stop_feeder, [self._notempty, self._feeder], exitpriority=10)
         if not self._joincancelled:
-            # Flush what is buffered before this process exits (as the stdlib).
             self._jointhread = util.Finalize(
                 self._thread, Queue._finalize_join, [weakref.ref(self._thread)], exitpriority=-5
             )
+
+    @staticmethod
+    def _stop_feeder(notempty: threading.Condition, state: _FeederState) -> None:
+        # May run from the garbage collector in any thread, the feeder itself
+        # included, possibly while that thread holds the lock: never block on
+        # it.  A holder of the lock sees the flag on its next turn.
+        state.stop = True
+        if notempty.acquire(blocking=False):
+            try:
+                notempty.notify()
+            finally:
+                notempty.release()
 
     @staticmethod
     def _finalize_join(twr: weakref.ref[threading.Thread]) -> None:
@@ -156,23 +185,33 @@ class Queue:
         if thread is not None:
             thread.join()
 
-    def _feed(self) -> None:
+    @staticmethod
+    def _feed(
+        buffer: collections.deque[tuple[bytes, int | None]],
+        notempty: threading.Condition,
+        state: _FeederState,
+        channel: Channel,
+    ) -> None:
+        """The feeder thread: send buffered items in order; stop when told and drained."""
         while True:
-            with self._lock:
-                while not self._buffer:
-                    if self._closed:
+            with notempty:
+                while not buffer:
+                    if state.stop:
+                        if state.close_writer:
+                            channel.close_writer()
                         return
-                    self._notempty.wait()
-                message, fd = self._buffer[0]
+                    notempty.wait()
+                message, fd = buffer[0]
             try:
-                self._channel.send(message, fd, block=True)
+                channel.send(message, fd, block=True)
             except OSError:
-                if util.is_exiting() or self._closed:
+                if util.is_exiting() or state.stop:
                     return  # the channel is gone at exit: nothing more to deliver
                 raise
-            with self._lock:
-                self._buffer.popleft()
-                self._sent(fd)
+            with notempty:
+                buffer.popleft()
+            if fd is not None:
+                os.close(fd)
 
     # -- get --------------------------------------------------------------------------------
 
@@ -182,7 +221,8 @@ class Queue:
         deadline = None
         if block and timeout is not None:
             deadline = time.monotonic() + max(0.0, timeout)
-        while True:
+        got = self._channel.recv_spinning(_SPIN) if block else None
+        while got is None:
             # With no timeout, sleep in recv itself: one wake-up, one syscall.
             got = self._channel.recv(block=block and deadline is None)
             if got is not None:
@@ -217,9 +257,12 @@ class Queue:
         """No more puts or gets from this process; buffered items are still sent."""
         with self._lock:
             self._closed = True
+            self._feeder.stop = True
+            self._feeder.close_writer = True
             self._notempty.notify()
+        self._channel.close_reader()
         if self._thread is None:
-            self._channel.reader.close()
+            self._channel.close_writer()
 
     def join_thread(self) -> None:
         """Wait until everything this process put has reached the channel (after close)."""
@@ -258,15 +301,13 @@ class JoinableQueue(Queue):
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         self._check_open()
+        message, fd = encode(obj)
         if self._sem is not None and not self._sem.acquire(block, timeout):
+            _platform.close_fds(*([] if fd is None else [fd]))
             raise Full
         with self._cond:
             self._unfinished_tasks.release()
-            try:
-                self._put_acquired(obj)
-            except BaseException:
-                self._unfinished_tasks.acquire(False)
-                raise
+            self._enqueue(message, fd)
 
     def task_done(self) -> None:
         """One item taken with ``get()`` is fully processed."""
@@ -328,8 +369,8 @@ class SimpleQueue:
     def close(self) -> None:
         """Release this process's handles on the queue."""
         self._closed = True
-        self._channel.reader.close()
-        self._channel.writer.close()
+        self._channel.close_reader()
+        self._channel.close_writer()
 
     def __class_getitem__(cls, item: Any) -> types.GenericAlias:
         return types.GenericAlias(cls, item)

@@ -281,6 +281,8 @@ class ShareableList:
 
     def __getitem__(self, position: int) -> Any:
         position = position if position >= 0 else position + self._list_len
+        if position < 0:  # still negative: below -len (no second wrap-around)
+            raise IndexError("index out of range")
         try:
             offset = self._offset_data_start + self._allocated_offsets[position]
             (value,) = struct.unpack_from(self._get_packing_format(position), self.shm.buf, offset)
@@ -290,6 +292,8 @@ class ShareableList:
 
     def __setitem__(self, position: int, value: Any) -> None:
         position = position if position >= 0 else position + self._list_len
+        if position < 0:
+            raise IndexError("assignment index out of range")
         try:
             item_offset = self._allocated_offsets[position]
             offset = self._offset_data_start + item_offset

@@ -43,8 +43,10 @@ BrokenBarrierError = threading.BrokenBarrierError
 class SemLock:
     """Base of the lock classes: ``acquire``/``release`` and the context manager."""
 
-    def __init__(self, kind: int, value: int, maxvalue: int, *, ctx: Any = None) -> None:
-        self._semlock = _SemLockCore(kind, value, maxvalue)
+    def __init__(
+        self, kind: int, value: int, maxvalue: int, *, ctx: Any = None, lock: bool = False
+    ) -> None:
+        self._semlock = _SemLockCore(kind, value, maxvalue, lock=lock)
         self._make_methods()
 
     def _make_methods(self) -> None:
@@ -125,7 +127,7 @@ class Lock(SemLock):
     """A mutual-exclusion lock shared between processes (any thread may release it)."""
 
     def __init__(self, *, ctx: Any = None) -> None:
-        super().__init__(SEMAPHORE, 1, 1, ctx=ctx)
+        super().__init__(SEMAPHORE, 1, 1, ctx=ctx, lock=True)
 
     def __repr__(self) -> str:
         try:
@@ -139,12 +141,15 @@ class RLock(SemLock):
     """A lock that its owning thread may acquire again; released as many times."""
 
     def __init__(self, *, ctx: Any = None) -> None:
-        super().__init__(RECURSIVE_MUTEX, 1, 1, ctx=ctx)
+        super().__init__(RECURSIVE_MUTEX, 1, 1, ctx=ctx, lock=True)
 
     def __repr__(self) -> str:
+        count: object
         try:
             name = _owner_name(self._semlock)
-            count = self._semlock._count()
+            count = self._semlock._count() if self._semlock._is_mine() else 0
+            if name in ("SomeOtherThread", "SomeOtherProcess"):
+                count = "nonzero"
         except Exception:
             name, count = "unknown", 0
         return f"<{type(self).__name__}({name}, {count})>"

@@ -8,7 +8,7 @@ import threading
 import weakref
 from typing import TYPE_CHECKING
 
-from .. import _platform
+from .. import _platform, _tracker
 from .. import _util as util
 from .._errors import ProcessStateError
 from ..process import check_timeout, flush_std_streams
@@ -38,6 +38,7 @@ class ChildPopen:
         _live.add(self)
 
     def _launch(self, process_obj: BaseProcess) -> None:
+        _tracker.ensure_running()  # so the child belongs to our tree's tracker
         flush_std_streams()
         # The child's view of us: EOF on child_r once this process (and every
         # copy of parent_w) is gone.

@@ -45,10 +45,9 @@ class SpawnPopen(ChildPopen):
 
     def _payload(self, process_obj: BaseProcess) -> tuple[bytes, bytes]:
         prep = _spawn.get_preparation_data(process_obj.name, self.method)
+        tracker = _tracker.ensure_running()
         with spawning(self):
-            tracker = _tracker.getfd()
-            if tracker is not None:  # the child joins our process tree's tracker
-                prep["tracker"] = DupFd(tracker)
+            prep["tracker"] = DupFd(tracker)  # the child joins our process tree's tracker
             return dumps(prep), dumps(process_obj)
 
     def _launch(self, process_obj: BaseProcess) -> None:

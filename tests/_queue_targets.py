@@ -1,0 +1,175 @@
+"""Child targets and objects for ``test_queues``.
+
+Targets live here, in an importable module, so spawn and forkserver children
+can unpickle them by reference.  Every ``get``/``put`` a child makes has a
+deadline (``DEADLINE``); a child that is meant to be killed says where it is
+(a JSON file, or a counter in shared memory) and then waits for SIGKILL.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import Any
+
+from _targets import DEADLINE, write_json
+
+BIG = 50 * 1024 * 1024  # "a 50 MB object"
+
+
+def payload(index: int, size: int) -> bytes:
+    """``size`` bytes that say which message they belong to (fast to make and check)."""
+    return bytes([index % 251]) * size
+
+
+def intact(index: int, data: bytes, size: int) -> bool:
+    return len(data) == size and data.count(bytes([index % 251])) == size
+
+
+def wait_to_be_killed(path: str) -> None:
+    """Report ``{"pid": ...}`` to ``path``, then never return."""
+    write_json(path, {"pid": os.getpid()})
+    while True:
+        time.sleep(3600)
+
+
+class BlocksWhenPickled:
+    """Pickling it (inside ``put()``) reports to ``path`` and waits to be killed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        wait_to_be_killed(self.path)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+class BlocksWhenUnpickled:
+    """Pickles fine; unpickling it (inside ``get()``) reports to ``path`` and waits to be killed."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self) -> Any:
+        return wait_to_be_killed, (self.path,)
+
+
+class FailsToPickle:
+    def __reduce__(self) -> Any:
+        raise ValueError("refusing to be pickled")
+
+
+# --- producers --------------------------------------------------------------------------------
+
+
+def produce(q: Any, tag: int, n: int) -> None:
+    for i in range(n):
+        q.put((tag, i))
+
+
+def consume(q: Any, path: str) -> None:
+    """Get ``(tag, i)`` items until None; report them in the order received."""
+    items = []
+    while True:
+        item = q.get(timeout=DEADLINE)
+        if item is None:
+            break
+        items.append(item)
+    write_json(path, items)
+
+
+def put_many_then_report(q: Any, path: str, n: int, size: int, close: bool) -> None:
+    """Put ``n`` items of ``size`` bytes without anyone reading; report how long it took.
+
+    Then (``close``) close the queue and wait for the feeder thread to flush,
+    or just return.
+    """
+    t0 = time.monotonic()
+    for i in range(n):
+        q.put((i, payload(i, size)))
+    write_json(path, {"elapsed": time.monotonic() - t0})
+    if close:
+        q.close()
+        q.join_thread()
+
+
+def put_pausing_after_send(q: Any, obj: Any, path: str, go: Any) -> None:
+    """Put ``obj``; once it is in the channel, report and wait for ``go`` before going on.
+
+    A profile hook stops the put right after the datagram is sent (the return
+    of ``Channel.send``), where a slow producer may be preempted before any
+    bookkeeping that follows.
+    """
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if (
+            event == "return"
+            and frame.f_code.co_name == "send"
+            and frame.f_code.co_filename.endswith("_channel.py")
+        ):
+            sys.setprofile(None)
+            write_json(path, {"pid": os.getpid()})
+            go.wait(DEADLINE)
+
+    sys.setprofile(hook)
+    try:
+        q.put(obj)
+    finally:
+        sys.setprofile(None)
+
+
+def put_one(q: Any, obj: Any, path: str | None = None) -> None:
+    """Put ``obj`` (waiting for room up to DEADLINE); report when done."""
+    q.put(obj, timeout=DEADLINE)
+    if path is not None:
+        write_json(path, {"done": True})
+
+
+def get_one(q: Any, path: str) -> None:
+    write_json(path, {"item": q.get(timeout=DEADLINE)})
+
+
+def echo(inbox: Any, outbox: Any, n: int) -> None:
+    """Put back each of ``n`` items got from ``inbox``."""
+    for _ in range(n):
+        outbox.put(inbox.get(timeout=DEADLINE))
+
+
+def put_then_block(q: Any, items: list[Any], path: str) -> None:
+    """Put ``items``, then put an object that blocks (and reports) while being pickled."""
+    for item in items:
+        q.put(item)
+    q.put(("blocker", payload(0, BIG), BlocksWhenPickled(path)))
+
+
+def put_big_forever(q: Any, tag: str, progress: Any) -> None:
+    """Put 50 MB messages ``(tag, i, payload)`` until killed; ``progress`` counts the puts begun."""
+    i = 0
+    while True:
+        progress.value = i
+        q.put((tag, i, payload(i, BIG)))
+        i += 1
+
+
+def get_and_count(q: Any, got: Any, count: Any) -> None:
+    """Get messages ``(i, payload)`` until killed, marking ``got[i]`` and counting them."""
+    while True:
+        i, _data = q.get(timeout=DEADLINE)
+        got[i] = 1
+        count.value += 1
+
+
+def get_then_task_done(q: Any, n: int) -> None:
+    for _ in range(n):
+        q.get(timeout=DEADLINE)
+        q.task_done()
+
+
+def simple_echo(inbox: Any, outbox: Any) -> None:
+    """SimpleQueue: put back items until None (put back too)."""
+    while True:
+        item = inbox.get()
+        outbox.put(item)
+        if item is None:
+            break
