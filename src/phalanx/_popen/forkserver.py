@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from ..process import BaseProcess
 
 
+_REPORT_DELAY = 5.0  # at most, between a child's exit and the server's report
+
+
 class ForkServerPopen(SpawnPopen):
     """A child of the fork server: its pid and exit code come over the server connection."""
 
@@ -38,13 +41,16 @@ class ForkServerPopen(SpawnPopen):
             raise
         finally:
             _platform.close_fds(child_r)
-        self.sentinel = self._conn.fileno()
-        self._watched = self.sentinel
-        # A pidfd only to signal safely: the child is the server's, not ours.
+        # The exit code comes over the server connection; the pidfd (where there
+        # is one) signals safely and is the sentinel: it turns readable the
+        # moment the child exits and stays so, whereas the connection is only
+        # readable between the server's report and its close.
+        self._watched = self._conn.fileno()
         try:
             self._pidfd = _platform.pidfd_open(self.pid)
         except OSError:
             self._pidfd = None
+        self.sentinel = self._watched if self._pidfd is None else self._pidfd
         fds = (parent_w,) if self._pidfd is None else (parent_w, self._pidfd)
         self._parent_fds = fds
         self._finalizer = util.Finalize(self, _close, (self._conn, *fds))
@@ -64,16 +70,23 @@ class ForkServerPopen(SpawnPopen):
                 if self.returncode is None:
                     timeout = 0 if flag == os.WNOHANG else None
                     if not _platform.wait_readable([self._watched], timeout):
-                        return None
+                        if not self._exited():
+                            return None
+                        # Ended (the sentinel says so): the server's report
+                        # follows as soon as it has reaped the child.
+                        _platform.wait_readable([self._watched], _REPORT_DELAY)
                     self.returncode = self._read_status()
         return self.returncode
+
+    def _exited(self) -> bool:
+        return self._pidfd is not None and bool(_platform.wait_readable([self._pidfd], 0))
 
     def _read_status(self) -> int | None:
         """The child's exit code once ``_watched`` is readable (None: still running)."""
         if self._watched == self._pidfd:
             return 255  # it outlived the server: its exit status went to its new parent
         try:
-            return read_int(self.sentinel)
+            return read_int(self._conn.fileno())
         except (EOFError, OSError):
             pass
         # The fork server died without reporting.  The child may well be alive:
