@@ -355,3 +355,30 @@ class FailsToUnpickle:
 
     def __reduce__(self) -> Any:
         return raise_error, ("unpickling failed on purpose",)
+
+
+# --- starting and ending children from tests -----------------------------------
+
+
+def start(ctx: Any, target: Any, *args: Any) -> Any:
+    """Start ``target(*args)`` in a child of ``ctx``; returns the process."""
+    p = ctx.Process(target=target, args=args)
+    p.start()
+    return p
+
+
+def finish(p: Any, exitcode: int = 0) -> None:
+    """Join ``p`` within DEADLINE (killing it otherwise) and check its exit code."""
+    p.join(DEADLINE)
+    if p.exitcode is None:
+        p.kill()
+        p.join(DEADLINE)
+        raise AssertionError(f"{p!r} did not end within {DEADLINE} s")
+    assert p.exitcode == exitcode
+
+
+def kill(p: Any) -> None:
+    """SIGKILL ``p`` if it is still running, and reap it."""
+    if p.exitcode is None:
+        p.kill()
+    p.join(DEADLINE)

@@ -29,7 +29,7 @@ import _conn_targets as targets
 import _targets
 import phalanx
 from _conn_targets import STOP, Background, Marker, Point, TravellingError, sha256
-from _targets import DEADLINE, python_code, run_python, wait_for_json
+from _targets import DEADLINE, finish, python_code, run_python, start, wait_for_json
 from phalanx import BufferTooShort, reduction
 from phalanx.connection import Connection, Pipe, wait
 from phalanx.context import BaseContext
@@ -42,21 +42,6 @@ from phalanx.process import BaseProcess
 def ends(duplex: bool) -> tuple[Connection, Connection]:
     """(receiving end, sending end) of a new Pipe: a one-way Pipe is (reader, writer)."""
     return Pipe(duplex)
-
-
-def start(ctx: BaseContext, target: Callable[..., Any], *args: Any) -> BaseProcess:
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def finish(p: BaseProcess, exitcode: int = 0) -> None:
-    p.join(DEADLINE)
-    if p.exitcode is None:
-        p.kill()
-        p.join(DEADLINE)
-        raise AssertionError(f"{p!r} did not end within {DEADLINE} s")
-    assert p.exitcode == exitcode
 
 
 def recv_within(conn: Any, timeout: float = DEADLINE) -> Any:

@@ -25,7 +25,7 @@ import pytest
 
 import _conn_targets as targets
 from _conn_targets import Background, Marker, sha256
-from _targets import DEADLINE, wait_for_json
+from _targets import DEADLINE, finish, start, wait_for_json
 from phalanx import AuthenticationError, _listener, connection, get_context
 from phalanx.connection import (
     Client,
@@ -37,7 +37,6 @@ from phalanx.connection import (
     wait,
 )
 from phalanx.context import BaseContext
-from phalanx.process import BaseProcess
 
 KEY = b"the right key"
 WRONG = b"a wrong key"
@@ -81,21 +80,6 @@ def connect_pair(listener: Listener, authkey: bytes | None = None) -> tuple[Conn
 def recv_within(conn: Any, timeout: float = DEADLINE) -> Any:
     assert conn.poll(timeout), f"nothing to receive within {timeout} s"
     return conn.recv()
-
-
-def start(ctx: BaseContext, target: Any, *args: Any) -> BaseProcess:
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def finish(p: BaseProcess, exitcode: int = 0) -> None:
-    p.join(DEADLINE)
-    if p.exitcode is None:
-        p.kill()
-        p.join(DEADLINE)
-        raise AssertionError(f"{p!r} did not end within {DEADLINE} s")
-    assert p.exitcode == exitcode
 
 
 def accept_within(listener: Listener) -> Connection:

@@ -30,7 +30,7 @@ import _queue_targets as targets
 import phalanx
 from _conn_targets import Background
 from _queue_targets import BIG, BlocksWhenUnpickled, FailsToPickle, intact, payload
-from _targets import DEADLINE, FailsToUnpickle, wait_for_json, wait_until
+from _targets import DEADLINE, FailsToUnpickle, finish, start, wait_for_json, wait_until
 from phalanx import queues
 from phalanx._channel import MAX_INLINE
 from phalanx.context import BaseContext
@@ -39,21 +39,6 @@ from phalanx.reduction import ForkingPickler
 
 SHORT = 0.2
 SLACK = 5.0
-
-
-def start(ctx: BaseContext, target: Callable[..., Any], *args: Any) -> BaseProcess:
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def finish(p: BaseProcess, exitcode: int = 0) -> None:
-    p.join(DEADLINE)
-    if p.exitcode is None:
-        p.kill()
-        p.join(DEADLINE)
-        raise AssertionError(f"{p!r} did not end within {DEADLINE} s")
-    assert p.exitcode == exitcode
 
 
 def kill(p: BaseProcess) -> None:

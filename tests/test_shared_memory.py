@@ -17,7 +17,7 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,33 +26,19 @@ import pytest
 import _sync_targets as targets
 from _targets import (
     DEADLINE,
+    finish,
     pid_exists,
     python_code,
     run_python,
     session_members,
+    start,
     wait_for_json,
     wait_until,
 )
 from phalanx.context import BaseContext
-from phalanx.process import BaseProcess
 from phalanx.shared_memory import ShareableList, SharedMemory
 
 SHM_DIR = Path("/dev/shm")
-
-
-def start(ctx: BaseContext, target: Callable[..., Any], *args: Any) -> BaseProcess:
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def finish(p: BaseProcess) -> None:
-    p.join(DEADLINE)
-    if p.exitcode is None:
-        p.kill()
-        p.join(DEADLINE)
-        raise AssertionError(f"{p!r} did not end within {DEADLINE} s")
-    assert p.exitcode == 0
 
 
 def in_dev_shm(name: str) -> bool:

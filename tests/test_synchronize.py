@@ -26,7 +26,16 @@ import pytest
 import _sync_targets as targets
 import phalanx
 from _conn_targets import Background
-from _targets import DEADLINE, python_code, run_python, wait_for_json, wait_until
+from _targets import (
+    DEADLINE,
+    finish,
+    kill,
+    python_code,
+    run_python,
+    start,
+    wait_for_json,
+    wait_until,
+)
 from phalanx import synchronize
 from phalanx._errors import AbandonedLockWarning, LockStateError
 from phalanx.context import BaseContext
@@ -37,27 +46,6 @@ from phalanx.reduction import ForkingPickler
 SHORT = 0.2
 # Upper bound for a call that should return after SHORT (loaded CI machines are slow).
 SLACK = 5.0
-
-
-def start(ctx: BaseContext, target: Callable[..., Any], *args: Any) -> BaseProcess:
-    p = ctx.Process(target=target, args=args)
-    p.start()
-    return p
-
-
-def finish(p: BaseProcess, exitcode: int = 0) -> None:
-    p.join(DEADLINE)
-    if p.exitcode is None:
-        p.kill()
-        p.join(DEADLINE)
-        raise AssertionError(f"{p!r} did not end within {DEADLINE} s")
-    assert p.exitcode == exitcode
-
-
-def kill(p: BaseProcess) -> None:
-    if p.exitcode is None:
-        p.kill()
-    p.join(DEADLINE)
 
 
 def try_in_thread(lock: Any, *args: Any) -> Any:
