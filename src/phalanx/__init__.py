@@ -27,6 +27,7 @@ __all__ = (
     "JoinableQueue",
     "Lock",
     "Pipe",
+    "Pool",
     "Process",
     "ProcessError",
     "Queue",
@@ -64,6 +65,7 @@ Event = _default.Event
 JoinableQueue = _default.JoinableQueue
 Lock = _default.Lock
 Pipe = _default.Pipe
+Pool = _default.Pool
 Queue = _default.Queue
 RLock = _default.RLock
 RawArray = _default.RawArray

@@ -33,7 +33,15 @@ from typing import Any
 from . import _platform
 from ._wire.pickling import dumps, loads
 
-__all__ = ("Channel", "decode", "encode")
+__all__ = (
+    "Channel",
+    "decode",
+    "encode",
+    "recv_datagram",
+    "recv_spinning",
+    "send_datagram",
+    "socketpair",
+)
 
 INLINE = 0
 MEMFD = 1
@@ -94,72 +102,97 @@ def decode(message: bytes, fd: int | None) -> Any:
     return loads(data, buffers)
 
 
+def send_datagram(sock: socket.socket, message: bytes, fd: int | None, block: bool) -> bool:
+    """Send one datagram (and ``fd``); False if ``block`` is false and there is no room."""
+    flags = 0 if block else socket.MSG_DONTWAIT
+    try:
+        if fd is None:
+            sock.send(message, flags)
+        else:
+            sock.sendmsg(
+                [message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))], flags
+            )
+    except BlockingIOError:
+        return False
+    return True
+
+
+def recv_datagram(sock: socket.socket, block: bool) -> tuple[bytes, int | None] | None:
+    """One datagram and the fd it carries; None if ``block`` is false and none waits.
+
+    ``EOFError`` once every writer has closed its end.
+    """
+    flags = socket.MSG_CMSG_CLOEXEC if block else socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+    try:
+        message, ancdata, _flags, _addr = sock.recvmsg(_RECV_SIZE, _ANC_SIZE, flags)
+    except BlockingIOError:
+        return None
+    fd = None
+    for level, kind, payload in ancdata:  # empty for all but large messages
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds = struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4])
+            fd, extra = fds[0], fds[1:]
+            _platform.close_fds(*extra)
+    if not message:
+        _platform.close_fds(*([] if fd is None else [fd]))
+        raise EOFError("the channel was closed by its peer")
+    return message, fd
+
+
+def recv_spinning(sock: socket.socket, seconds: float) -> tuple[bytes, int | None] | None:
+    """Poll ``sock`` for a datagram for up to ``seconds`` without sleeping; None if none came.
+
+    Waking a sleeping process on another CPU costs tens of microseconds, often
+    more than the wait itself.
+    """
+    got = recv_datagram(sock, False)
+    if got is not None:
+        return got
+    # Watch with poll() (it does not lock the socket against writers, unlike
+    # a recv attempt) and read only once something is there.
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN)
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        if poller.poll(0):
+            got = recv_datagram(sock, False)
+            if got is not None:
+                return got
+    return None
+
+
+def socketpair() -> tuple[socket.socket, socket.socket]:
+    """A blocking SEQPACKET socketpair with room for many messages before back-pressure."""
+    pair = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    for sock in pair:
+        sock.setblocking(True)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)  # capped by the OS
+        except OSError:
+            pass
+    return pair
+
+
 class Channel:
     """Both ends of a SEQPACKET socketpair, shared by every producer and consumer."""
 
     def __init__(self, reader: socket.socket | None = None, writer: socket.socket | None = None):
         if reader is None or writer is None:
-            reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-            for sock in (reader, writer):
-                sock.setblocking(True)
-            try:
-                # Room for more messages before back-pressure; capped by the OS.
-                writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
-            except OSError:
-                pass
+            reader, writer = socketpair()
         self.reader = reader
         self.writer = writer
 
     def send(self, message: bytes, fd: int | None, block: bool) -> bool:
         """Send one datagram; False if ``block`` is false and the channel is full."""
-        flags = 0 if block else socket.MSG_DONTWAIT
-        try:
-            if fd is None:
-                self.writer.send(message, flags)
-            else:
-                self.writer.sendmsg(
-                    [message],
-                    [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))],
-                    flags,
-                )
-        except BlockingIOError:
-            return False
-        return True
+        return send_datagram(self.writer, message, fd, block)
 
     def recv(self, block: bool = False) -> tuple[bytes, int | None] | None:
         """One datagram and its memfd; None if ``block`` is false and none is waiting."""
-        flags = socket.MSG_CMSG_CLOEXEC if block else socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
-        try:
-            message, ancdata, _flags, _addr = self.reader.recvmsg(_RECV_SIZE, _ANC_SIZE, flags)
-        except BlockingIOError:
-            return None
-        fd = None
-        for level, kind, payload in ancdata:  # empty for all but large messages
-            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                fds = struct.unpack(f"{len(payload) // 4}i", payload[: len(payload) // 4 * 4])
-                fd, extra = fds[0], fds[1:]
-                _platform.close_fds(*extra)
-        if not message:
-            raise EOFError("the queue's channel was closed")
-        return message, fd
+        return recv_datagram(self.reader, block)
 
     def recv_spinning(self, seconds: float) -> tuple[bytes, int | None] | None:
         """Poll for a datagram for up to ``seconds`` without sleeping."""
-        got = self.recv()
-        if got is not None:
-            return got
-        # Watch with poll() (it does not lock the socket against writers,
-        # unlike a recv attempt) and read only once something is there.
-        fd = self.reader.fileno()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
-            if poller.poll(0):
-                got = self.recv()
-                if got is not None:
-                    return got
-        return None
+        return recv_spinning(self.reader, seconds)
 
     def close_reader(self) -> None:
         self.reader.close()

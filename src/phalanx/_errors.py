@@ -46,3 +46,38 @@ class LockStateError(ProcessError, AssertionError, RuntimeError):
     The stdlib raises ``AssertionError`` here and ``threading`` raises
     ``RuntimeError``; this class is both, and is raised under ``python -O`` too.
     """
+
+
+class WorkerLostError(ProcessError):
+    """A pool worker died while it held a task; that task fails with this error.
+
+    Raised in the caller for exactly the tasks the dead worker held (the pool
+    replaces the worker and goes on).  ``pid``, ``exitcode`` (negative: killed
+    by a signal) and ``signal`` (its name, or None) describe the death;
+    ``task`` describes the task.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        pid: int | None = None,
+        exitcode: int | None = None,
+        signal: str | None = None,
+        task: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+        self.signal = signal
+        self.task = task
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.args[0], self.pid, self.exitcode, self.signal, self.task))
+
+
+class TaskTimeoutError(TimeoutError):
+    """A pool task ran longer than its ``timeout=``: its worker was killed and replaced."""
+
+
+class PoolTerminatedError(ProcessError):
+    """The pool was terminated (or broken) before this task could finish."""

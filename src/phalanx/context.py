@@ -115,6 +115,18 @@ class BaseContext:
         """A simplified unbounded queue."""
         return queues.SimpleQueue(ctx=self.get_context())
 
+    def Pool(
+        self,
+        processes: int | None = None,
+        initializer: Any = None,
+        initargs: Any = (),
+        maxtasksperchild: int | None = None,
+    ) -> Any:
+        """A pool of worker processes (see :mod:`phalanx.pool`)."""
+        from .pool import Pool
+
+        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
+
     def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
         """A shared ctypes object without a lock."""
         return sharedctypes.RawValue(typecode_or_type, *args)

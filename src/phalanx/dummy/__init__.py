@@ -26,6 +26,7 @@ __all__ = (
     "Lock",
     "Manager",
     "Pipe",
+    "Pool",
     "Process",
     "Queue",
     "RLock",
@@ -137,3 +138,14 @@ def shutdown() -> None:
 
 
 JoinableQueue = Queue
+
+
+def Pool(
+    processes: int | None = None,
+    initializer: Callable[..., object] | None = None,
+    initargs: Iterable[Any] = (),
+) -> Any:
+    """A pool of threads with the ``Pool`` API (``phalanx.pool.ThreadPool``)."""
+    from ..pool import ThreadPool
+
+    return ThreadPool(processes, initializer, initargs)

@@ -1,0 +1,378 @@
+"""What a pool hands back: the result objects and the task bookkeeping behind them.
+
+A call on a pool becomes one *job* (an ``ApplyResult``, ``MapResult`` or an
+``IMapIterator``) split into *chunks*; a chunk is the unit a worker runs and
+reports on.  Backends (processes, threads, clusters) only ever see chunks and
+report each one exactly once through ``chunk.job._set(chunk.index, ok, value)``.
+
+Names follow ``multiprocessing.pool`` so that code catching or type-checking
+them keeps working.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import sys
+import threading
+import traceback
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ._errors import PoolTerminatedError, TimeoutError
+
+__all__ = (
+    "APPLY",
+    "MAP",
+    "STARMAP",
+    "ApplyResult",
+    "AsyncResult",
+    "Chunk",
+    "ExceptionWithTraceback",
+    "IMapIterator",
+    "IMapUnorderedIterator",
+    "MapResult",
+    "MaybeEncodingError",
+    "RemoteTraceback",
+)
+
+# How a chunk's payload calls the function.
+APPLY = 0  # payload = (args, kwds): one call
+MAP = 1  # payload = [x, ...]: func(x) for each
+STARMAP = 2  # payload = [args, ...]: func(*args) for each
+
+job_counter = itertools.count()
+
+
+class RemoteTraceback(Exception):
+    """The worker's traceback as text; attached as ``__cause__`` of a re-raised error."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return self.tb
+
+
+def rebuild_exc(exc: BaseException, tb: str) -> BaseException:
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+class ExceptionWithTraceback:
+    """Carries an exception and its traceback text across processes."""
+
+    def __init__(self, exc: BaseException, tb: types.TracebackType | None) -> None:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        self.exc = exc
+        self.tb = f'\n"""\n{text}"""'
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuild_exc, (self.exc, self.tb)
+
+
+class MaybeEncodingError(Exception):
+    """A result (or an exception) could not be pickled to travel back from the worker."""
+
+    def __init__(self, exc: Any, value: Any) -> None:
+        self.exc = repr(exc)
+        self.value = repr(value)
+        super().__init__(self.exc, self.value)
+
+    def __str__(self) -> str:
+        return f"Error sending result: '{self.value}'. Reason: '{self.exc}'"
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self}>"
+
+
+class Chunk:
+    """Consecutive tasks of one job, run by one worker in one go."""
+
+    __slots__ = ("attempts", "func", "index", "job", "kind", "payload", "size", "timeout")
+
+    def __init__(
+        self,
+        job: _Job,
+        index: int,
+        func: Callable[..., Any],
+        kind: int,
+        payload: Any,
+        timeout: float | None = None,
+    ) -> None:
+        self.job = job
+        self.index = index
+        self.func = func
+        self.kind = kind
+        self.payload = payload
+        self.size = 1 if kind == APPLY else len(payload)
+        self.timeout = timeout
+        self.attempts = 0
+
+    def describe(self) -> str:
+        """A short human description for error messages: ``sqr(5)`` or ``sqr over items 10..19``."""
+        name = getattr(self.func, "__qualname__", None) or repr(self.func)
+        if self.kind == APPLY:
+            args, kwds = self.payload
+            parts = [_short(a) for a in args] + [f"{k}={_short(v)}" for k, v in kwds.items()]
+            return f"{name}({', '.join(parts)})"
+        first = self.job._chunk_start(self.index)
+        if self.size == 1:
+            return f"{name}({_short(self.payload[0])}) [item {first}]"
+        return f"{name} over items {first}..{first + self.size - 1}"
+
+    def dispatching(self) -> bool:
+        """Called as the chunk goes to a worker; False drops it (its job was cancelled)."""
+        return self.job._dispatching(self)
+
+    def release(self) -> None:
+        """Forget the tasks' arguments (they may be large) once the chunk is over."""
+        self.payload = None
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # a broken __repr__ must not hide the real error
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class _Job:
+    """Common state of the result objects."""
+
+    _pool: Any
+
+    def __init__(
+        self,
+        pool: Any,
+        callback: Callable[[Any], Any] | None,
+        error_callback: Callable[[BaseException], Any] | None,
+    ) -> None:
+        self._pool = pool
+        self._job = next(job_counter)
+        self._event = threading.Event()
+        self._callback = callback
+        self._error_callback = error_callback
+        self._progress: Any = None
+
+    def _chunk_start(self, index: int) -> int:
+        return index
+
+    def _dispatching(self, chunk: Chunk) -> bool:
+        return True
+
+    def _set(self, index: int, ok: bool, value: Any) -> None:
+        raise NotImplementedError
+
+    def _run_callback(self, func: Callable[[Any], Any] | None, value: Any) -> None:
+        if func is None:
+            return
+        try:
+            func(value)
+        except Exception:
+            # A failing callback must not take the pool's machinery down with it.
+            print(f"phalanx: exception in pool callback {func!r}:", file=sys.stderr)
+            traceback.print_exc()
+
+    def _tick(self, n: int) -> None:
+        if self._progress is not None:
+            self._progress.update(n)
+
+    def _end_progress(self) -> None:
+        bar, self._progress = self._progress, None
+        if bar is not None:
+            bar.close()
+
+    def _interrupted(self) -> None:
+        """Ctrl-C while waiting on this result: let the pool stop its workers."""
+        pool = self._pool
+        if pool is not None:
+            pool._interrupted()
+
+
+class ApplyResult(_Job):
+    """The future result of ``apply_async`` (and the base of ``MapResult``)."""
+
+    def __init__(
+        self,
+        pool: Any,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> None:
+        super().__init__(pool, callback, error_callback)
+        self._success = True
+        self._value: Any = None
+
+    def ready(self) -> bool:
+        return self._event.is_set()
+
+    def successful(self) -> bool:
+        if not self.ready():
+            raise ValueError(f"{self!r} not ready: call successful() once ready() is true")
+        return self._success
+
+    def wait(self, timeout: float | None = None) -> None:
+        self._event.wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Any:
+        """The result; re-raises the task's exception; ``TimeoutError`` if not ready in time."""
+        try:
+            ready = self._event.wait(timeout)
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        if not ready:
+            raise TimeoutError(f"result not ready after {timeout} s")
+        if self._success:
+            return self._value
+        raise self._value
+
+    def _set(self, index: int, ok: bool, value: Any) -> None:
+        self._success, self._value = ok, value
+        self._tick(1)
+        self._end_progress()
+        self._run_callback(self._callback if ok else self._error_callback, value)
+        self._event.set()
+        self._pool = None
+
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        return types.GenericAlias(cls, item)
+
+
+AsyncResult = ApplyResult
+
+
+class MapResult(ApplyResult):
+    """The future list of ``map_async``/``starmap_async``: ready once every chunk is."""
+
+    def __init__(
+        self,
+        pool: Any,
+        chunksize: int,
+        length: int,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> None:
+        super().__init__(pool, callback, error_callback)
+        self._lock = threading.Lock()
+        self._chunksize = chunksize
+        self._value = [None] * length
+        self._number_left = -(-length // chunksize) if length else 0
+        if self._number_left == 0:
+            self._event.set()
+            self._pool = None
+
+    def _chunk_start(self, index: int) -> int:
+        return index * self._chunksize
+
+    def _set(self, index: int, ok: bool, value: Any) -> None:
+        with self._lock:
+            self._number_left -= 1
+            if ok and self._success:
+                start = index * self._chunksize
+                self._value[start : start + len(value)] = value
+            elif not ok and self._success:
+                self._success, self._value = False, value  # the first error wins
+            done = self._number_left == 0
+        if ok:
+            self._tick(len(value))
+        if done:
+            self._end_progress()
+            # Ready only when every chunk is over, as the stdlib (no fail-fast).
+            self._run_callback(
+                self._callback if self._success else self._error_callback, self._value
+            )
+            self._event.set()
+            self._pool = None
+
+
+class IMapIterator(_Job):
+    """The iterator of ``imap``: results in input order, as they come."""
+
+    def __init__(self, pool: Any, chunksize: int = 1) -> None:
+        super().__init__(pool, None, None)
+        self._cond = threading.Condition(threading.Lock())
+        self._chunksize = chunksize
+        # (ok, value, last item of its chunk)
+        self._items: collections.deque[tuple[bool, Any, bool]] = collections.deque()
+        self._index = 0  # next position to hand to the caller
+        self._unsorted: dict[int, tuple[bool, list[Any] | BaseException]] = {}
+        self._next_chunk = 0
+        self._length: int | None = None  # chunk count, once the input is exhausted
+        self._consumed_chunk: Callable[[], None] | None = None  # read-ahead credit
+
+    def _chunk_start(self, index: int) -> int:
+        return index * self._chunksize
+
+    def __iter__(self) -> Iterator[Any]:
+        return self
+
+    def next(self, timeout: float | None = None) -> Any:
+        try:
+            ok, value = self._take(timeout)
+        except KeyboardInterrupt:
+            self._interrupted()  # outside our lock: the pool fails chunks as it stops
+            raise
+        if ok:
+            return value
+        raise value
+
+    def _take(self, timeout: float | None) -> tuple[bool, Any]:
+        with self._cond:
+            while not self._items:
+                if self._length is not None and self._next_chunk >= self._length:
+                    self._pool = None
+                    self._end_progress()
+                    raise StopIteration from None
+                if not self._cond.wait(timeout) and not self._items:
+                    raise TimeoutError(f"no result within {timeout} s")
+            ok, value, last = self._items.popleft()
+        if last and self._consumed_chunk is not None:
+            self._consumed_chunk()  # the caller is done with a chunk: read one more ahead
+        return ok, value
+
+    __next__ = next
+
+    def _set(self, index: int, ok: bool, value: Any) -> None:
+        with self._cond:
+            self._unsorted[index] = (ok, value)
+            while self._next_chunk in self._unsorted:
+                self._deliver(*self._unsorted.pop(self._next_chunk))
+            self._cond.notify()
+        if ok and isinstance(value, list):
+            self._tick(len(value))
+
+    def _deliver(self, ok: bool, value: Any) -> None:
+        # Lock held.
+        self._next_chunk += 1
+        if ok:
+            last = len(value) - 1
+            self._items.extend((True, v, i == last) for i, v in enumerate(value))
+        else:
+            self._items.append((False, value, True))
+
+    def _set_length(self, chunks: int) -> None:
+        with self._cond:
+            self._length = chunks
+            self._cond.notify_all()
+
+
+class IMapUnorderedIterator(IMapIterator):
+    """The iterator of ``imap_unordered``: results as soon as they are ready."""
+
+    def _set(self, index: int, ok: bool, value: Any) -> None:
+        with self._cond:
+            self._deliver(ok, value)
+            self._cond.notify()
+        if ok and isinstance(value, list):
+            self._tick(len(value))
+
+
+def fail_all(chunks: list[Chunk], why: str) -> None:
+    """Fail chunks that will never run (pool terminated or broken)."""
+    for chunk in chunks:
+        chunk.job._set(chunk.index, False, PoolTerminatedError(f"{why}: {chunk.describe()}"))
+        chunk.release()

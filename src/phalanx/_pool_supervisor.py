@@ -1,0 +1,550 @@
+"""The process pool's engine: workers on private links, watched by one supervisor thread.
+
+Each worker has its own SEQPACKET socketpair (see ``_pool_worker``).  One
+thread, the supervisor, owns every worker and waits on all their links and
+sentinels at once.  It gives each worker at most ``CREDIT`` chunks, answered
+in order, so at every moment it knows which chunk each worker is running:
+
+* a worker that dies fails exactly that chunk, with a ``WorkerLostError``
+  naming its pid, exit code or signal and the task (or runs it again, if the
+  pool has ``retries``); the chunks queued behind it go to other workers, and
+  a replacement starts;
+* a chunk that overruns its ``timeout`` gets its worker killed and fails with
+  ``TaskTimeoutError``;
+* ``maxtasksperchild`` is a count the supervisor keeps, and terminate / close /
+  join are states of one loop.
+
+Nothing the caller waits on depends on a worker staying alive, so no death,
+crash or unpicklable object can hang the caller.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import os
+import selectors
+import signal
+import socket
+import threading
+import time
+from typing import Any
+
+from . import _platform
+from . import _util as util
+from ._channel import decode, encode, recv_datagram, send_datagram, socketpair
+from ._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
+from ._pool_results import Chunk, fail_all
+from ._pool_worker import FAILED, INIT_FAILED, OK, UNREADABLE, WorkerEnd, worker_main
+
+__all__ = ("CREDIT", "ProcessBackend")
+
+CREDIT = 2  # chunks a worker holds: one running, one waiting (no idle gap)
+_FUNCS_PER_WORKER = 16  # functions a worker keeps unpickled
+_FUNC_TABLE = 256
+_INIT_FAILURES = 3  # initializer failures in a row that break the pool
+_TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on terminate()
+
+RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
+
+
+class _Worker:
+    """The supervisor's view of one worker process."""
+
+    def __init__(self, process: Any, sock: socket.socket, tasks_left: int | None) -> None:
+        self.process = process
+        self.pid: int = process.pid
+        self.sock = sock
+        self.sentinel: int = process.sentinel
+        self.tasks_left = tasks_left
+        self.inflight: collections.deque[Chunk] = collections.deque()  # head runs
+        self.sent = 0  # how many of ``inflight`` have left in a datagram
+        self.outbox: collections.deque[tuple[bytes, int | None]] = collections.deque()
+        self.started = 0.0  # when the head chunk started running
+        self.funcs: collections.OrderedDict[int, None] = collections.OrderedDict()
+        self.timed_out: Chunk | None = None
+        self.stopping = False
+
+    def room(self) -> bool:
+        if self.stopping:
+            return False
+        if self.tasks_left is not None and len(self.inflight) >= self.tasks_left:
+            return False
+        return len(self.inflight) < CREDIT
+
+
+class ProcessBackend:
+    """Runs chunks on worker processes; see the module docstring."""
+
+    def __init__(
+        self,
+        ctx: Any,
+        processes: int,
+        initializer: Any,
+        initargs: tuple[Any, ...],
+        maxtasksperchild: int | None,
+        retries: int = 0,
+    ) -> None:
+        self._ctx = ctx
+        self.size = processes
+        self._initializer = initializer
+        self._initargs = initargs
+        self._maxtasks = maxtasksperchild
+        self._retries = retries
+        self._lock = threading.Lock()
+        self._pending: collections.deque[Chunk] = collections.deque()
+        self._feeders = 0
+        self.state = RUN
+        self.broken: BaseException | None = None
+        self._woken = False
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._wake_r, selectors.EVENT_READ, None)
+        self.workers: list[_Worker] = []
+        self._funcs: dict[int, tuple[int, Any]] = {}
+        self._fids = itertools.count()
+        self._init_failures = 0
+        self._kill_at: float | None = None
+        self._supervisor_ident: int | None = None
+        # Forked children (our workers, and any process the user forks later)
+        # must not hold the pool's ends of the links: a worker sees its pool
+        # die by its link hanging up.
+        util.register_after_fork(self, ProcessBackend._close_in_child)
+        try:
+            for _ in range(processes):
+                self._start_worker()
+        except BaseException:
+            self._kill_all(signal.SIGKILL)
+            raise
+        self._thread = threading.Thread(
+            target=self._run, name="phalanx-pool-supervisor", daemon=True
+        )
+        self._thread.start()
+
+    # -- called from any thread ----------------------------------------------------------
+
+    def submit(self, chunks: list[Chunk]) -> None:
+        with self._lock:
+            if self.broken is not None or self.state == TERMINATE:
+                why = self.broken
+            else:
+                self._pending.extend(chunks)
+                why = None
+                chunks = []
+            self._wake_locked()
+        if chunks:
+            fail_all(chunks, f"pool not usable ({why})" if why else "pool terminated")
+
+    def feeder_started(self) -> None:
+        with self._lock:
+            self._feeders += 1
+
+    def feeder_done(self) -> None:
+        with self._lock:
+            self._feeders -= 1
+            self._wake_locked()
+
+    def close(self) -> None:
+        with self._lock:
+            if self.state == RUN:
+                self.state = CLOSE
+            self._wake_locked()
+
+    def terminate(self) -> None:
+        with self._lock:
+            self.state = TERMINATE
+            self._wake_locked()
+        self.join()
+
+    def join(self, timeout: float | None = None) -> None:
+        if threading.get_ident() != self._supervisor_ident:
+            self._thread.join(timeout)
+
+    def repopulate(self) -> None:
+        with self._lock:
+            self._wake_locked()
+
+    def _wake_locked(self) -> None:
+        if not self._woken:
+            self._woken = True
+            try:
+                os.write(self._wake_w, b"x")
+            except (BlockingIOError, OSError):
+                pass
+
+    def _close_in_child(self) -> None:
+        for worker in self.workers:
+            worker.sock.close()
+        self.workers = []
+
+    # -- the supervisor thread -----------------------------------------------------------
+
+    def _run(self) -> None:
+        self._supervisor_ident = threading.get_ident()
+        try:
+            while self._step():
+                pass
+        except BaseException:  # a bug here must not leave callers waiting forever
+            util.get_logger().exception("phalanx pool supervisor failed")
+            with self._lock:
+                self.state = TERMINATE
+                self.broken = PoolTerminatedError("the pool's supervisor thread failed")
+            self._kill_all(signal.SIGKILL)
+            raise
+        finally:
+            self._shutdown()
+
+    def _step(self) -> bool:
+        """One turn of the loop; False when the pool is over."""
+        with self._lock:
+            state = self.state
+            work_left = bool(self._pending) or self._feeders > 0
+        if state == TERMINATE:
+            return self._terminating()
+        self._maintain(state, work_left)
+        self._dispatch()
+        if state == CLOSE and not work_left and not self.workers:
+            return False
+        timeout = self._next_deadline()
+        for key, mask in self._selector.select(timeout):
+            if key.data is None:
+                self._drain_wake()
+            else:
+                what, worker = key.data
+                if what == "sentinel":
+                    self._reap(worker)
+                else:
+                    if mask & selectors.EVENT_READ:
+                        self._read(worker)
+                    if mask & selectors.EVENT_WRITE:
+                        self._flush(worker)
+        self._check_deadlines()
+        return True
+
+    def _drain_wake(self) -> None:
+        with self._lock:
+            self._woken = False
+            try:
+                while os.read(self._wake_r, 4096):
+                    pass
+            except BlockingIOError:
+                pass
+
+    def _maintain(self, state: str, work_left: bool) -> None:
+        """Keep the pool at size while there is (or may be) work; stop idle workers on close."""
+        if self.broken is not None:
+            return
+        if state == RUN or work_left:
+            while len(self.workers) < self.size:
+                try:
+                    self._start_worker()
+                except Exception as exc:  # cannot start processes (fd/pid limits...)
+                    self._break(exc, "the pool cannot start a worker")
+                    return
+        if state == CLOSE and not work_left:
+            for worker in self.workers:
+                if not worker.inflight and not worker.stopping:
+                    worker.stopping = True
+                    self._send(worker, encode(None))
+
+    def _start_worker(self) -> None:
+        mine, theirs = socketpair()
+        close_fds = []
+        if self._ctx.get_start_method() == "fork":
+            close_fds = [w.sock.fileno() for w in self.workers] + [mine.fileno()]
+            close_fds += [self._wake_r, self._wake_w]
+        process = self._ctx.Process(
+            target=worker_main,
+            args=(WorkerEnd(theirs), self._initializer, self._initargs, self._maxtasks, close_fds),
+            name=f"PoolWorker-{next(_worker_names)}",
+            daemon=True,
+        )
+        try:
+            process.start()
+        finally:
+            theirs.close()
+        mine.setblocking(False)
+        worker = _Worker(process, mine, self._maxtasks)
+        self.workers.append(worker)
+        self._selector.register(mine, selectors.EVENT_READ, ("link", worker))
+        self._selector.register(worker.sentinel, selectors.EVENT_READ, ("sentinel", worker))
+
+    def _dispatch(self) -> None:
+        """Hand pending chunks to workers with room, least loaded first."""
+        if not self.workers:
+            return
+        for level in range(CREDIT):
+            for worker in self.workers:
+                while len(worker.inflight) <= level and worker.room():
+                    chunk = self._next_chunk()
+                    if chunk is None:
+                        return
+                    if self._give(worker, chunk):
+                        break
+
+    def _next_chunk(self) -> Chunk | None:
+        while True:
+            with self._lock:
+                if not self._pending:
+                    return None
+                chunk = self._pending.popleft()
+            if chunk.dispatching():
+                return chunk
+
+    def _give(self, worker: _Worker, chunk: Chunk) -> bool:
+        """Send ``chunk`` to ``worker``; False if it failed to pickle (and so is over)."""
+        func = chunk.func
+        entry = self._funcs.get(id(func))
+        if entry is None or entry[1] is not func:
+            if len(self._funcs) >= _FUNC_TABLE:
+                self._funcs.clear()
+            entry = (next(self._fids), func)
+            self._funcs[id(func)] = entry
+        fid = entry[0]
+        known = fid in worker.funcs
+        forget = None
+        if not known and len(worker.funcs) >= _FUNCS_PER_WORKER:
+            forget = next(iter(worker.funcs))
+        try:
+            datagram = encode((fid, None if known else func, forget, chunk.kind, chunk.payload))
+        except Exception as exc:  # an argument (or the function) cannot be pickled
+            chunk.job._set(chunk.index, False, exc)
+            chunk.release()
+            return False
+        if known:
+            worker.funcs.move_to_end(fid)
+        else:
+            if forget is not None:
+                del worker.funcs[forget]
+            worker.funcs[fid] = None
+        if not worker.inflight:
+            worker.started = time.monotonic()
+        worker.inflight.append(chunk)
+        self._send(worker, datagram)
+        return True
+
+    def _send(self, worker: _Worker, datagram: tuple[bytes, int | None]) -> None:
+        worker.outbox.append(datagram)
+        self._flush(worker)
+
+    def _flush(self, worker: _Worker) -> None:
+        """Send what the worker's link has room for; watch for room if anything is left."""
+        while worker.outbox:
+            message, fd = worker.outbox[0]
+            try:
+                sent = send_datagram(worker.sock, message, fd, block=False)
+            except OSError:
+                return  # the worker is gone: its sentinel tells the rest
+            if not sent:
+                break
+            worker.outbox.popleft()
+            if fd is not None:
+                os.close(fd)
+            if message != _STOP:
+                worker.sent += 1
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.outbox else 0)
+        try:
+            self._selector.modify(worker.sock, events, ("link", worker))
+        except (KeyError, ValueError):
+            pass
+
+    def _read(self, worker: _Worker) -> None:
+        """Take every answer waiting on a worker's link."""
+        while True:
+            try:
+                got = recv_datagram(worker.sock, False)
+            except (EOFError, OSError):
+                return  # the worker is gone: its sentinel tells the rest
+            if got is None:
+                return
+            try:
+                tag, value = decode(*got)
+            except Exception as exc:
+                tag, value = FAILED, exc
+            self._answer(worker, tag, value)
+
+    def _answer(self, worker: _Worker, tag: int, value: Any) -> None:
+        if tag == INIT_FAILED:
+            # It ran nothing: what it holds goes to other workers when it exits.
+            worker.stopping = True
+            worker.sent = 0
+            self._init_failures += 1
+            if self._init_failures >= _INIT_FAILURES:
+                self._break(
+                    value, f"the pool's initializer failed {self._init_failures} times in a row"
+                )
+            return
+        self._init_failures = 0
+        if not worker.inflight:
+            return  # a stray answer (cannot happen unless a worker misbehaves)
+        chunk = worker.inflight.popleft()
+        worker.sent -= 1
+        worker.started = time.monotonic()
+        if worker.tasks_left is not None:
+            worker.tasks_left -= 1
+        if tag == UNREADABLE:
+            # The worker did not keep the function either: send it again next time.
+            for fid, func in self._funcs.values():
+                if func is chunk.func:
+                    worker.funcs.pop(fid, None)
+        chunk.job._set(chunk.index, tag == OK, value)
+        chunk.release()
+
+    def _reap(self, worker: _Worker) -> None:
+        """A worker exited: settle its chunks and forget it (``_maintain`` replaces it)."""
+        self._read(worker)  # answers it sent before dying still count
+        for obj in (worker.sock, worker.sentinel):
+            try:
+                self._selector.unregister(obj)
+            except (KeyError, ValueError):
+                pass
+        worker.process.join(5)
+        exitcode = worker.process.exitcode
+        worker.sock.close()
+        for _message, fd in worker.outbox:
+            if fd is not None:
+                os.close(fd)
+        self.workers.remove(worker)
+        try:
+            worker.process.close()
+        except ValueError:
+            pass
+        inflight = list(worker.inflight)
+        if not inflight:
+            return
+        if worker.sent > 0:
+            head = inflight.pop(0)
+            error = self._death_error(worker, head, exitcode)
+            if error is None:
+                inflight.insert(0, head)  # retried, in its turn
+            else:
+                head.job._set(head.index, False, error)
+                head.release()
+        if self.broken is not None:
+            for chunk in inflight:
+                chunk.job._set(chunk.index, False, self.broken)
+                chunk.release()
+            return
+        with self._lock:
+            self._pending.extendleft(reversed(inflight))  # never started: run elsewhere
+
+    def _death_error(
+        self, worker: _Worker, chunk: Chunk, exitcode: int | None
+    ) -> BaseException | None:
+        if worker.timed_out is chunk:
+            limit = (chunk.timeout or 0) * chunk.size
+            return TaskTimeoutError(
+                f"task {chunk.describe()} ran over its timeout of {limit:g} s; "
+                f"its worker (pid {worker.pid}) was killed and replaced"
+            )
+        chunk.attempts += 1
+        if chunk.attempts <= self._retries:
+            return None
+        if exitcode is None:
+            how, sig = "exited (exit code unknown)", None
+        elif exitcode < 0:
+            sig = _platform.signal_name(-exitcode)
+            how = f"was killed by {sig}({exitcode})"
+        else:
+            how, sig = f"exited with code {exitcode}", None
+        tries = f" (after {chunk.attempts} attempts)" if chunk.attempts > 1 else ""
+        return WorkerLostError(
+            f"pool worker {worker.pid} {how} while running {chunk.describe()}{tries}",
+            pid=worker.pid,
+            exitcode=exitcode,
+            signal=sig,
+            task=chunk.describe(),
+        )
+
+    def _next_deadline(self) -> float | None:
+        deadline = self._kill_at
+        for worker in self.workers:
+            chunk = worker.inflight[0] if worker.sent else None
+            if chunk is not None and chunk.timeout is not None and worker.timed_out is None:
+                due = worker.started + chunk.timeout * chunk.size
+                deadline = due if deadline is None else min(deadline, due)
+        if deadline is None:
+            return None
+        return max(0.0, deadline - time.monotonic())
+
+    def _check_deadlines(self) -> None:
+        now = time.monotonic()
+        for worker in self.workers:
+            chunk = worker.inflight[0] if worker.sent else None
+            if chunk is None or chunk.timeout is None or worker.timed_out is not None:
+                continue
+            if now >= worker.started + chunk.timeout * chunk.size:
+                worker.timed_out = chunk
+                _signal(worker, signal.SIGKILL)
+
+    def _break(self, exc: BaseException, why: str) -> None:
+        """The pool cannot go on: fail everything queued, now and later."""
+        error = PoolTerminatedError(f"{why}: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        with self._lock:
+            self.broken = error
+            pending = list(self._pending)
+            self._pending.clear()
+        for chunk in pending:
+            chunk.job._set(chunk.index, False, error)
+            chunk.release()
+
+    def _terminating(self) -> bool:
+        """TERMINATE: kill the workers, fail what they held; False once all are gone."""
+        with self._lock:
+            pending = list(self._pending)
+            self._pending.clear()
+        fail_all(pending, "the pool was terminated")
+        now = time.monotonic()
+        if self._kill_at is None:
+            self._kill_at = now + _TERM_GRACE
+            self._kill_all(signal.SIGTERM)
+        elif now >= self._kill_at:
+            self._kill_all(signal.SIGKILL)
+        for worker in list(self.workers):
+            fail_all(list(worker.inflight), "the pool was terminated")
+            worker.inflight.clear()
+            worker.sent = 0
+        if not self.workers:
+            return False
+        timeout = max(0.0, self._kill_at - time.monotonic()) if now < self._kill_at else 0.05
+        for key, _mask in self._selector.select(timeout):
+            if key.data is None:
+                self._drain_wake()
+            elif key.data[0] == "sentinel":
+                self._reap(key.data[1])
+            else:
+                self._read(key.data[1])  # answers nobody waits for any more
+        return True
+
+    def _kill_all(self, signum: int) -> None:
+        for worker in self.workers:
+            _signal(worker, signum)
+
+    def _shutdown(self) -> None:
+        self._kill_all(signal.SIGKILL)
+        for worker in list(self.workers):
+            self._reap(worker)
+        self._selector.close()
+        for fd in (self._wake_r, self._wake_w):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._funcs.clear()
+
+
+_STOP = encode(None)[0]
+_worker_names = itertools.count(1)
+
+
+def _signal(worker: _Worker, signum: int) -> None:
+    try:
+        if signum == signal.SIGKILL:
+            worker.process.kill()
+        else:
+            worker.process.terminate()
+    except (ValueError, OSError):
+        pass

@@ -1,0 +1,160 @@
+"""The loop a pool worker process runs (layer 4, child side).
+
+The worker owns one end of a SEQPACKET socketpair; the pool's supervisor owns
+the other.  Each datagram down is one chunk of tasks (or None: exit); each
+datagram up is the outcome of the oldest chunk not yet answered.  Chunks are
+answered in the order they came, so no message carries an id: the supervisor
+always knows which chunk a worker is running, and which one it held if it
+dies.
+
+Message down: ``(fid, func or None, fid to forget or None, kind, payload)``.
+A function travels once per worker and is then named by its ``fid`` (a
+lambda pickled by value is not re-pickled for every task).
+
+Message up: ``(tag, value)`` with the tags below.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+from typing import Any
+
+from . import _util as util
+from ._channel import decode, encode, recv_datagram, recv_spinning, send_datagram
+from ._pool_results import APPLY, MAP, ExceptionWithTraceback, MaybeEncodingError
+from ._wire.fds import DupFd
+
+__all__ = ("FAILED", "INIT_FAILED", "OK", "UNREADABLE", "WorkerEnd", "worker_main")
+
+OK = 0  # value: the result (a list for map chunks)
+FAILED = 1  # value: the exception (with the remote traceback)
+INIT_FAILED = 2  # value: the initializer's exception; the worker then exits
+UNREADABLE = 3  # value: why the task could not be unpickled
+
+_SPIN = 50e-6
+
+
+class WorkerEnd:
+    """The worker's end of its socketpair, as it travels in ``Process`` args."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def __getstate__(self) -> DupFd:
+        return DupFd(self.sock.fileno())
+
+    def __setstate__(self, handle: DupFd) -> None:
+        self.sock = socket.socket(fileno=handle.detach())
+
+
+def _exit_when_orphaned(sock: socket.socket) -> None:
+    """Exit at once when the pool's end of the link goes away (its owner died)."""
+    poller = select.poll()
+    poller.register(sock.fileno(), 0)  # POLLHUP/POLLERR are always reported
+    while True:
+        for _fd, events in poller.poll():
+            if events & (select.POLLHUP | select.POLLERR | select.POLLNVAL):
+                os._exit(1)
+
+
+def _reply(sock: socket.socket, tag: int, value: Any) -> None:
+    try:
+        message, fd = encode((tag, value))
+    except Exception as exc:  # the result (or exception) cannot be pickled
+        wrapped = MaybeEncodingError(exc, value)
+        message, fd = encode((FAILED, ExceptionWithTraceback(wrapped, exc.__traceback__)))
+    try:
+        send_datagram(sock, message, fd, block=True)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
+def _run(func: Any, kind: int, payload: Any) -> Any:
+    if kind == APPLY:
+        args, kwds = payload
+        return func(*args, **kwds)
+    if kind == MAP:
+        return [func(x) for x in payload]
+    return [func(*args) for args in payload]
+
+
+def worker_main(
+    end: WorkerEnd,
+    initializer: Any,
+    initargs: tuple[Any, ...],
+    maxtasks: int | None,
+    close_fds: list[int],
+) -> None:
+    """Run chunks until told to stop, ``maxtasks`` chunks are done, or the pool goes away."""
+    sock = end.sock
+    # Ctrl-C reaches the whole process group; the pool's owner decides what
+    # happens to its workers (it terminates them), not every worker on its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for fd in close_fds:  # forked: the pool's ends of the other workers' links
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    threading.Thread(
+        target=_exit_when_orphaned, args=(sock,), daemon=True, name="phalanx-worker-watchdog"
+    ).start()
+    if initializer is not None:
+        try:
+            initializer(*initargs)
+        except BaseException as exc:
+            _reply(sock, INIT_FAILED, ExceptionWithTraceback(exc, exc.__traceback__))
+            util.debug("pool worker: initializer failed: %r", exc)
+            return
+    funcs: dict[int, Any] = {}
+    done = 0
+    while maxtasks is None or done < maxtasks:
+        try:
+            got = recv_spinning(sock, _SPIN) or recv_datagram(sock, True)
+        except (EOFError, OSError):
+            break  # the pool is gone
+        assert got is not None
+        try:
+            message = decode(*got)
+        except BaseException as exc:
+            _reply(sock, UNREADABLE, ExceptionWithTraceback(_unreadable(exc), exc.__traceback__))
+            done += 1
+            continue
+        if message is None:
+            break
+        fid, func, forget, kind, payload = message
+        if forget is not None:
+            funcs.pop(forget, None)
+        if func is not None:
+            funcs[fid] = func
+        func = funcs.get(fid)
+        try:
+            if func is None:
+                raise RuntimeError(f"pool worker {os.getpid()} has no function #{fid}")
+            result = _run(func, kind, payload)
+        except BaseException as exc:
+            del message, payload
+            _reply(sock, FAILED, ExceptionWithTraceback(exc, exc.__traceback__))
+            exc = None  # type: ignore[assignment]  # drop the frames now
+        else:
+            del message, payload
+            _reply(sock, OK, result)
+            del result
+        done += 1
+    sys.stdout.flush()
+
+
+def _unreadable(exc: BaseException) -> BaseException:
+    error = RuntimeError(
+        f"a pool worker could not unpickle its task: {type(exc).__name__}: {exc}. "
+        "Is the function (and everything it needs) importable in the worker? Under "
+        "spawn and forkserver, workers re-import the main module: define functions at "
+        "module level, outside the `if __name__ == '__main__':` block."
+    )
+    error.__cause__ = exc
+    return error

@@ -1,0 +1,497 @@
+"""Pools of workers, under the stdlib's ``multiprocessing.pool`` names.
+
+``Pool`` has the stdlib's API and runs on a supervisor (``_pool_supervisor``)
+that never leaves a caller waiting for a task a dead worker held.  Beyond the
+stdlib, as keyword-only arguments:
+
+* ``timeout=`` on ``apply``/``apply_async``/``map``/``map_async``/``imap``/
+  ``imap_unordered``/``starmap``/``starmap_async``: a task running longer is
+  stopped (its worker killed and replaced) and fails with ``TaskTimeoutError``.
+  With ``chunksize`` > 1, a chunk of n tasks gets n times the timeout.
+* ``progress=True`` on ``map``/``imap``/``imap_unordered``/``starmap``: a tqdm
+  bar when tqdm is installed (``phalanx[progress]``), a plain one otherwise.
+* ``Pool(retries=n)``: a task whose worker died runs again, up to n times
+  (for idempotent work).
+
+A worker that dies fails the task it was running with ``WorkerLostError``;
+``imap``/``imap_unordered`` read their input lazily (an endless generator
+works); Ctrl-C while waiting on the pool terminates it, leaving no workers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import types
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any
+
+from . import _util as util
+from ._errors import PoolTerminatedError, TaskTimeoutError, TimeoutError, WorkerLostError
+from ._pool_results import (
+    APPLY,
+    MAP,
+    STARMAP,
+    ApplyResult,
+    AsyncResult,
+    Chunk,
+    ExceptionWithTraceback,
+    IMapIterator,
+    IMapUnorderedIterator,
+    MapResult,
+    MaybeEncodingError,
+    RemoteTraceback,
+    job_counter,
+    rebuild_exc,
+)
+from ._pool_supervisor import ProcessBackend
+from ._pool_threads import ThreadBackend
+from ._progress import make_bar
+
+__all__ = ("Pool", "ThreadPool")
+
+INIT = "INIT"
+RUN = "RUN"
+CLOSE = "CLOSE"
+TERMINATE = "TERMINATE"
+
+_READAHEAD = 4  # imap: chunks read ahead of the caller, per worker (at least 16)
+
+# Re-exported for code that imports them from here, as from the stdlib.
+_reexported = (
+    ApplyResult,
+    AsyncResult,
+    ExceptionWithTraceback,
+    IMapIterator,
+    IMapUnorderedIterator,
+    MapResult,
+    MaybeEncodingError,
+    RemoteTraceback,
+    job_counter,
+    rebuild_exc,
+    PoolTerminatedError,
+    TaskTimeoutError,
+    TimeoutError,
+    WorkerLostError,
+)
+
+
+def mapstar(args: tuple[Callable[..., Any], Iterable[Any]]) -> list[Any]:
+    return list(map(*args))
+
+
+def starmapstar(args: tuple[Callable[..., Any], Iterable[Any]]) -> list[Any]:
+    return list(itertools.starmap(args[0], args[1]))
+
+
+def _check_timeout(timeout: float | None) -> float | None:
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds or None (got {timeout!r})")
+    return float(timeout)
+
+
+class Pool:
+    """A pool of worker processes (see the module docstring for the extensions)."""
+
+    _wrap_exception = True
+
+    @staticmethod
+    def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:
+        return ctx.Process(*args, **kwds)
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+        maxtasksperchild: int | None = None,
+        context: Any = None,
+        *,
+        retries: int = 0,
+    ) -> None:
+        self._state = INIT
+        self._backend: Any = None
+        if processes is None:
+            processes = os.cpu_count() or 1
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ValueError(f"Number of processes must be at least 1 (got {processes!r})")
+        if maxtasksperchild is not None and (
+            isinstance(maxtasksperchild, bool)
+            or not isinstance(maxtasksperchild, int)
+            or maxtasksperchild <= 0
+        ):
+            raise ValueError(
+                f"maxtasksperchild must be a positive int or None (got {maxtasksperchild!r})"
+            )
+        if initializer is not None and not callable(initializer):
+            raise TypeError(f"initializer must be a callable (got {initializer!r})")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries must be an int >= 0 (got {retries!r})")
+        self._processes = processes
+        self._initializer = initializer
+        self._initargs = tuple(initargs)
+        self._maxtasksperchild = maxtasksperchild
+        self._backend = self._make_backend(context, retries)
+        self._state = RUN
+        # At exit, before the processes machinery joins children: stop the workers.
+        self._terminate = util.Finalize(self, _terminate_backend, (self._backend,), exitpriority=15)
+
+    def _make_backend(self, context: Any, retries: int) -> Any:
+        if context is None:
+            from .context import _default_context
+
+            context = _default_context
+        self._ctx = context
+        return ProcessBackend(
+            context,
+            self._processes,
+            self._initializer,
+            self._initargs,
+            self._maxtasksperchild,
+            retries,
+        )
+
+    # -- the stdlib's introspection points ----------------------------------------------
+
+    @property
+    def _pool(self) -> list[Any]:
+        return [w.process if hasattr(w, "process") else w for w in self._backend.workers]
+
+    def _repopulate_pool(self) -> None:
+        self._backend.repopulate()
+
+    def __repr__(self) -> str:
+        cls = type(self)
+        return (
+            f"<{cls.__module__}.{cls.__qualname__} state={self._state} pool_size={self._processes}>"
+        )
+
+    def __reduce__(self) -> Any:
+        raise NotImplementedError(
+            "pool objects cannot be passed between processes or pickled: create the pool "
+            "in the process that uses it"
+        )
+
+    def __del__(self, _warn: Any = warnings.warn) -> None:
+        if getattr(self, "_state", None) == RUN:
+            _warn(f"unclosed running multiprocessing pool {self!r}", ResourceWarning, source=self)
+            backend = getattr(self, "_backend", None)
+            if backend is not None:
+                backend.close()
+
+    def _check_running(self) -> None:
+        if self._state != RUN:
+            raise ValueError(f"Pool not running (state {self._state}): it was closed or terminated")
+        broken = self._backend.broken
+        if broken is not None:
+            raise broken
+
+    # -- single calls ------------------------------------------------------------------
+
+    def apply(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        *,
+        timeout: float | None = None,
+    ) -> Any:
+        """``func(*args, **kwds)`` in a worker; waits for the result."""
+        return self._wait(self.apply_async(func, args, kwds, timeout=timeout))
+
+    def apply_async(
+        self,
+        func: Callable[..., Any],
+        args: Iterable[Any] = (),
+        kwds: Mapping[str, Any] = {},
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> ApplyResult:
+        """Start ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
+        self._check_running()
+        limit = self._check_task_timeout(timeout)
+        result = ApplyResult(self, callback, error_callback)
+        self._backend.submit([Chunk(result, 0, func, APPLY, (tuple(args), dict(kwds)), limit)])
+        return result
+
+    # -- map family ----------------------------------------------------------------------
+
+    def map(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+        progress: bool | str = False,
+    ) -> list[Any]:
+        """``[func(x) for x in iterable]``, computed by the workers."""
+        result = self._map_async(func, iterable, MAP, chunksize, None, None, timeout, progress)
+        values: list[Any] = self._wait(result)
+        return values
+
+    def starmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        *,
+        timeout: float | None = None,
+        progress: bool | str = False,
+    ) -> list[Any]:
+        """``[func(*args) for args in iterable]``, computed by the workers."""
+        result = self._map_async(func, iterable, STARMAP, chunksize, None, None, timeout, progress)
+        values: list[Any] = self._wait(result)
+        return values
+
+    def map_async(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> MapResult:
+        return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, timeout)
+
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> MapResult:
+        return self._map_async(
+            func, iterable, STARMAP, chunksize, callback, error_callback, timeout
+        )
+
+    def _map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        kind: int,
+        chunksize: int | None,
+        callback: Callable[[Any], Any] | None,
+        error_callback: Callable[[BaseException], Any] | None,
+        timeout: float | None,
+        progress: bool | str = False,
+    ) -> MapResult:
+        self._check_running()
+        limit = self._check_task_timeout(timeout)
+        items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
+        if chunksize is None:
+            chunksize = 1 if limit is not None else self._auto_chunksize(len(items))
+        _check_chunksize(chunksize)
+        result = MapResult(self, chunksize, len(items), callback, error_callback)
+        if progress and items:
+            result._progress = make_bar(len(items), _desc(progress, func))
+        chunks = [
+            Chunk(result, i, func, kind, list(items[start : start + chunksize]), limit)
+            for i, start in enumerate(range(0, len(items), chunksize))
+        ]
+        if chunks:
+            self._backend.submit(chunks)
+        return result
+
+    def _auto_chunksize(self, n: int) -> int:
+        # Eight chunks per worker: few enough messages that per-task overhead
+        # vanishes, enough that one slow chunk does not leave the others idle.
+        chunksize, extra = divmod(n, self._processes * 8)
+        return max(1, chunksize + bool(extra))
+
+    def imap(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        timeout: float | None = None,
+        progress: bool | str = False,
+    ) -> IMapIterator:
+        """Results of ``func`` over ``iterable`` in order, as they come; input read lazily."""
+        return self._imap(IMapIterator, func, iterable, chunksize, timeout, progress)
+
+    def imap_unordered(
+        self,
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int = 1,
+        *,
+        timeout: float | None = None,
+        progress: bool | str = False,
+    ) -> IMapIterator:
+        """Like ``imap``, but each result as soon as it is ready."""
+        return self._imap(IMapUnorderedIterator, func, iterable, chunksize, timeout, progress)
+
+    def _imap(
+        self,
+        cls: type[IMapIterator],
+        func: Callable[[Any], Any],
+        iterable: Iterable[Any],
+        chunksize: int,
+        timeout: float | None,
+        progress: bool | str,
+    ) -> IMapIterator:
+        self._check_running()
+        limit = self._check_task_timeout(timeout)
+        _check_chunksize(chunksize)
+        result = cls(self, chunksize)
+        if progress:
+            total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+            result._progress = make_bar(total, _desc(progress, func))
+        window = threading.Semaphore(max(16, _READAHEAD * self._processes))
+        result._consumed_chunk = window.release
+        backend = self._backend
+        backend.feeder_started()
+        try:
+            feeder = threading.Thread(
+                target=_feed,
+                args=(backend, result, func, iter(iterable), chunksize, limit, window),
+                name="phalanx-pool-imap-feeder",
+                daemon=True,
+            )
+            feeder.start()
+        except BaseException:
+            backend.feeder_done()
+            raise
+        return result
+
+    # -- lifetime ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """No more tasks; workers exit once the submitted ones are done."""
+        if self._state == RUN:
+            self._state = CLOSE
+        self._backend.close()
+
+    def terminate(self) -> None:
+        """Stop the workers now; tasks not finished fail with ``PoolTerminatedError``."""
+        self._state = TERMINATE
+        self._terminate()
+
+    def join(self) -> None:
+        """Wait for the workers to exit (after ``close()`` or ``terminate()``)."""
+        if self._state == RUN:
+            raise ValueError("Pool is still running: call close() or terminate() before join()")
+        if self._state not in (CLOSE, TERMINATE):
+            raise ValueError(f"In unknown state {self._state}")
+        self._backend.join()
+
+    def __enter__(self) -> Pool:
+        self._check_running()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _check_task_timeout(self, timeout: float | None) -> float | None:
+        return _check_timeout(timeout)
+
+    def _wait(self, result: ApplyResult) -> Any:
+        try:
+            result.wait()
+        except KeyboardInterrupt:
+            self._interrupted()
+            raise
+        return result.get()
+
+    def _interrupted(self) -> None:
+        """Ctrl-C while the caller waits on us: stop everything, leave nothing running."""
+        if self._state != TERMINATE:
+            self.terminate()
+
+    def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        return types.GenericAlias(cls, item)
+
+
+def _terminate_backend(backend: Any) -> None:
+    backend.terminate()
+
+
+def _check_chunksize(chunksize: Any) -> None:
+    if isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1:
+        raise ValueError(f"Chunksize must be 1+, not {chunksize!r}")
+
+
+def _desc(progress: bool | str, func: Any) -> str:
+    if isinstance(progress, str):
+        return progress
+    return getattr(func, "__name__", None) or "tasks"
+
+
+def _feed(
+    backend: Any,
+    result: IMapIterator,
+    func: Callable[..., Any],
+    source: Iterator[Any],
+    chunksize: int,
+    timeout: float | None,
+    window: threading.Semaphore,
+) -> None:
+    """Feed an imap's input to the pool a chunk at a time, ``window`` chunks ahead."""
+    index = 0
+    try:
+        while backend.state != "TERMINATE":
+            while not window.acquire(timeout=0.1):
+                if backend.state == "TERMINATE":
+                    return
+            try:
+                items = list(itertools.islice(source, chunksize))
+            except Exception as exc:  # the input itself failed: fail at that position
+                result._set(index, False, exc)
+                index += 1
+                return
+            if not items:
+                window.release()
+                return
+            backend.submit([Chunk(result, index, func, MAP, items, timeout)])
+            index += 1
+    finally:
+        result._set_length(index)
+        backend.feeder_done()
+
+
+class ThreadPool(Pool):
+    """A ``Pool`` of threads in this process (same API; no pickling, no timeouts)."""
+
+    _wrap_exception = False
+
+    @staticmethod
+    def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:
+        return threading.Thread(*args, **kwds)
+
+    def __init__(
+        self,
+        processes: int | None = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
+    ) -> None:
+        super().__init__(processes, initializer, initargs)
+
+    def _make_backend(self, context: Any, retries: int) -> Any:
+        self._ctx = None
+        return ThreadBackend(self._processes, self._initializer, self._initargs)
+
+    def _check_task_timeout(self, timeout: float | None) -> float | None:
+        if timeout is not None:
+            raise ValueError(
+                "timeout= needs a process pool: a thread cannot be stopped in the middle of "
+                "a task (use Pool, or AsyncResult.get(timeout) to stop waiting)"
+            )
+        return None
+
+    def _interrupted(self) -> None:
+        pass  # threads cannot be stopped; Ctrl-C just stops the wait
