@@ -200,11 +200,14 @@ class ProcessBackend:
         """One turn of the loop; False when the pool is over."""
         with self._lock:
             state = self.state
-            work_left = bool(self._pending) or self._feeders > 0
         if state == TERMINATE:
             return self._terminating()
-        self._maintain(state, work_left)
+        # Dispatch first: it also drops cancelled chunks, which may leave no work.
         self._dispatch()
+        with self._lock:
+            work_left = bool(self._pending) or self._feeders > 0
+        self._maintain(state, work_left)
+        self._dispatch()  # to workers just started
         if state == CLOSE and not work_left and not self.workers:
             return False
         timeout = self._next_deadline()
