@@ -31,12 +31,14 @@ import time
 from typing import Any
 
 from . import _platform
+from ._segments import Segment, SegmentCache, write_parts
 from ._wire.pickling import dumps, loads
 
 __all__ = (
     "Channel",
     "decode",
     "encode",
+    "encode_reusing",
     "recv_datagram",
     "recv_spinning",
     "send_datagram",
@@ -54,30 +56,48 @@ _SIZE = struct.Struct("=Q")
 
 def encode(obj: Any) -> tuple[bytes, int | None]:
     """Pickle ``obj`` into a datagram, and a memfd when it is large (caller closes it)."""
+    message, fd, _segment = encode_reusing(obj, None)
+    return message, fd
+
+
+def encode_reusing(
+    obj: Any, cache: SegmentCache | None
+) -> tuple[bytes, int | None, Segment | None]:
+    """``encode``, writing a large message into a segment of ``cache`` when one is given.
+
+    With a cache, the caller owns the returned segment (its fd must stay open
+    until the receiver answers) instead of the fd.
+    """
     buffers: list[Any] = []
     data = dumps(obj, buffers)
     if not buffers and len(data) < MAX_INLINE:
-        return b"\x00" + data, None
+        return b"\x00" + data, None, None
     raws = [memoryview(b.raw()).cast("B") for b in buffers]
     table = _HEAD.pack(len(data), len(raws)) + b"".join(_SIZE.pack(r.nbytes) for r in raws)
+    views = [memoryview(table), memoryview(data), *raws]
+    if cache is not None:
+        segment = cache.take(sum(v.nbytes for v in views))
+        try:
+            segment.write(views)
+        except BaseException:
+            segment.close()
+            raise
+        return b"\x01", segment.fd, segment
     fd = _platform.memfd_create("phalanx-queue")
     try:
-        views = [memoryview(table), memoryview(data), *raws]
-        while views:
-            written = os.writev(fd, views[:1024])
-            while views and written >= views[0].nbytes:
-                written -= views[0].nbytes
-                views.pop(0)
-            if views and written:
-                views[0] = views[0][written:]
+        write_parts(fd, views)
     except BaseException:
         os.close(fd)
         raise
-    return b"\x01", fd
+    return b"\x01", fd, None
 
 
-def decode(message: bytes, fd: int | None) -> Any:
-    """Rebuild the object of a datagram (takes ownership of ``fd``)."""
+def decode(message: bytes, fd: int | None, mappings: list[mmap.mmap] | None = None) -> Any:
+    """Rebuild the object of a datagram (takes ownership of ``fd``).
+
+    The mapping of a large message is appended to ``mappings`` if given, so
+    that the caller can tell later whether anything still uses it.
+    """
     if message[0] == INLINE:
         return loads(memoryview(message)[1:])
     if fd is None:
@@ -87,6 +107,8 @@ def decode(message: bytes, fd: int | None) -> Any:
         mapped = mmap.mmap(fd, size)
     finally:
         os.close(fd)
+    if mappings is not None:
+        mappings.append(mapped)
     view = memoryview(mapped)
     pickle_len, count = _HEAD.unpack_from(view, 0)
     offset = _HEAD.size

@@ -91,7 +91,17 @@ class MaybeEncodingError(Exception):
 class Chunk:
     """Consecutive tasks of one job, run by one worker in one go."""
 
-    __slots__ = ("attempts", "func", "index", "job", "kind", "payload", "size", "timeout")
+    __slots__ = (
+        "attempts",
+        "func",
+        "index",
+        "job",
+        "kind",
+        "payload",
+        "segment",
+        "size",
+        "timeout",
+    )
 
     def __init__(
         self,
@@ -110,6 +120,7 @@ class Chunk:
         self.size = 1 if kind == APPLY else len(payload)
         self.timeout = timeout
         self.attempts = 0
+        self.segment: Any = None  # the shared memory its message travels in, if large
 
     def describe(self) -> str:
         """A short human description for error messages: ``sqr(5)`` or ``sqr over items 10..19``."""

@@ -32,10 +32,11 @@ from typing import Any
 
 from . import _platform
 from . import _util as util
-from ._channel import decode, encode, recv_datagram, send_datagram, socketpair
+from ._channel import decode, encode, encode_reusing, recv_datagram, send_datagram, socketpair
 from ._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from ._pool_results import Chunk, fail_all
 from ._pool_worker import FAILED, INIT_FAILED, OK, UNREADABLE, WorkerEnd, worker_main
+from ._segments import SegmentCache
 
 __all__ = ("CREDIT", "ProcessBackend")
 
@@ -59,7 +60,8 @@ class _Worker:
         self.tasks_left = tasks_left
         self.inflight: collections.deque[Chunk] = collections.deque()  # head runs
         self.sent = 0  # how many of ``inflight`` have left in a datagram
-        self.outbox: collections.deque[tuple[bytes, int | None]] = collections.deque()
+        # Datagrams not sent yet: (message, fd, whether to close fd once sent)
+        self.outbox: collections.deque[tuple[bytes, int | None, bool]] = collections.deque()
         self.started = 0.0  # when the head chunk started running
         self.funcs: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.timed_out: Chunk | None = None
@@ -104,6 +106,7 @@ class ProcessBackend:
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.workers: list[_Worker] = []
         self._funcs: dict[int, tuple[int, Any]] = {}
+        self._segments = SegmentCache()
         self._fids = itertools.count()
         self._init_failures = 0
         self._kill_at: float | None = None
@@ -250,7 +253,7 @@ class ProcessBackend:
             for worker in self.workers:
                 if not worker.inflight and not worker.stopping:
                     worker.stopping = True
-                    self._send(worker, encode(None))
+                    self._send(worker, (_STOP, None, True))
 
     def _start_worker(self) -> None:
         mine, theirs = socketpair()
@@ -311,7 +314,9 @@ class ProcessBackend:
         if not known and len(worker.funcs) >= _FUNCS_PER_WORKER:
             forget = next(iter(worker.funcs))
         try:
-            datagram = encode((fid, None if known else func, forget, chunk.kind, chunk.payload))
+            message, fd, segment = encode_reusing(
+                (fid, None if known else func, forget, chunk.kind, chunk.payload), self._segments
+            )
         except Exception as exc:  # an argument (or the function) cannot be pickled
             chunk.job._set(chunk.index, False, exc)
             chunk.release()
@@ -324,18 +329,19 @@ class ProcessBackend:
             worker.funcs[fid] = None
         if not worker.inflight:
             worker.started = time.monotonic()
+        chunk.segment = segment
         worker.inflight.append(chunk)
-        self._send(worker, datagram)
+        self._send(worker, (message, fd, segment is None))
         return True
 
-    def _send(self, worker: _Worker, datagram: tuple[bytes, int | None]) -> None:
+    def _send(self, worker: _Worker, datagram: tuple[bytes, int | None, bool]) -> None:
         worker.outbox.append(datagram)
         self._flush(worker)
 
     def _flush(self, worker: _Worker) -> None:
         """Send what the worker's link has room for; watch for room if anything is left."""
         while worker.outbox:
-            message, fd = worker.outbox[0]
+            message, fd, owned = worker.outbox[0]
             try:
                 sent = send_datagram(worker.sock, message, fd, block=False)
             except OSError:
@@ -343,7 +349,7 @@ class ProcessBackend:
             if not sent:
                 break
             worker.outbox.popleft()
-            if fd is not None:
+            if fd is not None and owned:
                 os.close(fd)
             if message != _STOP:
                 worker.sent += 1
@@ -363,12 +369,12 @@ class ProcessBackend:
             if got is None:
                 return
             try:
-                tag, value = decode(*got)
+                tag, value, reusable = decode(*got)
             except Exception as exc:
-                tag, value = FAILED, exc
-            self._answer(worker, tag, value)
+                tag, value, reusable = FAILED, exc, False
+            self._answer(worker, tag, value, reusable)
 
-    def _answer(self, worker: _Worker, tag: int, value: Any) -> None:
+    def _answer(self, worker: _Worker, tag: int, value: Any, reusable: bool) -> None:
         if tag == INIT_FAILED:
             # It ran nothing: what it holds goes to other workers when it exits.
             worker.stopping = True
@@ -384,6 +390,12 @@ class ProcessBackend:
             return  # a stray answer (cannot happen unless a worker misbehaves)
         chunk = worker.inflight.popleft()
         worker.sent -= 1
+        if chunk.segment is not None:
+            if reusable:
+                self._segments.give(chunk.segment)
+            else:
+                self._segments.drop(chunk.segment)
+            chunk.segment = None
         worker.started = time.monotonic()
         if worker.tasks_left is not None:
             worker.tasks_left -= 1
@@ -406,9 +418,13 @@ class ProcessBackend:
         worker.process.join(5)
         exitcode = worker.process.exitcode
         worker.sock.close()
-        for _message, fd in worker.outbox:
-            if fd is not None:
+        for _message, fd, owned in worker.outbox:
+            if fd is not None and owned:
                 os.close(fd)
+        for chunk in worker.inflight:
+            if chunk.segment is not None:
+                self._segments.drop(chunk.segment)
+                chunk.segment = None
         self.workers.remove(worker)
         try:
             worker.process.close()
@@ -507,6 +523,10 @@ class ProcessBackend:
         elif now >= self._kill_at:
             self._kill_all(signal.SIGKILL)
         for worker in list(self.workers):
+            for chunk in worker.inflight:
+                if chunk.segment is not None:
+                    self._segments.drop(chunk.segment)
+                    chunk.segment = None
             fail_all(list(worker.inflight), "the pool was terminated")
             worker.inflight.clear()
             worker.sent = 0
@@ -537,6 +557,7 @@ class ProcessBackend:
             except OSError:
                 pass
         self._funcs.clear()
+        self._segments.close()
 
 
 _STOP = encode(None)[0]

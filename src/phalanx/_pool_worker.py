@@ -11,11 +11,14 @@ Message down: ``(fid, func or None, fid to forget or None, kind, payload)``.
 A function travels once per worker and is then named by its ``fid`` (a
 lambda pickled by value is not re-pickled for every task).
 
-Message up: ``(tag, value)`` with the tags below.
+Message up: ``(tag, value, reusable)`` with the tags below; ``reusable`` says
+that the chunk came in a shared-memory segment that nothing maps any more, so
+the supervisor may write the next large chunk into it (see ``_segments``).
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import signal
@@ -62,12 +65,12 @@ def _exit_when_orphaned(sock: socket.socket) -> None:
                 os._exit(1)
 
 
-def _reply(sock: socket.socket, tag: int, value: Any) -> None:
+def _reply(sock: socket.socket, tag: int, value: Any, reusable: bool = False) -> None:
     try:
-        message, fd = encode((tag, value))
+        message, fd = encode((tag, value, reusable))
     except Exception as exc:  # the result (or exception) cannot be pickled
         wrapped = MaybeEncodingError(exc, value)
-        message, fd = encode((FAILED, ExceptionWithTraceback(wrapped, exc.__traceback__)))
+        message, fd = encode((FAILED, ExceptionWithTraceback(wrapped, exc.__traceback__), reusable))
     try:
         send_datagram(sock, message, fd, block=True)
     finally:
@@ -119,10 +122,13 @@ def worker_main(
         except (EOFError, OSError):
             break  # the pool is gone
         assert got is not None
+        mappings: list[mmap.mmap] = []
         try:
-            message = decode(*got)
+            message = decode(*got, mappings)
         except BaseException as exc:
-            _reply(sock, UNREADABLE, ExceptionWithTraceback(_unreadable(exc), exc.__traceback__))
+            error = ExceptionWithTraceback(_unreadable(exc), exc.__traceback__)
+            del exc
+            _reply(sock, UNREADABLE, error, _unmap(mappings))
             done += 1
             continue
         if message is None:
@@ -139,14 +145,27 @@ def worker_main(
             result = _run(func, kind, payload)
         except BaseException as exc:
             del message, payload
-            _reply(sock, FAILED, ExceptionWithTraceback(exc, exc.__traceback__))
-            exc = None  # type: ignore[assignment]  # drop the frames now
+            error = ExceptionWithTraceback(exc, exc.__traceback__)
+            del exc  # its frames may hold the arguments (and so the segment)
+            _reply(sock, FAILED, error, _unmap(mappings))
+            del error
         else:
             del message, payload
-            _reply(sock, OK, result)
+            _reply(sock, OK, result, _unmap(mappings))
             del result
         done += 1
     sys.stdout.flush()
+
+
+def _unmap(mappings: list[mmap.mmap]) -> bool:
+    """Unmap the chunk's segment; True if nothing used it any more (it may be reused)."""
+    if not mappings:
+        return False
+    try:
+        mappings[0].close()
+    except BufferError:  # the task kept an array or a view of its arguments
+        return False
+    return True
 
 
 def _unreadable(exc: BaseException) -> BaseException:

@@ -14,6 +14,7 @@ It runs on the same supervisor as ``phalanx.Pool``, so:
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import threading
@@ -59,11 +60,14 @@ class _FutureJob(_Job):
             )
             lost.__cause__ = value.__cause__
             value = lost
-        if not self.future.running():
-            # Failed before it ran (pool terminated): move it through RUNNING first.
-            if not self.future.set_running_or_notify_cancel():
-                return
+        # Failed before it ran (pool terminated)? It must go through RUNNING first.
+        if not self.future.running() and not self.future.set_running_or_notify_cancel():
+            return  # cancelled meanwhile
         self.future.set_exception(value)
+
+
+def _forget(jobs: set[_FutureJob], job: _FutureJob, _future: Future[Any]) -> None:
+    jobs.discard(job)
 
 
 def _process_chunk(fn: Callable[..., Any], chunk: list[tuple[Any, ...]]) -> list[Any]:
@@ -129,7 +133,7 @@ class ProcessPoolExecutor(Executor):
             future: Future[Any] = Future()
             job = _FutureJob(future)
             self._jobs.add(job)
-            future.add_done_callback(lambda _f, job=job: self._jobs.discard(job))
+            future.add_done_callback(functools.partial(_forget, self._jobs, job))
             self._backend.submit([Chunk(job, 0, fn, APPLY, (args, kwargs))])
             return future
 
