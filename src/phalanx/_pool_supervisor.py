@@ -181,6 +181,11 @@ class ProcessBackend:
         for worker in self.workers:
             worker.sock.close()
         self.workers = []
+        # The supervisor thread did not survive the fork: say so, do not hang.
+        self.broken = PoolTerminatedError(
+            "this pool belongs to the parent process: a forked child cannot use it "
+            "(create a pool in the child)"
+        )
 
     # -- the supervisor thread -----------------------------------------------------------
 
@@ -267,6 +272,7 @@ class ProcessBackend:
             name=f"PoolWorker-{next(_worker_names)}",
             daemon=True,
         )
+        process._exits_with_parent = True  # its link hangs up when we die: nested pools are safe
         try:
             process.start()
         finally:

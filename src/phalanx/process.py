@@ -86,6 +86,7 @@ class BaseProcess:
     """
 
     _start_method: str | None = None
+    _exits_with_parent = False  # see start(): may be started by a daemonic process
     _config: dict[str, Any]
     _popen: Popen | None
 
@@ -150,7 +151,10 @@ class BaseProcess:
                 f"can only start a process object created by the current process "
                 f"({self._name!r} was created by pid {self._parent_pid})"
             )
-        if _current_process._config.get("daemon"):
+        # A daemonic process is killed at its parent's exit, which would orphan
+        # its children; a child that exits with its parent by itself (a pool
+        # worker) is safe, so nested pools work.
+        if _current_process._config.get("daemon") and not self._exits_with_parent:
             raise ProcessStateError(
                 "daemonic processes are not allowed to have children "
                 f"({_current_process.name!r} is daemonic)"
