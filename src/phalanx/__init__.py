@@ -26,6 +26,7 @@ __all__ = (
     "Event",
     "JoinableQueue",
     "Lock",
+    "Manager",
     "Pipe",
     "Pool",
     "Process",
@@ -64,6 +65,7 @@ Condition = _default.Condition
 Event = _default.Event
 JoinableQueue = _default.JoinableQueue
 Lock = _default.Lock
+Manager = _default.Manager
 Pipe = _default.Pipe
 Pool = _default.Pool
 Queue = _default.Queue

@@ -41,18 +41,20 @@ def main(fd: int) -> NoReturn:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     leaked = serve(fd)
     for rtype, names in leaked.items():
-        if not names:
-            continue
-        try:
-            sys.stderr.write(
-                f"phalanx resource tracker: {len(names)} {rtype} object(s) left behind by "
-                f"finished processes, removing them: {sorted(names)}\n"
-            )
-        except (OSError, ValueError):
-            pass
-        for name in names:
+        removed = []
+        for name in sorted(names):
             try:
                 _CLEANUP[rtype](name)
             except OSError:
-                pass  # already gone
+                continue  # already unlinked by someone else: not left behind
+            removed.append(name)
+        if not removed:
+            continue
+        try:
+            sys.stderr.write(
+                f"phalanx resource tracker: {len(removed)} {rtype} object(s) left behind by "
+                f"finished processes, removed them: {removed}\n"
+            )
+        except (OSError, ValueError):
+            pass
     os._exit(0)

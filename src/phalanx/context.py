@@ -115,6 +115,14 @@ class BaseContext:
         """A simplified unbounded queue."""
         return queues.SimpleQueue(ctx=self.get_context())
 
+    def Manager(self) -> Any:
+        """A started ``SyncManager``: a server process holding shared objects."""
+        from .managers import SyncManager
+
+        manager = SyncManager(ctx=self.get_context())
+        manager.start()
+        return manager
+
     def Pool(
         self,
         processes: int | None = None,

@@ -1,0 +1,751 @@
+"""Managers: Python objects held by a server process, used from others through proxies.
+
+Names and behaviour follow the stdlib's ``multiprocessing.managers``.  The
+protocol, the proxies and the server are phalanx's own (see
+``_manager_proxy`` and ``_manager_server``): a phalanx client talks to a
+phalanx manager, locally over AF_UNIX or remotely over TCP, with the same
+mutual HMAC-SHA256 handshake as ``Listener``/``Client`` (nothing is
+unpickled before it succeeds).
+
+Beyond the stdlib: a proxy whose server died raises ``ServerGoneError`` (a
+``ConnectionError``) instead of hanging or failing obscurely; proxy calls
+reuse one connection per thread and server; proxy classes are built without
+``exec``.
+"""
+
+from __future__ import annotations
+
+import array
+import queue
+import signal
+import threading
+import time
+import types
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from . import _util as util
+from ._errors import ProcessError, ProcessStateError
+from ._manager_proxy import (
+    AutoProxy,
+    BaseProxy,
+    MakeProxyType,
+    RebuildProxy,
+    RemoteError,
+    ServerGoneError,
+    Token,
+    _channels,
+    dispatch,
+    listener_client,
+)
+from ._manager_server import Server, public_methods
+from .process import AuthenticationString, current_process
+
+__all__ = (
+    "BaseManager",
+    "BaseProxy",
+    "RemoteError",
+    "SharedMemoryManager",
+    "SyncManager",
+    "Token",
+)
+
+_reexported = (
+    AutoProxy,
+    MakeProxyType,
+    RebuildProxy,
+    ServerGoneError,
+    listener_client,
+    public_methods,
+)
+
+
+def all_methods(obj: Any) -> list[str]:
+    """Names of every callable attribute of ``obj``."""
+    return [name for name in dir(obj) if callable(getattr(obj, name, None))]
+
+
+class State:
+    __slots__ = ("value",)
+    INITIAL = 0
+    STARTED = 1
+    SHUTDOWN = 2
+
+    def __init__(self) -> None:
+        self.value = State.INITIAL
+
+
+class BaseManager:
+    """Starts (or connects to) a server process and makes proxies to objects it holds."""
+
+    _registry: dict[str, tuple[Any, Any, Any, Any]] = {}
+    _Server: type[Server] = Server
+
+    def __init__(
+        self,
+        address: Any = None,
+        authkey: bytes | None = None,
+        serializer: str = "pickle",
+        ctx: Any = None,
+        *,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        if serializer not in listener_client:
+            raise ValueError(
+                f"unknown serializer {serializer!r}: use one of {sorted(listener_client)}"
+            )
+        if authkey is None:
+            authkey = current_process().authkey
+        self._address = address
+        self._authkey = AuthenticationString(authkey)
+        self._state = State()
+        self._serializer = serializer
+        self._Listener, self._Client = listener_client[serializer]
+        if ctx is None:
+            from .context import _default_context
+
+            ctx = _default_context.get_context()
+        self._ctx = ctx
+        self._shutdown_timeout = shutdown_timeout
+        self._process: Any = None
+
+    def _server_registry(self) -> dict[str, tuple[Any, Any, Any]]:
+        # What the server needs: no proxy types (they live on the client side).
+        return {typeid: entry[:3] for typeid, entry in self._registry.items()}
+
+    def get_server(self) -> Server:
+        """A server object for this manager, to run in this process (``serve_forever``)."""
+        self._check_initial()
+        return self._Server(
+            self._server_registry(), self._address, bytes(self._authkey), self._serializer
+        )
+
+    def connect(self) -> None:
+        """Use a server that is already running at ``address`` (another process or machine)."""
+        dispatch(self._address, self._serializer, bytes(self._authkey), "dummy")
+        self._state.value = State.STARTED
+
+    def _check_initial(self) -> None:
+        if self._state.value == State.STARTED:
+            raise ProcessError(f"Already started server (manager at {self._address!r})")
+        if self._state.value == State.SHUTDOWN:
+            raise ProcessError("Manager has shut down")
+        if self._state.value != State.INITIAL:
+            raise ProcessError(f"Unknown state {self._state.value!r}")
+
+    def start(
+        self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()
+    ) -> None:
+        """Start the server process; returns once it listens."""
+        self._check_initial()
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
+        from ._connection import Pipe
+
+        reader, writer = Pipe(duplex=False)
+        self._process = self._ctx.Process(
+            target=type(self)._run_server,
+            args=(
+                self._server_registry(),
+                self._address,
+                bytes(self._authkey),
+                self._serializer,
+                writer,
+                initializer,
+                tuple(initargs),
+            ),
+        )
+        ident = ":".join(str(i) for i in self._process._identity)
+        self._process.name = f"{type(self).__name__}-{ident}"
+        self._process.start()
+        writer.close()
+        try:
+            if not reader.poll(60):
+                raise ProcessError("the manager's server did not start within 60 s")
+            self._address = reader.recv()
+        except EOFError:
+            self._process.join(5)
+            raise ProcessError(
+                f"the manager's server process exited during start-up "
+                f"(exit code {self._process.exitcode}); see its traceback above"
+            ) from None
+        finally:
+            reader.close()
+        self._state.value = State.STARTED
+        self.shutdown = util.Finalize(
+            self,
+            type(self)._finalize_manager,
+            args=(
+                self._process,
+                self._address,
+                bytes(self._authkey),
+                self._state,
+                self._serializer,
+                self._shutdown_timeout,
+            ),
+            exitpriority=0,
+        )
+
+    @classmethod
+    def _run_server(
+        cls,
+        registry: Mapping[str, Any],
+        address: Any,
+        authkey: bytes,
+        serializer: str,
+        writer: Any,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+    ) -> None:
+        # Ctrl-C reaches the whole process group: the manager's owner decides
+        # when its server stops (shutdown at exit), not the signal.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        current_process().authkey = authkey  # its own proxies connect back with it
+        if initializer is not None:
+            initializer(*initargs)
+        server = cls._Server(registry, address, authkey, serializer)
+        writer.send(server.address)
+        writer.close()
+        util.info("manager serving at %r", server.address)
+        server.serve_forever()
+
+    def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Token, tuple[str, ...]]:
+        if self._state.value != State.STARTED:
+            raise ProcessError(
+                f"server not yet started: call start() or connect() before {typeid}()"
+            )
+        ident, exposed = dispatch(
+            self._address, self._serializer, bytes(self._authkey), "create", (typeid, args, kwds)
+        )
+        return Token(typeid, self._address, ident), tuple(exposed)
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the server process to exit."""
+        if self._process is not None:
+            self._process.join(timeout)
+            if not self._process.is_alive():
+                self._process = self._process if self._process.exitcode is not None else None
+
+    def _debug_info(self) -> str:
+        return str(dispatch(self._address, self._serializer, bytes(self._authkey), "info"))
+
+    def _number_of_objects(self) -> int:
+        return int(dispatch(self._address, self._serializer, bytes(self._authkey), "count"))
+
+    def __enter__(self) -> BaseManager:
+        if self._state.value == State.INITIAL:
+            self.start()
+        if self._state.value != State.STARTED:
+            raise ProcessError(f"Unable to start server (state {self._state.value})")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        shutdown = getattr(self, "shutdown", None)
+        if shutdown is not None:
+            shutdown()
+
+    @staticmethod
+    def _finalize_manager(
+        process: Any,
+        address: Any,
+        authkey: bytes,
+        state: State,
+        serializer: str,
+        shutdown_timeout: float,
+    ) -> None:
+        if process.is_alive():
+            util.info("sending shutdown message to manager")
+            try:
+                dispatch(address, serializer, authkey, "shutdown")
+            except Exception:
+                pass
+            process.join(timeout=shutdown_timeout)
+            if process.is_alive():
+                util.info("manager still alive: terminating it")
+                process.terminate()
+                process.join(timeout=shutdown_timeout)
+                if process.is_alive():
+                    process.kill()
+                    process.join()
+        _channels.drop(address)
+        state.value = State.SHUTDOWN
+
+    @property
+    def address(self) -> Any:
+        return self._address
+
+    @classmethod
+    def register(
+        cls,
+        typeid: str,
+        callable: Callable[..., Any] | None = None,
+        proxytype: Any = None,
+        exposed: Sequence[str] | None = None,
+        method_to_typeid: Mapping[str, str] | None = None,
+        create_method: bool = True,
+    ) -> None:
+        """Make ``typeid`` a type this manager can create (``manager.<typeid>(...)``)."""
+        if "_registry" not in cls.__dict__:
+            cls._registry = cls._registry.copy()
+        if proxytype is None:
+            proxytype = AutoProxy
+        exposed = exposed or getattr(proxytype, "_exposed_", None)
+        method_to_typeid = method_to_typeid or getattr(proxytype, "_method_to_typeid_", None)
+        if method_to_typeid:
+            for key, value in method_to_typeid.items():
+                if not isinstance(key, str) or not isinstance(value, str):
+                    raise TypeError(
+                        f"method_to_typeid must map str to str (got {key!r}: {value!r})"
+                    )
+        cls._registry[typeid] = (callable, exposed, method_to_typeid, proxytype)
+        if create_method:
+            setattr(cls, typeid, _creator(typeid, proxytype))
+
+
+def _creator(typeid: str, proxytype: Any) -> Callable[..., Any]:
+    def create(self: BaseManager, /, *args: Any, **kwds: Any) -> Any:
+        token, exposed = self._create(typeid, *args, **kwds)
+        # The server counted one reference for us at creation: no incref.
+        return proxytype(
+            token,
+            self._serializer,
+            manager=self,
+            authkey=self._authkey,
+            exposed=exposed,
+            incref=False,
+        )
+
+    create.__name__ = typeid
+    create.__qualname__ = f"BaseManager.{typeid}"
+    return create
+
+
+# -- types a SyncManager serves ---------------------------------------------------------
+
+
+class Namespace:
+    """A bag of attributes (its repr hides those starting with ``_``)."""
+
+    def __init__(self, /, **kwds: Any) -> None:
+        self.__dict__.update(kwds)
+
+    def __repr__(self) -> str:
+        shown = sorted(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+
+class Value:
+    """A value with ``get``/``set`` and a ``value`` property (``lock`` is ignored)."""
+
+    def __init__(self, typecode: Any, value: Any, lock: bool = True) -> None:
+        self._typecode = typecode
+        self._value = value
+
+    def get(self) -> Any:
+        return self._value
+
+    def set(self, value: Any) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._typecode!r}, {self._value!r})"
+
+    value = property(get, set)
+
+
+def Array(typecode: str, sequence: Iterable[Any], lock: bool = True) -> array.array[Any]:
+    return array.array(typecode, sequence)
+
+
+class IteratorProxy(BaseProxy):
+    _exposed_ = ("__next__", "send", "throw", "close")
+
+    def __iter__(self) -> IteratorProxy:
+        return self
+
+    def __next__(self, *args: Any) -> Any:
+        return self._callmethod("__next__", args)
+
+    def send(self, *args: Any) -> Any:
+        return self._callmethod("send", args)
+
+    def throw(self, *args: Any) -> Any:
+        return self._callmethod("throw", args)
+
+    def close(self, *args: Any) -> Any:
+        return self._callmethod("close", args)
+
+
+class AcquirerProxy(BaseProxy):
+    _exposed_: tuple[str, ...] = ("acquire", "release")
+
+    def acquire(self, blocking: bool = True, timeout: float | None = None) -> Any:
+        args = (blocking,) if timeout is None else (blocking, timeout)
+        return self._callmethod("acquire", args)
+
+    def release(self) -> Any:
+        return self._callmethod("release")
+
+    def __enter__(self) -> Any:
+        return self._callmethod("acquire")
+
+    def __exit__(self, *exc: object) -> Any:
+        return self._callmethod("release")
+
+
+class ConditionProxy(AcquirerProxy):
+    _exposed_ = ("acquire", "release", "wait", "notify", "notify_all")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        return self._callmethod("wait", (timeout,))
+
+    def notify(self, n: int = 1) -> Any:
+        return self._callmethod("notify", (n,))
+
+    def notify_all(self) -> Any:
+        return self._callmethod("notify_all")
+
+    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+        result = predicate()
+        if result:
+            return result
+        endtime = None if timeout is None else time.monotonic() + timeout
+        waittime = None
+        while not result:
+            if endtime is not None:
+                waittime = endtime - time.monotonic()
+                if waittime <= 0:
+                    break
+            self.wait(waittime)
+            result = predicate()
+        return result
+
+
+class EventProxy(BaseProxy):
+    _exposed_ = ("is_set", "set", "clear", "wait")
+
+    def is_set(self) -> Any:
+        return self._callmethod("is_set")
+
+    def set(self) -> Any:
+        return self._callmethod("set")
+
+    def clear(self) -> Any:
+        return self._callmethod("clear")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        return self._callmethod("wait", (timeout,))
+
+
+class BarrierProxy(BaseProxy):
+    _exposed_ = ("__getattribute__", "wait", "abort", "reset")
+
+    def wait(self, timeout: float | None = None) -> Any:
+        return self._callmethod("wait", (timeout,))
+
+    def abort(self) -> Any:
+        return self._callmethod("abort")
+
+    def reset(self) -> Any:
+        return self._callmethod("reset")
+
+    @property
+    def parties(self) -> Any:
+        return self._callmethod("__getattribute__", ("parties",))
+
+    @property
+    def n_waiting(self) -> Any:
+        return self._callmethod("__getattribute__", ("n_waiting",))
+
+    @property
+    def broken(self) -> Any:
+        return self._callmethod("__getattribute__", ("broken",))
+
+
+class NamespaceProxy(BaseProxy):
+    _exposed_ = ("__getattribute__", "__setattr__", "__delattr__")
+
+    def __getattr__(self, key: str) -> Any:
+        if key[0] == "_":
+            return object.__getattribute__(self, key)
+        callmethod = object.__getattribute__(self, "_callmethod")
+        return callmethod("__getattribute__", (key,))
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        if key[0] == "_":
+            object.__setattr__(self, key, value)
+            return
+        callmethod = object.__getattribute__(self, "_callmethod")
+        callmethod("__setattr__", (key, value))
+
+    def __delattr__(self, key: str) -> None:
+        if key[0] == "_":
+            object.__delattr__(self, key)
+            return
+        callmethod = object.__getattribute__(self, "_callmethod")
+        callmethod("__delattr__", (key,))
+
+
+class ValueProxy(BaseProxy):
+    _exposed_ = ("get", "set")
+
+    def get(self) -> Any:
+        return self._callmethod("get")
+
+    def set(self, value: Any) -> Any:
+        return self._callmethod("set", (value,))
+
+    value = property(get, set)
+
+    __class_getitem__: Any = classmethod(types.GenericAlias)
+
+
+BaseListProxy = MakeProxyType(
+    "BaseListProxy",
+    (
+        "__add__",
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__len__",
+        "__mul__",
+        "__reversed__",
+        "__rmul__",
+        "__setitem__",
+        "append",
+        "count",
+        "extend",
+        "index",
+        "insert",
+        "pop",
+        "remove",
+        "reverse",
+        "sort",
+        "__imul__",
+    ),
+)
+
+
+class ListProxy(BaseListProxy):  # type: ignore[valid-type,misc]
+    def __iadd__(self, value: Any) -> ListProxy:
+        self._callmethod("extend", (value,))
+        return self
+
+    def __imul__(self, value: Any) -> ListProxy:
+        self._callmethod("__imul__", (value,))
+        return self
+
+    __class_getitem__: Any = classmethod(types.GenericAlias)
+
+
+_BaseDictProxy = MakeProxyType(
+    "_BaseDictProxy",
+    (
+        "__contains__",
+        "__delitem__",
+        "__getitem__",
+        "__ior__",
+        "__iter__",
+        "__len__",
+        "__or__",
+        "__reversed__",
+        "__ror__",
+        "__setitem__",
+        "clear",
+        "copy",
+        "fromkeys",
+        "get",
+        "items",
+        "keys",
+        "pop",
+        "popitem",
+        "setdefault",
+        "update",
+        "values",
+    ),
+)
+_BaseDictProxy._method_to_typeid_ = {"__iter__": "Iterator"}  # type: ignore[attr-defined]
+
+
+class DictProxy(_BaseDictProxy):  # type: ignore[valid-type,misc]
+    def __ior__(self, value: Any) -> DictProxy:
+        self._callmethod("__ior__", (value,))
+        return self
+
+    __class_getitem__: Any = classmethod(types.GenericAlias)
+
+
+ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__"))
+
+BasePoolProxy = MakeProxyType(
+    "PoolProxy",
+    (
+        "apply",
+        "apply_async",
+        "close",
+        "imap",
+        "imap_unordered",
+        "join",
+        "map",
+        "map_async",
+        "starmap",
+        "starmap_async",
+        "terminate",
+    ),
+)
+BasePoolProxy._method_to_typeid_ = {  # type: ignore[attr-defined]
+    "apply_async": "AsyncResult",
+    "map_async": "AsyncResult",
+    "starmap_async": "AsyncResult",
+    "imap": "Iterator",
+    "imap_unordered": "Iterator",
+}
+
+
+class PoolProxy(BasePoolProxy):  # type: ignore[valid-type,misc]
+    def __enter__(self) -> PoolProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminate()
+
+
+def _pool(*args: Any, **kwds: Any) -> Any:
+    from .pool import Pool
+
+    return Pool(*args, **kwds)
+
+
+class SyncManager(BaseManager):
+    """A manager serving queues, locks, events, lists, dicts, namespaces, values and pools."""
+
+    # Methods added by register() below; declared for type checkers.
+    Barrier: Callable[..., Any]
+    BoundedSemaphore: Callable[..., Any]
+    Condition: Callable[..., Any]
+    Event: Callable[..., Any]
+    Lock: Callable[..., Any]
+    Namespace: Callable[..., Any]
+    Pool: Callable[..., Any]
+    RLock: Callable[..., Any]
+    Semaphore: Callable[..., Any]
+    Queue: Callable[..., Any]
+    JoinableQueue: Callable[..., Any]
+    Value: Callable[..., Any]
+    Array: Callable[..., Any]
+    dict: Callable[..., Any]
+    list: Callable[..., Any]
+
+
+SyncManager.register("Queue", queue.Queue)
+SyncManager.register("JoinableQueue", queue.Queue)
+SyncManager.register("Event", threading.Event, EventProxy)
+SyncManager.register("Lock", threading.Lock, AcquirerProxy)
+SyncManager.register("RLock", threading.RLock, AcquirerProxy)
+SyncManager.register("Semaphore", threading.Semaphore, AcquirerProxy)
+SyncManager.register("BoundedSemaphore", threading.BoundedSemaphore, AcquirerProxy)
+SyncManager.register("Condition", threading.Condition, ConditionProxy)
+SyncManager.register("Barrier", threading.Barrier, BarrierProxy)
+SyncManager.register("Pool", _pool, PoolProxy)
+SyncManager.register("list", list, ListProxy)
+SyncManager.register("dict", dict, DictProxy)
+SyncManager.register("Value", Value, ValueProxy)
+SyncManager.register("Array", Array, ArrayProxy)
+SyncManager.register("Namespace", Namespace, NamespaceProxy)
+SyncManager.register("Iterator", proxytype=IteratorProxy, create_method=False)
+SyncManager.register("AsyncResult", create_method=False)
+
+
+# -- shared memory ----------------------------------------------------------------------
+
+
+class SharedMemoryServer(Server):
+    """A server that also unlinks, at shutdown, the segments its clients created."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.segments: list[str] = []
+        self._segments_lock = threading.Lock()
+
+    def _track(self, name: str) -> tuple[str, Any]:
+        with self._segments_lock:
+            self.segments.append(name)
+        return "#RETURN", None
+
+    def _release(self, name: str) -> tuple[str, Any]:
+        with self._segments_lock:
+            if name in self.segments:
+                self.segments.remove(name)
+        _unlink_segment(name)
+        return "#RETURN", None
+
+    def _list(self) -> tuple[str, Any]:
+        with self._segments_lock:
+            return "#RETURN", list(self.segments)
+
+    def _shutdown(self) -> tuple[str, Any]:
+        with self._segments_lock:
+            names, self.segments = self.segments, []
+        for name in names:
+            _unlink_segment(name)
+        return super()._shutdown()
+
+    _ops = {
+        **Server._ops,
+        "track_segment": _track,
+        "release_segment": _release,
+        "list_segments": _list,
+        "shutdown": _shutdown,
+    }
+
+
+def _unlink_segment(name: str) -> None:
+    from .shared_memory import SharedMemory
+
+    try:
+        segment = SharedMemory(name, track=False)
+    except FileNotFoundError:
+        return
+    segment.close()
+    segment.unlink()
+
+
+class SharedMemoryManager(BaseManager):
+    """Creates ``SharedMemory``/``ShareableList`` segments that its server frees at shutdown."""
+
+    _Server = SharedMemoryServer
+
+    def SharedMemory(self, size: int) -> Any:
+        """A new ``SharedMemory`` of ``size`` bytes, unlinked when the manager shuts down."""
+        from .shared_memory import SharedMemory
+
+        self._check_started()
+        segment = SharedMemory(None, create=True, size=size)
+        self._track(segment.name, segment)
+        return segment
+
+    def ShareableList(self, sequence: Iterable[Any] | None) -> Any:
+        """A new ``ShareableList``, unlinked when the manager shuts down."""
+        from .shared_memory import ShareableList
+
+        self._check_started()
+        shared = ShareableList(sequence)
+        self._track(shared.shm.name, shared.shm)
+        return shared
+
+    def _check_started(self) -> None:
+        if self._state.value != State.STARTED:
+            raise ProcessStateError(
+                f"{type(self).__name__} not started: call start() (or use it in a with block) "
+                "before creating segments"
+            )
+
+    def _track(self, name: str, segment: Any) -> None:
+        try:
+            dispatch(
+                self._address, self._serializer, bytes(self._authkey), "track_segment", (name,)
+            )
+        except BaseException:
+            segment.close()
+            segment.unlink()
+            raise
