@@ -183,7 +183,9 @@ class _Channels:
 
     def get(self, address: Any, serializer: str, authkey: bytes | None) -> Any:
         conns = self.local.__dict__.setdefault("conns", {})
-        key = _freeze(address)
+        # The key is part of the identity: a manager with another key must not
+        # ride on a connection authenticated with ours.
+        key = (_freeze(address), authkey, serializer)
         conn = conns.get(key)
         if conn is None:
             try:
@@ -198,10 +200,9 @@ class _Channels:
 
     def drop(self, address: Any) -> None:
         conns = self.local.__dict__.get("conns", {})
-        conn = conns.pop(_freeze(address), None)
-        if conn is not None:
+        for key in [k for k in conns if k[0] == _freeze(address)]:
             try:
-                conn.close()
+                conns.pop(key).close()
             except OSError:
                 pass
 

@@ -656,6 +656,64 @@ SyncManager.register("Iterator", proxytype=IteratorProxy, create_method=False)
 SyncManager.register("AsyncResult", create_method=False)
 
 
+# -- a standalone server: objects shared by name ---------------------------------------
+
+_named: dict[tuple[str, str], Any] = {}
+_named_lock = threading.Lock()
+
+
+def _get_named(kind: str, factory: Callable[[], Any], name: str) -> Any:
+    with _named_lock:
+        obj = _named.get((kind, name))
+        if obj is None:
+            obj = _named[(kind, name)] = factory()
+        return obj
+
+
+def _named_dict(name: str) -> dict[Any, Any]:
+    return _get_named("dict", dict, name)  # type: ignore[no-any-return]
+
+
+def _named_list(name: str) -> list[Any]:
+    return _get_named("list", list, name)  # type: ignore[no-any-return]
+
+
+def _named_queue(name: str) -> queue.Queue[Any]:
+    return _get_named("queue", queue.Queue, name)  # type: ignore[no-any-return]
+
+
+def _named_namespace(name: str) -> Namespace:
+    return _get_named("namespace", Namespace, name)  # type: ignore[no-any-return]
+
+
+def _named_lock_(name: str) -> Any:
+    return _get_named("lock", threading.Lock, name)
+
+
+class RemoteManager(SyncManager):
+    """A ``SyncManager`` whose objects can also be shared by name between clients.
+
+    ``phalanx manager serve --address HOST:PORT`` runs one; clients use
+    ``RemoteManager(address=(HOST, PORT), authkey=KEY)``, ``connect()``, and
+    ``get_dict(name)``, ``get_list(name)``, ``get_queue(name)``,
+    ``get_namespace(name)`` or ``get_lock(name)``: every client asking for the
+    same name gets a proxy to the same object.
+    """
+
+    get_dict: Callable[[str], Any]
+    get_list: Callable[[str], Any]
+    get_queue: Callable[[str], Any]
+    get_namespace: Callable[[str], Any]
+    get_lock: Callable[[str], Any]
+
+
+RemoteManager.register("get_dict", _named_dict, DictProxy)
+RemoteManager.register("get_list", _named_list, ListProxy)
+RemoteManager.register("get_queue", _named_queue)
+RemoteManager.register("get_namespace", _named_namespace, NamespaceProxy)
+RemoteManager.register("get_lock", _named_lock_, AcquirerProxy)
+
+
 # -- shared memory ----------------------------------------------------------------------
 
 
