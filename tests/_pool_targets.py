@@ -233,3 +233,43 @@ class RaisesUnpicklable:
 
     def run(self) -> Any:
         raise UnpicklableError("this exception holds a lock")
+
+
+# --- large chunks (they travel in shared-memory segments) -------------------------------
+
+_KEPT: list[Any] = []
+
+
+def payload_len(item: tuple[str, bytes]) -> int:
+    """``len`` of the payload; the action ``"die"`` ends the worker instead."""
+    action, payload = item
+    if action == "die":
+        os._exit(EXIT_CODE)
+    return len(payload)
+
+
+def keep_and_sum(array: Any) -> int:
+    """Keep the array (a view of the chunk's segment) alive in this worker; its sum."""
+    _KEPT.append(array)
+    return int(array.sum())
+
+
+def kept_sums(_: Any = None) -> list[int]:
+    return [int(a.sum()) for a in _KEPT]
+
+
+def _rebuild_slowly_or_fail(parent_pid: int) -> Any:
+    if os.getpid() != parent_pid:
+        time.sleep(0.3)  # the chunks behind it reach the worker first
+        raise ImportError("this argument cannot be rebuilt in a worker")
+    return SlowlyFailsToUnpickle()
+
+
+class SlowlyFailsToUnpickle:
+    """A task argument that a worker fails to unpickle, a moment after it starts to."""
+
+    def __repr__(self) -> str:
+        return "SlowlyFailsToUnpickle()"
+
+    def __reduce__(self) -> Any:
+        return _rebuild_slowly_or_fail, (os.getpid(),)

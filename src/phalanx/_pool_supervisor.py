@@ -35,7 +35,16 @@ from . import _util as util
 from ._channel import decode, encode, encode_reusing, recv_datagram, send_datagram, socketpair
 from ._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from ._pool_results import Chunk, fail_all
-from ._pool_worker import FAILED, INIT_FAILED, OK, UNREADABLE, WorkerEnd, worker_main
+from ._pool_worker import (
+    FAILED,
+    INIT_FAILED,
+    OK,
+    READY,
+    RESEND,
+    UNREADABLE,
+    WorkerEnd,
+    worker_main,
+)
 from ._segments import SegmentCache
 
 __all__ = ("CREDIT", "ProcessBackend")
@@ -66,6 +75,7 @@ class _Worker:
         self.funcs: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.timed_out: Chunk | None = None
         self.stopping = False
+        self.ready = False  # its initializer is done: task clocks may run
 
     def room(self) -> bool:
         if self.stopping:
@@ -334,7 +344,7 @@ class ProcessBackend:
                 del worker.funcs[forget]
             worker.funcs[fid] = None
         if not worker.inflight:
-            worker.started = time.monotonic()
+            worker.started = time.monotonic()  # (reset when it says READY)
         chunk.segment = segment
         worker.inflight.append(chunk)
         self._send(worker, (message, fd, segment is None))
@@ -392,6 +402,10 @@ class ProcessBackend:
                 )
             return
         self._init_failures = 0
+        if tag == READY:
+            worker.ready = True
+            worker.started = time.monotonic()  # the head chunk's clock starts now
+            return
         if not worker.inflight:
             return  # a stray answer (cannot happen unless a worker misbehaves)
         chunk = worker.inflight.popleft()
@@ -403,6 +417,13 @@ class ProcessBackend:
                 self._segments.drop(chunk.segment)
             chunk.segment = None
         worker.started = time.monotonic()
+        if tag == RESEND:
+            # It never got the function (the chunk that carried it was unreadable):
+            # run the chunk again, with the function this time.
+            worker.funcs.pop(value, None)
+            with self._lock:
+                self._pending.appendleft(chunk)
+            return
         if worker.tasks_left is not None:
             worker.tasks_left -= 1
         if tag == UNREADABLE:
@@ -486,7 +507,7 @@ class ProcessBackend:
     def _next_deadline(self) -> float | None:
         deadline = self._kill_at
         for worker in self.workers:
-            chunk = worker.inflight[0] if worker.sent else None
+            chunk = worker.inflight[0] if worker.sent and worker.ready else None
             if chunk is not None and chunk.timeout is not None and worker.timed_out is None:
                 due = worker.started + chunk.timeout * chunk.size
                 deadline = due if deadline is None else min(deadline, due)
@@ -497,7 +518,7 @@ class ProcessBackend:
     def _check_deadlines(self) -> None:
         now = time.monotonic()
         for worker in self.workers:
-            chunk = worker.inflight[0] if worker.sent else None
+            chunk = worker.inflight[0] if worker.sent and worker.ready else None
             if chunk is None or chunk.timeout is None or worker.timed_out is not None:
                 continue
             if now >= worker.started + chunk.timeout * chunk.size:

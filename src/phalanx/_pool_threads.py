@@ -10,6 +10,7 @@ import collections
 import threading
 from typing import Any
 
+from ._errors import PoolTerminatedError
 from ._pool_results import APPLY, MAP, Chunk, fail_all
 
 __all__ = ("ThreadBackend",)
@@ -53,6 +54,12 @@ class ThreadBackend:
                 self._pending.extend(chunks)
                 self._cond.notify(len(chunks))
                 return
+            broken = self.broken
+        if broken is not None:
+            for chunk in chunks:
+                chunk.job._set(chunk.index, False, broken)
+                chunk.release()
+            return
         fail_all(chunks, "pool terminated")
 
     def feeder_started(self) -> None:
@@ -88,9 +95,27 @@ class ThreadBackend:
     def repopulate(self) -> None:
         pass
 
+    def _break(self, exc: BaseException) -> None:
+        """The initializer failed: the pool cannot run tasks; fail them, now and later."""
+        error = PoolTerminatedError(f"the pool's initializer failed: {type(exc).__name__}: {exc}")
+        error.__cause__ = exc
+        with self._cond:
+            self.broken = error
+            self.state = TERMINATE
+            pending = list(self._pending)
+            self._pending.clear()
+            self._cond.notify_all()
+        for chunk in pending:
+            chunk.job._set(chunk.index, False, error)
+            chunk.release()
+
     def _work(self) -> None:
         if self._initializer is not None:
-            self._initializer(*self._initargs)
+            try:
+                self._initializer(*self._initargs)
+            except BaseException as exc:
+                self._break(exc)
+                return
         while True:
             with self._cond:
                 while not self._pending:
@@ -108,8 +133,9 @@ class ThreadBackend:
                     result = [chunk.func(x) for x in chunk.payload]
                 else:
                     result = [chunk.func(*a) for a in chunk.payload]
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: the task fails, the thread goes on
                 chunk.job._set(chunk.index, False, exc)
+                del exc
             else:
                 chunk.job._set(chunk.index, True, result)
                 del result  # the caller alone decides how long results live

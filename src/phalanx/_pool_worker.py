@@ -32,12 +32,23 @@ from ._channel import decode, encode, recv_datagram, recv_spinning, send_datagra
 from ._pool_results import APPLY, MAP, ExceptionWithTraceback, MaybeEncodingError
 from ._wire.fds import DupFd
 
-__all__ = ("FAILED", "INIT_FAILED", "OK", "UNREADABLE", "WorkerEnd", "worker_main")
+__all__ = (
+    "FAILED",
+    "INIT_FAILED",
+    "OK",
+    "READY",
+    "RESEND",
+    "UNREADABLE",
+    "WorkerEnd",
+    "worker_main",
+)
 
 OK = 0  # value: the result (a list for map chunks)
 FAILED = 1  # value: the exception (with the remote traceback)
 INIT_FAILED = 2  # value: the initializer's exception; the worker then exits
 UNREADABLE = 3  # value: why the task could not be unpickled
+READY = 4  # the initializer is done: timeouts count from here (sent once, first)
+RESEND = 5  # the chunk named a function this worker never got: send it again with it
 
 _SPIN = 50e-6
 
@@ -69,8 +80,11 @@ def _reply(sock: socket.socket, tag: int, value: Any, reusable: bool = False) ->
     try:
         message, fd = encode((tag, value, reusable))
     except Exception as exc:  # the result (or exception) cannot be pickled
-        wrapped = MaybeEncodingError(exc, value)
-        message, fd = encode((FAILED, ExceptionWithTraceback(wrapped, exc.__traceback__), reusable))
+        original = value.exc if isinstance(value, ExceptionWithTraceback) else value
+        error = ExceptionWithTraceback(MaybeEncodingError(exc, original), exc.__traceback__)
+        if isinstance(value, ExceptionWithTraceback):
+            error.tb = value.tb  # what the caller needs is where the task failed
+        message, fd = encode((FAILED, error, reusable))
     try:
         send_datagram(sock, message, fd, block=True)
     finally:
@@ -114,6 +128,7 @@ def worker_main(
             _reply(sock, INIT_FAILED, ExceptionWithTraceback(exc, exc.__traceback__))
             util.debug("pool worker: initializer failed: %r", exc)
             return
+    _reply(sock, READY, None)
     funcs: dict[int, Any] = {}
     done = 0
     while maxtasks is None or done < maxtasks:
@@ -139,9 +154,12 @@ def worker_main(
         if func is not None:
             funcs[fid] = func
         func = funcs.get(fid)
+        if func is None:
+            # An earlier chunk carrying it could not be unpickled: ask again.
+            del message, payload
+            _reply(sock, RESEND, fid, _unmap(mappings))
+            continue
         try:
-            if func is None:
-                raise RuntimeError(f"pool worker {os.getpid()} has no function #{fid}")
             result = _run(func, kind, payload)
         except BaseException as exc:
             del message, payload

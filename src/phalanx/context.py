@@ -129,11 +129,15 @@ class BaseContext:
         initializer: Any = None,
         initargs: Any = (),
         maxtasksperchild: int | None = None,
+        *,
+        retries: int = 0,
     ) -> Any:
-        """A pool of worker processes (see :mod:`phalanx.pool`)."""
+        """A pool of worker processes (see :mod:`phalanx.pool`; ``retries`` is phalanx's)."""
         from .pool import Pool
 
-        return Pool(processes, initializer, initargs, maxtasksperchild, context=self.get_context())
+        return Pool(
+            processes, initializer, initargs, maxtasksperchild, self.get_context(), retries=retries
+        )
 
     def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
         """A shared ctypes object without a lock."""

@@ -441,24 +441,34 @@ def _feed(
     timeout: float | None,
     window: threading.Semaphore,
 ) -> None:
-    """Feed an imap's input to the pool a chunk at a time, ``window`` chunks ahead."""
+    """Feed an imap's input to the pool a chunk at a time, ``window`` chunks ahead.
+
+    Once the pool is closed, the rest of the input is read without waiting
+    for the consumer (as the stdlib does), so that ``close(); join()`` ends.
+    """
     index = 0
     try:
         while backend.state != "TERMINATE":
-            while not window.acquire(timeout=0.1):
-                if backend.state == "TERMINATE":
-                    return
+            while backend.state == "RUN" and not window.acquire(timeout=0.1):
+                pass
+            if backend.state == "TERMINATE":
+                return
+            items: list[Any] = []
+            error = None
             try:
-                items = list(itertools.islice(source, chunksize))
+                for item in itertools.islice(source, chunksize):
+                    items.append(item)
             except Exception as exc:  # the input itself failed: fail at that position
-                result._set(index, False, exc)
+                error = exc
+            if items:  # what the input gave before failing still runs
+                backend.submit([Chunk(result, index, func, MAP, items, timeout)])
+                index += 1
+            if error is not None:
+                result._set(index, False, error)
                 index += 1
                 return
             if not items:
-                window.release()
                 return
-            backend.submit([Chunk(result, index, func, MAP, items, timeout)])
-            index += 1
     finally:
         result._set_length(index)
         backend.feeder_done()
