@@ -122,6 +122,7 @@ def _child(fds: list[int], listener: socket.socket, keep_closed: list[int]) -> N
         signal.signal(signal.SIGINT, signal.default_int_handler)
         listener.close()
         _platform.close_fds(*keep_closed)
+        util.clear_finalizers()  # the server's, not the child's
         set_inherited_fds(fds[1:])
         code = run_child(fds[0])
     except SystemExit as exc:

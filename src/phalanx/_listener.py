@@ -125,12 +125,25 @@ class Listener:
 
     def accept(self) -> Connection:
         """Wait for a client (blocks); authenticate it if the listener has an authkey."""
+        conn: Connection = self._authenticate(self._accept_raw())
+        return conn
+
+    def _accept_raw(self) -> socket.socket:
+        """The next client's socket, not yet authenticated (a server may do that elsewhere)."""
         if self._socket is None:
             raise OSError("listener is closed")
         sock, self._last_accepted = self._socket.accept()
         sock.setblocking(True)
-        if self._authkey is not None:
-            _handshake(sock, auth.server_steps(self._authkey))
+        return sock
+
+    def _authenticate(self, sock: socket.socket) -> Any:
+        """Run the handshake on an accepted socket (closing it if that fails)."""
+        try:
+            if self._authkey is not None:
+                _handshake(sock, auth.server_steps(self._authkey))
+        except BaseException:
+            sock.close()
+            raise
         return Connection(sock.detach())
 
     def close(self) -> None:

@@ -35,6 +35,7 @@ the next request to that server (and at exit, on a last request).
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import types
@@ -43,6 +44,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _util as util
+from ._errors import AuthenticationError
 from ._listener import Client as _SocketClient
 from ._listener import Listener as _SocketListener
 from ._wire.pickling import register
@@ -61,6 +63,11 @@ __all__ = (
 )
 
 RETURN, ERROR, REMOTE, PROXY = "#RETURN", "#ERROR", "#TRACEBACK", "#PROXY"
+
+# At exit: proxies queue their decrefs, then one request per server sends
+# them, then (priority 0) managers shut their servers down.
+_PROXY_PRIORITY = 10
+_FLUSH_PRIORITY = 5
 
 
 class RemoteError(Exception):
@@ -135,8 +142,8 @@ class _XmlConnection:
 
 
 class _XmlListener(_SocketListener):
-    def accept(self) -> Any:
-        return _XmlConnection(super().accept())
+    def _authenticate(self, sock: Any) -> Any:
+        return _XmlConnection(super()._authenticate(sock))
 
 
 def _xml_client(*args: Any, **kwds: Any) -> _XmlConnection:
@@ -172,14 +179,15 @@ class _Channels:
         self.local = threading.local()
         self.lock = threading.Lock()
         self.decrefs: dict[Any, list[str]] = {}
+        self._flusher_pid = 0
         util.register_after_fork(self, _Channels._reset)
-        util.Finalize(None, self.flush_all, exitpriority=12)
 
     def _reset(self) -> None:
         # A forked child must not use (or close) its parent's connections.
         self.local = threading.local()
         self.lock = threading.Lock()
         self.decrefs = {}
+        self._flusher_pid = 0
 
     def get(self, address: Any, serializer: str, authkey: bytes | None) -> Any:
         conns = self.local.__dict__.setdefault("conns", {})
@@ -190,7 +198,9 @@ class _Channels:
         if conn is None:
             try:
                 conn = _client_type(serializer)(address, authkey=authkey)
-            except (ConnectionRefusedError, FileNotFoundError) as exc:
+            except AuthenticationError:
+                raise
+            except (OSError, EOFError) as exc:
                 raise ServerGoneError(
                     f"cannot reach the manager server at {address!r}: {exc} "
                     "(was it shut down, or did its process die?)"
@@ -209,6 +219,18 @@ class _Channels:
     def queue_decref(self, address: Any, ident: str) -> None:
         with self.lock:
             self.decrefs.setdefault(_freeze(address), []).append(ident)
+        self.ensure_flush_at_exit()
+
+    def ensure_flush_at_exit(self) -> None:
+        """Deliver pending decrefs at this process's exit.
+
+        Registered in the process that holds proxies (a child clears the
+        finalizers it inherits), and below the proxies' own priority, so that
+        the decrefs they queue at exit go out too.
+        """
+        if self._flusher_pid != os.getpid():
+            self._flusher_pid = os.getpid()
+            util.Finalize(None, self.flush_all, exitpriority=_FLUSH_PRIORITY)
 
     def take_decrefs(self, address: Any) -> list[str]:
         key = _freeze(address)
@@ -312,6 +334,9 @@ class BaseProxy:
         self._id = token.id
         self._serializer = serializer
         self._manager = manager
+        # Where to find the proxy types of method_to_typeid results once this
+        # proxy travels to a process that has no manager object.
+        self._manager_class: type | None = type(manager) if manager is not None else None
         self._owned_by_manager = manager_owned
         if authkey is not None:
             self._authkey: bytes | None = bytes(authkey)
@@ -329,15 +354,24 @@ class BaseProxy:
                 self._close = util.Finalize(self, release)
         elif incref:
             self._incref()
-        else:
-            self._watch()
+        # else: this proxy holds no reference of its own (a spawned child's
+        # copy, covered by its parent's), or the caller hands it one (_adopt).
         util.register_after_fork(self, BaseProxy._after_fork)
+
+    def _adopt(self) -> None:
+        """Take over the reference the server counted when it made the referent for us."""
+        if self._close is None and not self._owned_by_manager:
+            self._watch()
 
     def _watch(self) -> None:
         """Queue a decref for when this proxy dies (it holds one reference on the server)."""
         self._close = util.Finalize(
-            self, _channels.queue_decref, (self._token.address, self._id), exitpriority=10
+            self,
+            _channels.queue_decref,
+            (self._token.address, self._id),
+            exitpriority=_PROXY_PRIORITY,
         )
+        _channels.ensure_flush_at_exit()
 
     def _incref(self) -> None:
         dispatch(self._token.address, self._serializer, self._authkey, "incref", (self._id,))
@@ -370,7 +404,7 @@ class BaseProxy:
             typeid, ident, exposed = value
             proxytype = self._proxytype_for(typeid)
             token = Token(typeid, address, ident)
-            return proxytype(
+            proxy = proxytype(
                 token,
                 self._serializer,
                 manager=self._manager,
@@ -378,10 +412,14 @@ class BaseProxy:
                 exposed=exposed,
                 incref=False,
             )
+            if getattr(proxy, "_manager_class", None) is None:
+                proxy._manager_class = self._manager_class
+            _adopt(proxy, address, ident)
+            return proxy
         raise _error(status, value)
 
     def _proxytype_for(self, typeid: str) -> Callable[..., Any]:
-        registry = getattr(self._manager, "_registry", None)
+        registry = getattr(self._manager or self._manager_class, "_registry", None)
         if registry is not None and typeid in registry:
             proxytype = registry[typeid][-1]
             if proxytype is not None:
@@ -398,10 +436,11 @@ class BaseProxy:
 
         if get_spawning_popen() is not None:
             kwds["authkey"] = self._authkey
+        func: Any = type(self)
         if getattr(self, "_isauto", False):
             kwds["exposed"] = self._exposed_
-            return (RebuildProxy, (AutoProxy, self._token, self._serializer, kwds))
-        return (RebuildProxy, (type(self), self._token, self._serializer, kwds))
+            func = AutoProxy
+        return (RebuildProxy, (func, self._token, self._serializer, kwds, self._manager_class))
 
     def __deepcopy__(self, memo: Any) -> Any:
         return self._getvalue()
@@ -416,6 +455,15 @@ class BaseProxy:
             return repr(self)[:-1] + "; '__str__()' failed>"
 
 
+def _adopt(proxy: Any, address: Any, ident: str) -> None:
+    """Give ``proxy`` the reference the server counted for it (or give it back)."""
+    adopt = getattr(proxy, "_adopt", None)
+    if adopt is not None:
+        adopt()
+    else:  # not a BaseProxy: nobody will release it, so release it now
+        _channels.queue_decref(address, ident)
+
+
 def _server_keepalive(token: Token) -> Callable[[], None] | None:
     """In the server itself, a proxy to one of its referents keeps that referent alive."""
     server = getattr(current_process(), "_manager_server", None)
@@ -426,14 +474,21 @@ def _server_keepalive(token: Token) -> Callable[[], None] | None:
 
 
 def RebuildProxy(
-    func: Callable[..., Any], token: Token, serializer: str, kwds: dict[str, Any]
+    func: Callable[..., Any],
+    token: Token,
+    serializer: str,
+    kwds: dict[str, Any],
+    manager_class: type | None = None,
 ) -> Any:
     """Unpickle a proxy: in its own server, a server-owned proxy; elsewhere, a new reference."""
     server = getattr(current_process(), "_manager_server", None)
     if server is not None and _freeze(server.address) == _freeze(token.address):
         kwds["manager_owned"] = True
     incref = kwds.pop("incref", True) and not getattr(current_process(), "_inheriting", False)
-    return func(token, serializer, incref=incref, **kwds)
+    proxy = func(token, serializer, incref=incref, **kwds)
+    if manager_class is not None and getattr(proxy, "_manager_class", None) is None:
+        proxy._manager_class = manager_class
+    return proxy
 
 
 def _make_method(name: str) -> Callable[..., Any]:

@@ -95,21 +95,35 @@ class Server:
     def _accepter(self) -> None:
         while not self.stop_event.is_set():
             try:
-                conn = self.listener.accept()
+                sock = self.listener._accept_raw()
             except OSError:
                 if self.stop_event.is_set():
                     return
-                continue  # a failed handshake (wrong key) costs only that client
-            except Exception:
                 continue
+            # The handshake runs in the client's own thread: a peer that
+            # connects and says nothing delays nobody else.
             threading.Thread(
-                target=self._serve_client, args=(conn,), daemon=True, name="phalanx-manager-client"
+                target=self._serve_client, args=(sock,), daemon=True, name="phalanx-manager-client"
             ).start()
 
     # -- one client connection ---------------------------------------------------------
 
-    def _serve_client(self, conn: Any) -> None:
+    def _serve_client(self, sock: Any) -> None:
+        try:
+            conn = self.listener._authenticate(sock)
+        except Exception:
+            return  # wrong key, or a peer that gave up: nothing was unpickled
+        try:
+            self._serve_connection(conn)
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def _serve_connection(self, conn: Any) -> None:
         while not self.stop_event.is_set():
+            request: Any = None
             try:
                 request = conn.recv()
             except (EOFError, OSError):
@@ -128,7 +142,9 @@ class Server:
                 except Exception:
                     return
             del reply
-            if request and request[0] == "shutdown":
+            if isinstance(request, (tuple, list)) and request and request[0] == "shutdown":
+                # Only now that the reply is on its way: the process exits right after.
+                self.stop_event.set()
                 return
 
     def _handle(self, request: Any) -> tuple[str, Any]:
@@ -238,8 +254,7 @@ class Server:
 
     def _shutdown(self) -> tuple[str, Any]:
         util.debug("manager received shutdown message")
-        self.stop_event.set()
-        return RETURN, None
+        return RETURN, None  # the connection's thread stops the server once it replied
 
     def _dummy(self) -> tuple[str, Any]:
         return RETURN, None

@@ -34,6 +34,7 @@ from ._manager_proxy import (
     RemoteError,
     ServerGoneError,
     Token,
+    _adopt,
     _channels,
     dispatch,
     listener_client,
@@ -305,8 +306,9 @@ class BaseManager:
 def _creator(typeid: str, proxytype: Any) -> Callable[..., Any]:
     def create(self: BaseManager, /, *args: Any, **kwds: Any) -> Any:
         token, exposed = self._create(typeid, *args, **kwds)
-        # The server counted one reference for us at creation: no incref.
-        return proxytype(
+        # The server counted one reference for us at creation: the proxy
+        # takes it over instead of adding one.
+        proxy = proxytype(
             token,
             self._serializer,
             manager=self,
@@ -314,6 +316,8 @@ def _creator(typeid: str, proxytype: Any) -> Callable[..., Any]:
             exposed=exposed,
             incref=False,
         )
+        _adopt(proxy, token.address, token.id)
+        return proxy
 
     create.__name__ = typeid
     create.__qualname__ = f"BaseManager.{typeid}"

@@ -299,7 +299,7 @@ class BaseProcess:
 
     # -- child side -------------------------------------------------------------------
 
-    def _bootstrap(self, parent_sentinel: int | None = None) -> int:
+    def _bootstrap(self, parent_sentinel: int | None = None, after_fork: bool = False) -> int:
         """Run in the new child: become the current process, ``run()``, clean up.
 
         Returns the exit code; the start method then ends the process with it.
@@ -312,7 +312,12 @@ class BaseProcess:
             util.close_stdin()
             _current_process = self
             _parent_process = _ParentProcess(self._parent_name, self._parent_pid, parent_sentinel)
-            util.clear_finalizers()
+            if after_fork:
+                # The parent's finalizers are not ours; the hooks then register
+                # the child's own.  (A spawned child has only its own already,
+                # some made while its process object was unpickled.)
+                util.clear_finalizers()
+                util.run_after_forkers()
             for hook in _bootstrap_hooks:
                 hook(self)
             util.info("child process calling self.run()")

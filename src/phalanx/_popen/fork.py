@@ -52,7 +52,7 @@ class ChildPopen:
                 if sentinel_r >= 0:
                     os.close(sentinel_r)
                 _after_fork_in_child()
-                code = process_obj._bootstrap(parent_sentinel=child_r)
+                code = process_obj._bootstrap(parent_sentinel=child_r, after_fork=True)
             finally:
                 os._exit(code)
         os.close(child_r)
@@ -130,7 +130,7 @@ def _after_fork_in_child() -> None:
     set_native_id = getattr(main, "_set_native_id", None)
     if set_native_id is not None:
         set_native_id()
-    util.run_after_forkers()
+    # The after-fork hooks run in _bootstrap, once the parent's finalizers are dropped.
 
 
 _live: weakref.WeakSet[ChildPopen] = weakref.WeakSet()

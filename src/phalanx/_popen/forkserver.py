@@ -53,7 +53,9 @@ class ForkServerPopen(SpawnPopen):
         self.sentinel = self._watched if self._pidfd is None else self._pidfd
         fds = (parent_w,) if self._pidfd is None else (parent_w, self._pidfd)
         self._parent_fds = fds
-        self._finalizer = util.Finalize(self, _close, (self._conn, *fds))
+        # With an exit priority: a process object still referenced at exit must
+        # not leave its server connection open (ResourceWarning).
+        self._finalizer = util.Finalize(self, _close, (self._conn, *fds), exitpriority=-20)
         try:
             write_frame(parent_w, prep)
             write_frame(parent_w, obj)
