@@ -460,13 +460,16 @@ def _feed(
                     items.append(item)
             except Exception as exc:  # the input itself failed: fail at that position
                 error = exc
-            if items:  # what the input gave before failing still runs
-                backend.submit([Chunk(result, index, func, MAP, items, timeout)])
-                index += 1
             if error is not None:
+                # As the stdlib: the chunk being filled fails as a whole, at its
+                # position (CPython's suite checks that the error comes right
+                # after the previous full chunk).
                 result._set(index, False, error)
                 index += 1
                 return
+            if items:
+                backend.submit([Chunk(result, index, func, MAP, items, timeout)])
+                index += 1
             if not items:
                 return
     finally:
