@@ -554,7 +554,13 @@ def test_crash_matrix(make_pool: Callable[..., Pool], tmp_path: Path, case: str,
         assert isinstance(error, WorkerLostError)
         assert error.exitcode == exitcode
         assert error.signal == signame
-        assert error.pid in before
+        if case == "unpickling_task":
+            # Small tasks travel several to a datagram: a worker that dies while
+            # unpickling one blames nobody yet; each of them then runs alone,
+            # so the culprit dies in a replacement worker and alone is failed.
+            assert error.pid not in (None, os.getpid())
+        else:
+            assert error.pid in before
         if case == "sigkill":
             assert error.pid == killed["pid"]
         assert "crash_task" in (error.task or "")

@@ -93,6 +93,9 @@ class Chunk:
 
     __slots__ = (
         "attempts",
+        "batch",
+        "batch_size",
+        "decoded",
         "func",
         "index",
         "job",
@@ -100,6 +103,7 @@ class Chunk:
         "payload",
         "segment",
         "size",
+        "solo",
         "timeout",
     )
 
@@ -121,6 +125,10 @@ class Chunk:
         self.timeout = timeout
         self.attempts = 0
         self.segment: Any = None  # the shared memory its message travels in, if large
+        self.batch = -1  # the datagram it went in (several small chunks may share one)
+        self.batch_size = 1
+        self.decoded = False  # its worker said it unpickled that datagram
+        self.solo = False  # travels alone (a batch it was in could not be unpickled)
 
     def describe(self) -> str:
         """A short human description for error messages: ``sqr(5)`` or ``sqr over items 10..19``."""
@@ -151,6 +159,41 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _Latch:
+    """A one-shot ``threading.Event``: a pre-acquired lock released once (cheaper to make).
+
+    Waiters take the lock and give it straight back, so all of them pass.
+    """
+
+    __slots__ = ("_done", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._done = False
+
+    def set(self) -> None:
+        if not self._done:
+            self._done = True
+            self._lock.release()
+
+    def is_set(self) -> bool:
+        return self._done
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._done:
+            return True
+        if timeout is None:
+            got = self._lock.acquire()
+        elif timeout > 0:
+            got = self._lock.acquire(timeout=timeout)
+        else:
+            got = self._lock.acquire(False)
+        if got:
+            self._lock.release()
+        return self._done
+
+
 class _Job:
     """Common state of the result objects."""
 
@@ -164,7 +207,7 @@ class _Job:
     ) -> None:
         self._pool = pool
         self._job = next(job_counter)
-        self._event = threading.Event()
+        self._event = _Latch()
         self._callback = callback
         self._error_callback = error_callback
         self._progress: Any = None

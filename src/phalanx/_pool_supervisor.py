@@ -32,10 +32,11 @@ from typing import Any
 
 from . import _platform
 from . import _util as util
-from ._channel import decode, encode, encode_reusing, recv_datagram, send_datagram, socketpair
+from ._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
 from ._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from ._pool_results import Chunk, fail_all
 from ._pool_worker import (
+    DECODED,
     FAILED,
     INIT_FAILED,
     OK,
@@ -49,7 +50,9 @@ from ._segments import SegmentCache
 
 __all__ = ("CREDIT", "ProcessBackend")
 
-CREDIT = 2  # chunks a worker holds: one running, one waiting (no idle gap)
+CREDIT = 2  # chunks a worker holds at least: one running, one waiting (no idle gap)
+_MAX_INFLIGHT = 1024  # ... and at most, when chunks are short (see _inflight_limit)
+_QUEUED_WORK = 0.02  # seconds of work a worker may have queued behind its running chunk
 _FUNCS_PER_WORKER = 16  # functions a worker keeps unpickled
 _FUNC_TABLE = 256
 _INIT_FAILURES = 3  # initializer failures in a row that break the pool
@@ -70,19 +73,24 @@ class _Worker:
         self.inflight: collections.deque[Chunk] = collections.deque()  # head runs
         self.sent = 0  # how many of ``inflight`` have left in a datagram
         # Datagrams not sent yet: (message, fd, whether to close fd once sent)
-        self.outbox: collections.deque[tuple[bytes, int | None, bool]] = collections.deque()
+        # (message, fd, whether to close fd once sent, how many chunks it carries)
+        self.outbox: collections.deque[tuple[bytes, int | None, bool, int]] = collections.deque()
         self.started = 0.0  # when the head chunk started running
         self.funcs: collections.OrderedDict[int, None] = collections.OrderedDict()
         self.timed_out: Chunk | None = None
         self.stopping = False
         self.ready = False  # its initializer is done: task clocks may run
+        self.fileno = sock.fileno()
+        self.want_write = False
 
-    def room(self) -> bool:
+    def room(self, limit: int) -> int:
+        """How many more chunks this worker may hold."""
         if self.stopping:
-            return False
-        if self.tasks_left is not None and len(self.inflight) >= self.tasks_left:
-            return False
-        return len(self.inflight) < CREDIT
+            return 0
+        room = limit - len(self.inflight)
+        if self.tasks_left is not None:
+            room = min(room, self.tasks_left - len(self.inflight))
+        return max(0, room)
 
 
 class ProcessBackend:
@@ -117,6 +125,8 @@ class ProcessBackend:
         self.workers: list[_Worker] = []
         self._funcs: dict[int, tuple[int, Any]] = {}
         self._segments = SegmentCache()
+        self._chunk_time: float | None = None  # running average of a chunk's duration
+        self._reader = _platform.DatagramReader(MAX_INLINE + 16)
         self._fids = itertools.count()
         self._init_failures = 0
         self._kill_at: float | None = None
@@ -146,7 +156,12 @@ class ProcessBackend:
                 self._pending.extend(chunks)
                 why = None
                 chunks = []
-            self._wake_locked()
+            # Only an idle worker needs the supervisor now: a busy one's next
+            # answer wakes it anyway, and it dispatches then.  (Waking it for
+            # every call would hand the GIL back and forth for nothing.)
+            workers = self.workers
+            if why is not None or not workers or any(not w.inflight for w in workers):
+                self._wake_locked()
         if chunks:
             fail_all(chunks, f"pool not usable ({why})" if why else "pool terminated")
 
@@ -268,7 +283,7 @@ class ProcessBackend:
             for worker in self.workers:
                 if not worker.inflight and not worker.stopping:
                     worker.stopping = True
-                    self._send(worker, (_STOP, None, True))
+                    self._send(worker, (_STOP, None, True, 0))
 
     def _start_worker(self) -> None:
         mine, theirs = socketpair()
@@ -293,73 +308,112 @@ class ProcessBackend:
         self._selector.register(mine, selectors.EVENT_READ, ("link", worker))
         self._selector.register(worker.sentinel, selectors.EVENT_READ, ("sentinel", worker))
 
+    def _inflight_limit(self) -> int:
+        """Chunks a worker may hold: a few milliseconds of work, going by recent chunks.
+
+        Long chunks: two (one running, one ready), so a slow chunk never holds
+        up much else.  Short chunks: more, sent together, so that per-message
+        costs vanish.
+        """
+        if self._chunk_time is None:
+            return CREDIT
+        return max(CREDIT, min(_MAX_INFLIGHT, int(_QUEUED_WORK / max(self._chunk_time, 1e-7))))
+
     def _dispatch(self) -> None:
-        """Hand pending chunks to workers with room, least loaded first."""
+        """Hand pending chunks to workers with room, least loaded first, in batches."""
         if not self.workers:
             return
-        for level in range(CREDIT):
-            for worker in self.workers:
-                while len(worker.inflight) <= level and worker.room():
-                    chunk = self._next_chunk()
-                    if chunk is None:
-                        return
-                    if self._give(worker, chunk):
-                        break
+        limit = self._inflight_limit()
+        for worker in sorted(self.workers, key=lambda w: len(w.inflight)):
+            room = worker.room(limit)
+            if room <= 0:
+                continue
+            with self._lock:
+                backlog = len(self._pending)
+            if not backlog:
+                return
+            share = -(-backlog // len(self.workers))  # spread the backlog evenly
+            batch = self._take(min(room, share))
+            if batch:
+                self._give(worker, batch)
 
-    def _next_chunk(self) -> Chunk | None:
-        while True:
+    def _take(self, n: int) -> list[Chunk]:
+        """Up to ``n`` pending chunks that may still run; a solo chunk only alone."""
+        batch: list[Chunk] = []
+        while len(batch) < n:
             with self._lock:
                 if not self._pending:
-                    return None
+                    break
+                if batch and self._pending[0].solo:
+                    break
                 chunk = self._pending.popleft()
-            if chunk.dispatching():
-                return chunk
+            if not chunk.dispatching():
+                continue
+            batch.append(chunk)
+            if chunk.solo:
+                break
+        return batch
 
-    def _give(self, worker: _Worker, chunk: Chunk) -> bool:
-        """Send ``chunk`` to ``worker``; False if it failed to pickle (and so is over)."""
-        func = chunk.func
-        entry = self._funcs.get(id(func))
-        if entry is None or entry[1] is not func:
-            if len(self._funcs) >= _FUNC_TABLE:
-                self._funcs.clear()
-            entry = (next(self._fids), func)
-            self._funcs[id(func)] = entry
-        fid = entry[0]
-        known = fid in worker.funcs
-        forget = None
-        if not known and len(worker.funcs) >= _FUNCS_PER_WORKER:
-            forget = next(iter(worker.funcs))
+    def _give(self, worker: _Worker, batch: list[Chunk]) -> None:
+        """Send ``batch`` to ``worker`` in one datagram."""
+        known = collections.OrderedDict(worker.funcs)
+        tasks = []
+        for chunk in batch:
+            func = chunk.func
+            entry = self._funcs.get(id(func))
+            if entry is None or entry[1] is not func:
+                if len(self._funcs) >= _FUNC_TABLE:
+                    self._funcs.clear()
+                entry = (next(self._fids), func)
+                self._funcs[id(func)] = entry
+            fid = entry[0]
+            forget = None
+            if fid in known:
+                known.move_to_end(fid)
+                sent_func = None
+            else:
+                if len(known) >= _FUNCS_PER_WORKER:
+                    forget = known.popitem(last=False)[0]
+                known[fid] = None
+                sent_func = func
+            tasks.append((fid, sent_func, forget, chunk.kind, chunk.payload))
         try:
-            message, fd, segment = encode_reusing(
-                (fid, None if known else func, forget, chunk.kind, chunk.payload), self._segments
-            )
-        except Exception as exc:  # an argument (or the function) cannot be pickled
-            chunk.job._set(chunk.index, False, exc)
-            chunk.release()
-            return False
-        if known:
-            worker.funcs.move_to_end(fid)
-        else:
-            if forget is not None:
-                del worker.funcs[forget]
-            worker.funcs[fid] = None
+            message, fd, segment = encode_reusing(tasks, self._segments)
+        except Exception as exc:  # an argument (or a function) cannot be pickled
+            if len(batch) == 1:
+                batch[0].job._set(batch[0].index, False, exc)
+                batch[0].release()
+            else:  # find the culprit: send them one by one
+                for chunk in batch:
+                    chunk.solo = True
+                with self._lock:
+                    self._pending.extendleft(reversed(batch))
+            return
+        worker.funcs = known
         if not worker.inflight:
             worker.started = time.monotonic()  # (reset when it says READY)
-        chunk.segment = segment
-        worker.inflight.append(chunk)
-        self._send(worker, (message, fd, segment is None))
-        return True
+        batch[-1].segment = segment  # free to reuse once the last one is answered
+        serial = next(_batches)
+        for chunk in batch:
+            chunk.batch = serial
+            chunk.batch_size = len(batch)
+            chunk.decoded = False
+        worker.inflight.extend(batch)
+        self._send(worker, (message, fd, segment is None, len(batch)))
 
-    def _send(self, worker: _Worker, datagram: tuple[bytes, int | None, bool]) -> None:
+    def _send(self, worker: _Worker, datagram: tuple[bytes, int | None, bool, int]) -> None:
         worker.outbox.append(datagram)
         self._flush(worker)
 
     def _flush(self, worker: _Worker) -> None:
         """Send what the worker's link has room for; watch for room if anything is left."""
         while worker.outbox:
-            message, fd, owned = worker.outbox[0]
+            message, fd, owned, count = worker.outbox[0]
             try:
-                sent = send_datagram(worker.sock, message, fd, block=False)
+                if fd is None:
+                    sent = _platform.send_nowait(worker.fileno, message)
+                else:
+                    sent = send_datagram(worker.sock, message, fd, block=False)
             except OSError:
                 return  # the worker is gone: its sentinel tells the rest
             if not sent:
@@ -367,25 +421,33 @@ class ProcessBackend:
             worker.outbox.popleft()
             if fd is not None and owned:
                 os.close(fd)
-            if message != _STOP:
-                worker.sent += 1
-        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if worker.outbox else 0)
-        try:
-            self._selector.modify(worker.sock, events, ("link", worker))
-        except (KeyError, ValueError):
-            pass
+            worker.sent += count
+        want_write = bool(worker.outbox)
+        if want_write != worker.want_write:
+            worker.want_write = want_write
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            try:
+                self._selector.modify(worker.sock, events, ("link", worker))
+            except (KeyError, ValueError):
+                pass
 
     def _read(self, worker: _Worker) -> None:
         """Take every answer waiting on a worker's link."""
+        reader = self._reader
         while True:
             try:
-                got = recv_datagram(worker.sock, False)
-            except (EOFError, OSError):
+                got = reader.recv(worker.fileno)
+            except OSError:
                 return  # the worker is gone: its sentinel tells the rest
             if got is None:
                 return
+            message, fds = got
+            if not message:
+                return  # end of file: the worker is gone
+            for extra in fds[1:]:
+                os.close(extra)
             try:
-                tag, value, reusable = decode(*got)
+                tag, value, reusable = decode(message, fds[0] if fds else None)
             except Exception as exc:
                 tag, value, reusable = FAILED, exc, False
             self._answer(worker, tag, value, reusable)
@@ -406,17 +468,35 @@ class ProcessBackend:
             worker.ready = True
             worker.started = time.monotonic()  # the head chunk's clock starts now
             return
+        if tag == DECODED:
+            for chunk in worker.inflight:  # the oldest datagram not yet acknowledged
+                if not chunk.decoded:
+                    batch = chunk.batch
+                    for other in worker.inflight:
+                        if other.batch == batch:
+                            other.decoded = True
+                    break
+            return
         if not worker.inflight:
             return  # a stray answer (cannot happen unless a worker misbehaves)
+        now = time.monotonic()
         chunk = worker.inflight.popleft()
         worker.sent -= 1
+        if tag == UNREADABLE:
+            self._unreadable(worker, chunk, value, reusable)
+            worker.started = now
+            return
         if chunk.segment is not None:
             if reusable:
                 self._segments.give(chunk.segment)
             else:
                 self._segments.drop(chunk.segment)
             chunk.segment = None
-        worker.started = time.monotonic()
+        if tag in (OK, FAILED):
+            took = now - worker.started
+            average = self._chunk_time
+            self._chunk_time = took if average is None else 0.8 * average + 0.2 * took
+        worker.started = now
         if tag == RESEND:
             # It never got the function (the chunk that carried it was unreadable):
             # run the chunk again, with the function this time.
@@ -426,13 +506,34 @@ class ProcessBackend:
             return
         if worker.tasks_left is not None:
             worker.tasks_left -= 1
-        if tag == UNREADABLE:
-            # The worker did not keep the function either: send it again next time.
-            for fid, func in self._funcs.values():
-                if func is chunk.func:
-                    worker.funcs.pop(fid, None)
         chunk.job._set(chunk.index, tag == OK, value)
         chunk.release()
+
+    def _unreadable(self, worker: _Worker, head: Chunk, error: Any, reusable: bool) -> None:
+        """The worker could not unpickle a datagram: which chunk of it was to blame?"""
+        group = [head]
+        while worker.inflight and worker.inflight[0].batch == head.batch:
+            group.append(worker.inflight.popleft())
+            worker.sent -= 1
+        if worker.tasks_left is not None:
+            worker.tasks_left -= 1  # it counts the datagram as one task
+        last = group[-1]
+        if last.segment is not None:
+            self._segments.give(last.segment) if reusable else self._segments.drop(last.segment)
+            last.segment = None
+        # It kept none of the functions the datagram carried.
+        funcs = {id(chunk.func) for chunk in group}
+        for fid, func in self._funcs.values():
+            if id(func) in funcs:
+                worker.funcs.pop(fid, None)
+        if len(group) == 1:
+            head.job._set(head.index, False, error)
+            head.release()
+            return
+        for chunk in group:  # send them one by one: only the culprit fails
+            chunk.solo = True
+        with self._lock:
+            self._pending.extendleft(reversed(group))
 
     def _reap(self, worker: _Worker) -> None:
         """A worker exited: settle its chunks and forget it (``_maintain`` replaces it)."""
@@ -445,7 +546,7 @@ class ProcessBackend:
         worker.process.join(5)
         exitcode = worker.process.exitcode
         worker.sock.close()
-        for _message, fd, owned in worker.outbox:
+        for _message, fd, owned, _count in worker.outbox:
             if fd is not None and owned:
                 os.close(fd)
         for chunk in worker.inflight:
@@ -460,7 +561,14 @@ class ProcessBackend:
         inflight = list(worker.inflight)
         if not inflight:
             return
-        if worker.sent > 0:
+        if worker.sent > 0 and not inflight[0].decoded and inflight[0].batch_size > 1:
+            # It died unpickling a datagram of several chunks: the culprit is one
+            # of them, but which?  Run each alone to find out.
+            batch = inflight[0].batch
+            for chunk in inflight:
+                if chunk.batch == batch:
+                    chunk.solo = True
+        elif worker.sent > 0:
             head = inflight.pop(0)
             error = self._death_error(worker, head, exitcode)
             if error is None:
@@ -589,6 +697,7 @@ class ProcessBackend:
 
 _STOP = encode(None)[0]
 _worker_names = itertools.count(1)
+_batches = itertools.count()
 
 
 def _signal(worker: _Worker, signum: int) -> None:

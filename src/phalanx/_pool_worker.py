@@ -7,9 +7,11 @@ answered in the order they came, so no message carries an id: the supervisor
 always knows which chunk a worker is running, and which one it held if it
 dies.
 
-Message down: ``(fid, func or None, fid to forget or None, kind, payload)``.
-A function travels once per worker and is then named by its ``fid`` (a
-lambda pickled by value is not re-pickled for every task).
+Message down: a list of chunks, each ``(fid, func or None, fid to forget or
+None, kind, payload)``, answered one by one; or None: exit.  Small chunks go
+several to a datagram when the pool has a backlog.  A function travels once
+per worker and is then named by its ``fid`` (a lambda pickled by value is not
+re-pickled for every task).
 
 Message up: ``(tag, value, reusable)`` with the tags below; ``reusable`` says
 that the chunk came in a shared-memory segment that nothing maps any more, so
@@ -33,6 +35,7 @@ from ._pool_results import APPLY, MAP, ExceptionWithTraceback, MaybeEncodingErro
 from ._wire.fds import DupFd
 
 __all__ = (
+    "DECODED",
     "FAILED",
     "INIT_FAILED",
     "OK",
@@ -49,6 +52,7 @@ INIT_FAILED = 2  # value: the initializer's exception; the worker then exits
 UNREADABLE = 3  # value: why the task could not be unpickled
 READY = 4  # the initializer is done: timeouts count from here (sent once, first)
 RESEND = 5  # the chunk named a function this worker never got: send it again with it
+DECODED = 6  # a datagram of several chunks was unpickled (a crash after this is a task's)
 
 _SPIN = 50e-6
 
@@ -139,39 +143,46 @@ def worker_main(
         assert got is not None
         mappings: list[mmap.mmap] = []
         try:
-            message = decode(*got, mappings)
+            tasks = decode(*got, mappings)
         except BaseException as exc:
             error = ExceptionWithTraceback(_unreadable(exc), exc.__traceback__)
             del exc
             _reply(sock, UNREADABLE, error, _unmap(mappings))
             done += 1
             continue
-        if message is None:
+        del got
+        if tasks is None:
             break
-        fid, func, forget, kind, payload = message
-        if forget is not None:
-            funcs.pop(forget, None)
-        if func is not None:
-            funcs[fid] = func
-        func = funcs.get(fid)
-        if func is None:
-            # An earlier chunk carrying it could not be unpickled: ask again.
-            del message, payload
-            _reply(sock, RESEND, fid, _unmap(mappings))
-            continue
-        try:
-            result = _run(func, kind, payload)
-        except BaseException as exc:
-            del message, payload
-            error = ExceptionWithTraceback(exc, exc.__traceback__)
-            del exc  # its frames may hold the arguments (and so the segment)
-            _reply(sock, FAILED, error, _unmap(mappings))
-            del error
-        else:
-            del message, payload
-            _reply(sock, OK, result, _unmap(mappings))
-            del result
-        done += 1
+        if len(tasks) > 1:
+            # Had it died unpickling them, nobody could tell which one was to blame.
+            _reply(sock, DECODED, None)
+        tasks.reverse()  # pop() from the end: each task's arguments go as soon as it is done
+        while tasks:
+            fid, func, forget, kind, payload = tasks.pop()
+            last = not tasks  # the batch's shared memory may be given back after this one
+            if forget is not None:
+                funcs.pop(forget, None)
+            if func is not None:
+                funcs[fid] = func
+            func = funcs.get(fid)
+            if func is None:
+                # An earlier chunk carrying it could not be unpickled: ask again.
+                del payload
+                _reply(sock, RESEND, fid, last and _unmap(mappings))
+                continue
+            try:
+                result = _run(func, kind, payload)
+            except BaseException as exc:
+                del payload
+                error = ExceptionWithTraceback(exc, exc.__traceback__)
+                del exc  # its frames may hold the arguments (and so the segment)
+                _reply(sock, FAILED, error, last and _unmap(mappings))
+                del error
+            else:
+                del payload
+                _reply(sock, OK, result, last and _unmap(mappings))
+                del result
+            done += 1
     sys.stdout.flush()
 
 

@@ -57,7 +57,11 @@ RUN = "RUN"
 CLOSE = "CLOSE"
 TERMINATE = "TERMINATE"
 
-_READAHEAD = 4  # imap: chunks read ahead of the caller, per worker (at least 16)
+# imap reads its input ahead of the caller: this many chunks per worker, and
+# at least _READAHEAD_ITEMS items (small tasks need a deep pipeline).
+_READAHEAD = 4
+_READAHEAD_ITEMS = 512
+_FEED_BATCH = 64  # chunks the feeder hands over at once
 
 # Re-exported for code that imports them from here, as from the stdlib.
 _reexported = (
@@ -350,7 +354,9 @@ class Pool:
         if progress:
             total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
             result._progress = make_bar(total, _desc(progress, func))
-        window = threading.Semaphore(max(16, _READAHEAD * self._processes))
+        window = threading.Semaphore(
+            max(_READAHEAD * self._processes, -(-_READAHEAD_ITEMS // chunksize))
+        )
         result._consumed_chunk = window.release
         backend = self._backend
         backend.feeder_started()
@@ -453,13 +459,24 @@ def _feed(
                 pass
             if backend.state == "TERMINATE":
                 return
-            items: list[Any] = []
+            credit = 1  # take what else the window allows now: fewer, bigger hand-overs
+            while credit < _FEED_BATCH and (backend.state != "RUN" or window.acquire(False)):
+                credit += 1
+            chunks: list[Chunk] = []
             error = None
             try:
-                for item in itertools.islice(source, chunksize):
-                    items.append(item)
+                while len(chunks) < credit:
+                    items = list(itertools.islice(source, chunksize))
+                    if not items:
+                        break
+                    chunks.append(Chunk(result, index + len(chunks), func, MAP, items, timeout))
             except Exception as exc:  # the input itself failed: fail at that position
                 error = exc
+            for _ in range(credit - len(chunks)):
+                window.release()
+            if chunks:
+                backend.submit(chunks)
+                index += len(chunks)
             if error is not None:
                 # As the stdlib: the chunk being filled fails as a whole, at its
                 # position (CPython's suite checks that the error comes right
@@ -467,11 +484,8 @@ def _feed(
                 result._set(index, False, error)
                 index += 1
                 return
-            if items:
-                backend.submit([Chunk(result, index, func, MAP, items, timeout)])
-                index += 1
-            if not items:
-                return
+            if len(chunks) < credit:
+                return  # the input is exhausted
     finally:
         result._set_length(index)
         backend.feeder_done()

@@ -39,6 +39,7 @@ else:  # pragma: no cover - macOS and other POSIX systems
 from ._libc import (
     HAVE_UNNAMED_SEMAPHORES,
     SEM_T_SIZE,
+    DatagramReader,
     raw_sem_post,
     raw_sem_trywait,
     recv_bytes_waitall,
@@ -49,6 +50,7 @@ from ._libc import (
     sem_post,
     sem_trywait,
     sem_wait_until,
+    send_nowait,
     shm_open,
     shm_unlink,
 )
@@ -72,6 +74,7 @@ __all__ = (
     "HAVE_UNNAMED_SEMAPHORES",
     "SEM_T_SIZE",
     "START_METHODS",
+    "DatagramReader",
     "close_fds",
     "cpu_count",
     "exitcode_to_name",
@@ -93,6 +96,7 @@ __all__ = (
     "sem_trywait",
     "sem_wait_until",
     "send_fds",
+    "send_nowait",
     "shm_open",
     "shm_unlink",
     "signal_name",

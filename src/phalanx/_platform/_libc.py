@@ -215,3 +215,109 @@ def recv_bytes_waitall(fd: int, size: int) -> bytes:
     data: bytes = _new_bytes(None, size)
     got = recv_into_address(fd, _bytes_data(data), size)
     return data if got == size else data[:got]
+
+
+# --- datagrams without releasing the GIL ----------------------------------------------
+#
+# A thread that serves many peers (the pool's supervisor) drains its sockets
+# with non-blocking calls.  Through ``socket`` objects each call releases the
+# GIL and must win it back, which under load costs a whole switch interval
+# (5 ms) whenever another thread of the process is running Python code.  A
+# non-blocking recv/send takes about a microsecond: through PyDLL, which keeps
+# the GIL, there is nothing to win back.
+
+_pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_precvmsg = _pylibc.recvmsg
+_precvmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
+_precvmsg.restype = ctypes.c_ssize_t
+_psend = _pylibc.send
+_psend.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t, ctypes.c_int]
+_psend.restype = ctypes.c_ssize_t
+_AGAIN = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR})
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = (("base", ctypes.c_void_p), ("len", ctypes.c_size_t))
+
+
+_IovLen: Any = ctypes.c_size_t
+_CtlLen: Any = ctypes.c_size_t
+_CmsgLen: Any = ctypes.c_size_t
+if os.uname().sysname != "Linux":  # pragma: no cover - BSD/macOS layout
+    _IovLen, _CtlLen, _CmsgLen = ctypes.c_int, ctypes.c_uint, ctypes.c_uint
+
+
+class _Msghdr(ctypes.Structure):
+    _fields_ = (
+        ("name", ctypes.c_void_p),
+        ("namelen", ctypes.c_uint32),
+        ("iov", ctypes.c_void_p),
+        ("iovlen", _IovLen),
+        ("control", ctypes.c_void_p),
+        ("controllen", _CtlLen),
+        ("flags", ctypes.c_int),
+    )
+
+
+class _Cmsghdr(ctypes.Structure):
+    _fields_ = (("len", _CmsgLen), ("level", ctypes.c_int), ("type", ctypes.c_int))
+
+
+class DatagramReader:
+    """Non-blocking ``recvmsg`` of whole datagrams (and the fds they carry), GIL held.
+
+    One reader per thread: it reuses its buffers.
+    """
+
+    def __init__(self, bufsize: int, max_fds: int = 4) -> None:
+        import socket
+
+        self._size = bufsize
+        self._buf = ctypes.create_string_buffer(bufsize)
+        self._ctl_size = socket.CMSG_SPACE(4 * max_fds)
+        self._ctl = ctypes.create_string_buffer(self._ctl_size)
+        self._data_offset = socket.CMSG_LEN(0)
+        self._iov = _Iovec(ctypes.addressof(self._buf), bufsize)
+        self._hdr = _Msghdr(
+            None, 0, ctypes.addressof(self._iov), 1, ctypes.addressof(self._ctl), self._ctl_size, 0
+        )
+        self._hdr_addr = ctypes.addressof(self._hdr)
+        self._flags = socket.MSG_DONTWAIT | getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+        self._scm = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+
+    def recv(self, fd: int) -> tuple[bytes, list[int]] | None:
+        """The next datagram and its fds; None if none is waiting; ``b""`` at end of file."""
+        hdr = self._hdr
+        hdr.controllen = self._ctl_size
+        hdr.flags = 0
+        n = _precvmsg(fd, self._hdr_addr, self._flags)
+        if n < 0:
+            err = ctypes.get_errno()
+            if err in _AGAIN:
+                return None
+            raise OSError(err, f"recvmsg: {os.strerror(err)}")
+        fds: list[int] = []
+        if hdr.controllen:
+            cmsg = _Cmsghdr.from_buffer(self._ctl)
+            if (cmsg.level, cmsg.type) == self._scm:
+                count = (cmsg.len - self._data_offset) // 4
+                fds = list((ctypes.c_int * count).from_buffer(self._ctl, self._data_offset))
+        if hdr.flags & 0x20:  # MSG_TRUNC: longer than any datagram we send
+            for extra in fds:
+                os.close(extra)
+            raise OSError(errno.EMSGSIZE, f"datagram longer than {self._size} bytes")
+        return ctypes.string_at(self._buf, n), fds
+
+
+def send_nowait(fd: int, data: bytes) -> bool:
+    """Non-blocking send of one datagram, GIL held; False if the socket has no room."""
+    n = _psend(fd, data, len(data), _MSG_NOSIGNAL_DONTWAIT)
+    if n < 0:
+        err = ctypes.get_errno()
+        if err in _AGAIN:
+            return False
+        raise OSError(err, f"send: {os.strerror(err)}")
+    return True
+
+
+_MSG_NOSIGNAL_DONTWAIT = 0x40 | 0x4000 if os.uname().sysname == "Linux" else 0x80
