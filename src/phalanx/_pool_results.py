@@ -356,7 +356,11 @@ class IMapIterator(_Job):
         self._unsorted: dict[int, tuple[bool, list[Any] | BaseException]] = {}
         self._next_chunk = 0
         self._length: int | None = None  # chunk count, once the input is exhausted
-        self._consumed_chunk: Callable[[], None] | None = None  # read-ahead credit
+        self._consumed_chunk: Callable[[int], None] | None = None  # read-ahead credit
+        # The caller's side: results taken from _items in bulk (one lock per
+        # batch, not per result), and chunks finished but not yet credited.
+        self._local: collections.deque[tuple[bool, Any, bool]] = collections.deque()
+        self._credit_due = 0
 
     def _chunk_start(self, index: int) -> int:
         return index * self._chunksize
@@ -375,27 +379,42 @@ class IMapIterator(_Job):
         raise value
 
     def _take(self, timeout: float | None) -> tuple[bool, Any]:
-        with self._cond:
-            while not self._items:
-                if self._length is not None and self._next_chunk >= self._length:
-                    self._pool = None
-                    self._end_progress()
-                    raise StopIteration from None
-                if not self._cond.wait(timeout) and not self._items:
-                    raise TimeoutError(f"no result within {timeout} s")
-            ok, value, last = self._items.popleft()
-        if last and self._consumed_chunk is not None:
-            self._consumed_chunk()  # the caller is done with a chunk: read one more ahead
+        try:
+            ok, value, last = self._local.popleft()
+        except IndexError:
+            self._give_credit()  # before waiting: let the input be read ahead
+            with self._cond:
+                while not self._items:
+                    if self._length is not None and self._next_chunk >= self._length:
+                        self._pool = None
+                        self._end_progress()
+                        raise StopIteration from None
+                    if not self._cond.wait(timeout) and not self._items:
+                        raise TimeoutError(f"no result within {timeout} s") from None
+                batch, self._items = self._items, collections.deque()
+            ok, value, last = batch.popleft()
+            self._local.extend(batch)
+        if last:  # the caller is done with a chunk: one more may be read ahead
+            self._credit_due += 1
+            if self._credit_due >= 16:
+                self._give_credit()
         return ok, value
+
+    def _give_credit(self) -> None:
+        due, self._credit_due = self._credit_due, 0
+        if due and self._consumed_chunk is not None:
+            self._consumed_chunk(due)
 
     __next__ = next
 
     def _set(self, index: int, ok: bool, value: Any) -> None:
         with self._cond:
             self._unsorted[index] = (ok, value)
+            was_empty = not self._items
             while self._next_chunk in self._unsorted:
                 self._deliver(*self._unsorted.pop(self._next_chunk))
-            self._cond.notify()
+            if was_empty:  # nobody waits while there are items
+                self._cond.notify()
         if ok and isinstance(value, list):
             self._tick(len(value))
 
@@ -419,8 +438,10 @@ class IMapUnorderedIterator(IMapIterator):
 
     def _set(self, index: int, ok: bool, value: Any) -> None:
         with self._cond:
+            was_empty = not self._items
             self._deliver(ok, value)
-            self._cond.notify()
+            if was_empty:  # nobody waits while there are items
+                self._cond.notify()
         if ok and isinstance(value, list):
             self._tick(len(value))
 
