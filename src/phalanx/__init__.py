@@ -12,11 +12,10 @@ import sys as _sys
 from . import context as _context
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 from .context import Process
-from .util import SUBDEBUG, SUBWARNING
+from .util import SUBDEBUG as SUBDEBUG  # module attributes, not in __all__ (as the stdlib)
+from .util import SUBWARNING as SUBWARNING
 
 __all__ = (
-    "SUBDEBUG",
-    "SUBWARNING",
     "Array",
     "AuthenticationError",
     "Barrier",
@@ -36,9 +35,11 @@ __all__ = (
     "RawArray",
     "RawValue",
     "Semaphore",
+    "SimpleQueue",
     "TimeoutError",
     "Value",
     "active_children",
+    "allow_connection_pickling",
     "cpu_count",
     "current_process",
     "freeze_support",
@@ -76,6 +77,7 @@ Semaphore = _default.Semaphore
 SimpleQueue = _default.SimpleQueue
 Value = _default.Value
 active_children = _default.active_children
+allow_connection_pickling = _default.allow_connection_pickling
 cpu_count = _default.cpu_count
 current_process = _default.current_process
 freeze_support = _default.freeze_support

@@ -123,6 +123,9 @@ class BaseContext:
         manager.start()
         return manager
 
+    def allow_connection_pickling(self) -> None:
+        """Kept for compatibility: connections and sockets always pickle in phalanx."""
+
     def Pool(
         self,
         processes: int | None = None,

@@ -777,6 +777,9 @@ class SharedMemoryManager(BaseManager):
 
     _Server = SharedMemoryServer
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+
     def SharedMemory(self, size: int) -> Any:
         """A new ``SharedMemory`` of ``size`` bytes, unlinked when the manager shuts down."""
         from .shared_memory import SharedMemory

@@ -40,6 +40,9 @@ ACKNOWLEDGE = False
 class ForkingPickler(Pickler):
     """The pickler used for everything sent between processes."""
 
+    def __init__(self, *args: Any, **kwds: Any) -> None:
+        super().__init__(*args, **kwds)
+
     @classmethod
     def register(cls, type: type, reduce: Reducer) -> None:
         """Pickle instances of ``type`` with ``reduce(obj)`` from now on."""

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Iterable
+from typing import Any
 
 from . import _platform, process
 from ._util import (
@@ -39,7 +42,10 @@ __all__ = (
     "SUBDEBUG",
     "SUBWARNING",
     "Finalize",
+    "ForkAwareLocal",
+    "ForkAwareThreadLock",
     "abstract_sockets_supported",
+    "close_all_fds_except",
     "debug",
     "get_logger",
     "get_temp_dir",
@@ -80,3 +86,42 @@ def get_temp_dir() -> str:
         Finalize(None, shutil.rmtree, args=(tempdir, True), exitpriority=-100)
         config["tempdir"] = tempdir
     return str(tempdir)
+
+
+class ForkAwareThreadLock:
+    """A ``threading.Lock`` that a forked child gets back released."""
+
+    def __init__(self) -> None:
+        self._reset()
+        register_after_fork(self, ForkAwareThreadLock._reset)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
+
+    def __enter__(self) -> bool:
+        return self._lock.__enter__()
+
+    def __exit__(self, *args: Any) -> None:
+        self._lock.__exit__(*args)
+
+
+class ForkAwareLocal(threading.local):
+    """A ``threading.local`` emptied in a forked child."""
+
+    def __init__(self) -> None:
+        register_after_fork(self, lambda obj: obj.__dict__.clear())
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), ()
+
+
+def close_all_fds_except(fds: Iterable[int]) -> None:
+    """Close every file descriptor of this process but ``fds``."""
+    keep = sorted({fd for fd in fds if fd >= 0})
+    low = 0
+    for fd in [*keep, os.sysconf("SC_OPEN_MAX")]:
+        if fd > low:
+            os.closerange(low, fd)
+        low = fd + 1
