@@ -392,6 +392,19 @@ def test_unpicklable_argument_fails_that_task_only(pool: Pool) -> None:
     assert out[2] == 3
 
 
+def test_unpicklable_arguments_in_batches_do_not_hang(pool: Pool) -> None:
+    # Warm: short tasks make the pool send many chunks per datagram; a batch
+    # that cannot be pickled is split, and only the culprits fail.
+    [r.get(timeout=DEADLINE) for r in [pool.apply_async(t.square, (i,)) for i in range(2000)]]
+    with pytest.raises(TypeError):
+        bounded(lambda: pool.map(t.attribute_v, [threading.Lock()] * 10))
+    items: list[Any] = list(range(50))
+    items[17] = threading.Lock()
+    out = outcomes(pool.imap(t.attribute_v, items, chunksize=1))
+    assert isinstance(out[17], TypeError)
+    assert [v for i, v in enumerate(out) if i != 17] == [i for i in range(50) if i != 17]
+
+
 def test_unpicklable_result_is_maybe_encoding_error(pool: Pool) -> None:
     pids = worker_pids(pool)
     with pytest.raises(MaybeEncodingError, match="lock"):

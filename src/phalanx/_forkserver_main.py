@@ -9,6 +9,7 @@ reaches EOF, i.e. when its owner is gone.
 
 from __future__ import annotations
 
+import atexit
 import os
 import selectors
 import signal
@@ -123,6 +124,7 @@ def _child(fds: list[int], listener: socket.socket, keep_closed: list[int]) -> N
         listener.close()
         _platform.close_fds(*keep_closed)
         util.clear_finalizers()  # the server's, not the child's
+        atexit._clear()
         set_inherited_fds(fds[1:])
         code = run_child(fds[0])
     except SystemExit as exc:
@@ -132,8 +134,11 @@ def _child(fds: list[int], listener: socket.socket, keep_closed: list[int]) -> N
 
         traceback.print_exc()
     finally:
-        process.flush_std_streams()
-        os._exit(code)
+        try:
+            atexit._run_exitfuncs()  # the ones the child's target registered
+        finally:
+            process.flush_std_streams()
+            os._exit(code)
 
 
 def serve(listener_fd: int, alive_r: int, config_r: int) -> None:

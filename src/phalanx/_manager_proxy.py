@@ -302,7 +302,12 @@ def dispatch(
     status, value = request(address, serializer, authkey, op, args)
     if status == RETURN:
         return value
-    raise _error(status, value)
+    error = _error(status, value)
+    del value  # no cycle through this frame: the error dies with its handler
+    try:
+        raise error
+    finally:
+        del error
 
 
 def _error(status: str, value: Any) -> BaseException:
@@ -416,7 +421,12 @@ class BaseProxy:
                 proxy._manager_class = self._manager_class
             _adopt(proxy, address, ident)
             return proxy
-        raise _error(status, value)
+        error = _error(status, value)
+        del value  # no cycle through this frame: the error dies with its handler
+        try:
+            raise error
+        finally:
+            del error
 
     def _proxytype_for(self, typeid: str) -> Callable[..., Any]:
         registry = getattr(self._manager or self._manager_class, "_registry", None)

@@ -325,17 +325,19 @@ class ProcessBackend:
             return
         limit = self._inflight_limit()
         for worker in sorted(self.workers, key=lambda w: len(w.inflight)):
-            room = worker.room(limit)
-            if room <= 0:
-                continue
-            with self._lock:
-                backlog = len(self._pending)
-            if not backlog:
-                return
-            share = -(-backlog // len(self.workers))  # spread the backlog evenly
-            batch = self._take(min(room, share))
-            if batch:
-                self._give(worker, batch)
+            while True:
+                room = worker.room(limit)
+                if room <= 0:
+                    break
+                with self._lock:
+                    backlog = len(self._pending)
+                if not backlog:
+                    return
+                share = -(-backlog // len(self.workers))  # spread the backlog evenly
+                batch = self._take(min(room, share))
+                if not batch or self._give(worker, batch):
+                    break
+                # Nothing went (a chunk could not be pickled): try again with the rest.
 
     def _take(self, n: int) -> list[Chunk]:
         """Up to ``n`` pending chunks that may still run; a solo chunk only alone."""
@@ -354,8 +356,8 @@ class ProcessBackend:
                 break
         return batch
 
-    def _give(self, worker: _Worker, batch: list[Chunk]) -> None:
-        """Send ``batch`` to ``worker`` in one datagram."""
+    def _give(self, worker: _Worker, batch: list[Chunk]) -> bool:
+        """Send ``batch`` to ``worker`` in one datagram; False if it could not be pickled."""
         known = collections.OrderedDict(worker.funcs)
         tasks = []
         for chunk in batch:
@@ -388,7 +390,7 @@ class ProcessBackend:
                     chunk.solo = True
                 with self._lock:
                     self._pending.extendleft(reversed(batch))
-            return
+            return False
         worker.funcs = known
         if not worker.inflight:
             worker.started = time.monotonic()  # (reset when it says READY)
@@ -400,6 +402,7 @@ class ProcessBackend:
             chunk.decoded = False
         worker.inflight.extend(batch)
         self._send(worker, (message, fd, segment is None, len(batch)))
+        return True
 
     def _send(self, worker: _Worker, datagram: tuple[bytes, int | None, bool, int]) -> None:
         worker.outbox.append(datagram)

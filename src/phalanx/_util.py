@@ -104,7 +104,9 @@ def log_to_stderr(level: int | str | None = None) -> logging.Logger:
 
 def logging_settings() -> tuple[bool, int | None]:
     """(log_to_stderr called, logger level) to reproduce in a spawned child."""
-    return _log_to_stderr, (_logger.level if _logger is not None else None)
+    # The effective level, as the stdlib: a child sees what the parent's logger
+    # would do, even when that comes from the root logger.
+    return _log_to_stderr, (_logger.getEffectiveLevel() if _logger is not None else None)
 
 
 def is_exiting() -> bool:

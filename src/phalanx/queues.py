@@ -101,6 +101,7 @@ class Queue:
         self._thread: threading.Thread | None = None
         self._joincancelled = False
         self._jointhread: util.Finalize | None = None
+        self._used = False  # this process has put something
 
     def __getstate__(self) -> tuple[Any, ...]:
         _check_spawning(self)
@@ -137,6 +138,7 @@ class Queue:
     def _enqueue(self, message: bytes, fd: int | None) -> None:
         """Send an encoded item, or hand it to the feeder under back-pressure."""
         # Counted before it is sent, so a consumer never takes it uncounted.
+        self._used = True
         self._count.release()
         with self._lock:
             if not self._buffer and self._channel.send(message, fd, block=False):
@@ -248,6 +250,8 @@ class Queue:
         return self._count.get_value()
 
     def empty(self) -> bool:
+        if self._channel.reader.fileno() < 0:
+            raise OSError(f"{self!r} is closed")
         return not self._channel.wait_readable(0)
 
     def full(self) -> bool:
@@ -257,6 +261,10 @@ class Queue:
         """No more puts or gets from this process; buffered items are still sent."""
         with self._lock:
             self._closed = True
+            if not self._used:
+                # As the stdlib (3.13): closing a queue this process never
+                # put to only forbids further use; empty() still answers.
+                return
             self._feeder.stop = True
             self._feeder.close_writer = True
             self._notempty.notify()
@@ -364,6 +372,8 @@ class SimpleQueue:
             self._channel.wait_readable(None)
 
     def empty(self) -> bool:
+        if self._channel.reader.fileno() < 0:
+            raise OSError(f"{self!r} is closed")
         return not self._channel.wait_readable(0)
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import threading
@@ -48,13 +49,19 @@ class ChildPopen:
         if pid == 0:  # pragma: no cover - runs in the child, measured there
             code = 1
             try:
+                # The parent's atexit handlers are not the child's; the ones
+                # its target registers run when it ends (as the stdlib, 3.13).
+                atexit._clear()
                 os.close(parent_w)
                 if sentinel_r >= 0:
                     os.close(sentinel_r)
                 _after_fork_in_child()
                 code = process_obj._bootstrap(parent_sentinel=child_r, after_fork=True)
             finally:
-                os._exit(code)
+                try:
+                    atexit._run_exitfuncs()
+                finally:
+                    os._exit(code)
         os.close(child_r)
         if sentinel_w >= 0:
             os.close(sentinel_w)
