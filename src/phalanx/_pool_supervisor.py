@@ -204,6 +204,7 @@ class ProcessBackend:
 
     def _close_in_child(self) -> None:
         for worker in self.workers:
+            worker.fileno = -1
             worker.sock.close()
         self.workers = []
         # The supervisor thread did not survive the fork: say so, do not hang.
@@ -411,6 +412,8 @@ class ProcessBackend:
     def _flush(self, worker: _Worker) -> None:
         """Send what the worker's link has room for; watch for room if anything is left."""
         while worker.outbox:
+            if worker.fileno < 0:
+                return  # reaped
             message, fd, owned, count = worker.outbox[0]
             try:
                 if fd is None:
@@ -438,6 +441,8 @@ class ProcessBackend:
         """Take every answer waiting on a worker's link."""
         reader = self._reader
         while True:
+            if worker.fileno < 0:
+                return  # reaped (an event of the same select() batch)
             try:
                 got = reader.recv(worker.fileno)
             except OSError:
@@ -548,6 +553,9 @@ class ProcessBackend:
                 pass
         worker.process.join(5)
         exitcode = worker.process.exitcode
+        # From now on its fd number may be reused by anyone in this process:
+        # nothing may read or write it through the cached number any more.
+        worker.fileno = -1
         worker.sock.close()
         for _message, fd, owned, _count in worker.outbox:
             if fd is not None and owned:
