@@ -195,7 +195,7 @@ class ProcessBackend:
             self._wake_locked()
 
     def _wake_locked(self) -> None:
-        if not self._woken:
+        if not self._woken and self._wake_w >= 0:  # -1: the supervisor is gone
             self._woken = True
             try:
                 os.write(self._wake_w, b"x")
@@ -203,6 +203,9 @@ class ProcessBackend:
                 pass
 
     def _close_in_child(self) -> None:
+        # The wake pipe is our parent's: never write to it (its numbers may be
+        # closed here, by a worker, and reused).
+        self._wake_r = self._wake_w = -1
         for worker in self.workers:
             worker.fileno = -1
             worker.sock.close()
@@ -697,7 +700,12 @@ class ProcessBackend:
         for worker in list(self.workers):
             self._reap(worker)
         self._selector.close()
-        for fd in (self._wake_r, self._wake_w):
+        # Under the lock, so that no late submit()/close() writes to the
+        # number after it is closed (and perhaps reused by another thread).
+        with self._lock:
+            fds = (self._wake_r, self._wake_w)
+            self._wake_r = self._wake_w = -1
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:
