@@ -140,7 +140,8 @@ def worker_main(
             got = recv_spinning(sock, _SPIN) or recv_datagram(sock, True)
         except (EOFError, OSError):
             break  # the pool is gone
-        assert got is not None
+        if got is None:  # a blocking receive always returns a datagram; never mind
+            continue
         mappings: list[mmap.mmap] = []
         try:
             tasks = decode(*got, mappings)
