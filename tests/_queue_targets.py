@@ -9,6 +9,7 @@ deadline (``DEADLINE``); a child that is meant to be killed says where it is
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from typing import Any
@@ -98,16 +99,21 @@ def put_pausing_after_send(q: Any, obj: Any, path: str, go: Any) -> None:
     """Put ``obj``; once it is in the channel, report and wait for ``go`` before going on.
 
     A profile hook stops the put right after the datagram is sent (the return
-    of ``Channel.send``), where a slow producer may be preempted before any
-    bookkeeping that follows.
+    of ``Channel.send``, or of the socket's own ``send`` on the hot path), where
+    a slow producer may be preempted before any bookkeeping that follows.
     """
 
     def hook(frame: Any, event: str, arg: Any) -> None:
-        if (
+        sent = (
             event == "return"
             and frame.f_code.co_name == "send"
             and frame.f_code.co_filename.endswith("_channel.py")
-        ):
+        ) or (
+            event == "c_return"
+            and getattr(arg, "__name__", "") in ("send", "sendmsg")
+            and isinstance(getattr(arg, "__self__", None), socket.socket)
+        )
+        if sent:
             sys.setprofile(None)
             write_json(path, {"pid": os.getpid()})
             go.wait(DEADLINE)

@@ -6,11 +6,10 @@ and each datagram goes to exactly one reader, with no lock in user space.  A
 process killed in the middle of ``send`` or ``recv`` therefore cannot tear a
 message or leave a lock held; it loses at most the message in its own hands.
 
-A datagram is one message::
+A datagram is one message, told apart by its first byte::
 
-    byte 0   kind
-    INLINE   the pickle follows in the datagram
-    MEMFD    a memfd travels with the datagram (SCM_RIGHTS); it holds
+    0x80     INLINE: the datagram is the pickle itself (protocol 5 starts with PROTO)
+    0x01     MEMFD: a memfd travels with the datagram (SCM_RIGHTS); it holds
              u64 pickle length | u32 n | n x u64 buffer sizes | pickle | buffers...
 
 Large payloads go through an anonymous memfd, so no datagram is ever split
@@ -24,6 +23,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import pickle
 import select
 import socket
 import struct
@@ -32,9 +32,11 @@ from typing import Any
 
 from . import _platform
 from ._segments import Segment, SegmentCache, write_parts
-from ._wire.pickling import dumps, loads
+from ._wire.pickling import ATOMS, PROTOCOL, dumps, loads
 
 __all__ = (
+    "ANC_SIZE",
+    "RECV_SIZE",
     "Channel",
     "decode",
     "encode",
@@ -43,13 +45,14 @@ __all__ = (
     "recv_spinning",
     "send_datagram",
     "socketpair",
+    "unpack_datagram",
 )
 
-INLINE = 0
+INLINE = 0x80  # pickle.PROTO: every pickle of protocol >= 2 starts with it
 MEMFD = 1
 MAX_INLINE = 64 * 1024  # larger messages travel in a memfd
-_RECV_SIZE = MAX_INLINE + 16
-_ANC_SIZE = socket.CMSG_SPACE(struct.calcsize("i"))
+RECV_SIZE = MAX_INLINE + 16
+ANC_SIZE = socket.CMSG_SPACE(struct.calcsize("i"))
 _HEAD = struct.Struct("=QI")
 _SIZE = struct.Struct("=Q")
 
@@ -68,10 +71,14 @@ def encode_reusing(
     With a cache, the caller owns the returned segment (its fd must stay open
     until the receiver answers) instead of the fd.
     """
+    if type(obj) in ATOMS:  # the hot path: small plain values
+        data = pickle.dumps(obj, PROTOCOL)
+        if len(data) < MAX_INLINE:
+            return data, None, None
     buffers: list[Any] = []
     data = dumps(obj, buffers)
     if not buffers and len(data) < MAX_INLINE:
-        return b"\x00" + data, None, None
+        return data, None, None
     raws = [memoryview(b.raw()).cast("B") for b in buffers]
     table = _HEAD.pack(len(data), len(raws)) + b"".join(_SIZE.pack(r.nbytes) for r in raws)
     views = [memoryview(table), memoryview(data), *raws]
@@ -99,7 +106,7 @@ def decode(message: bytes, fd: int | None, mappings: list[mmap.mmap] | None = No
     that the caller can tell later whether anything still uses it.
     """
     if message[0] == INLINE:
-        return loads(memoryview(message)[1:])
+        return pickle.loads(message)
     if fd is None:
         raise OSError("corrupt queue message: a large message arrived without its memfd")
     try:
@@ -146,9 +153,19 @@ def recv_datagram(sock: socket.socket, block: bool) -> tuple[bytes, int | None] 
     """
     flags = socket.MSG_CMSG_CLOEXEC if block else socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
     try:
-        message, ancdata, _flags, _addr = sock.recvmsg(_RECV_SIZE, _ANC_SIZE, flags)
+        message, ancdata, _flags, _addr = sock.recvmsg(RECV_SIZE, ANC_SIZE, flags)
     except BlockingIOError:
         return None
+    return unpack_datagram(message, ancdata)
+
+
+def unpack_datagram(
+    message: bytes, ancdata: list[tuple[int, int, bytes]]
+) -> tuple[bytes, int | None]:
+    """The message of a received datagram and the fd it carries (extra fds are closed).
+
+    ``EOFError`` for the empty datagram of end of file.
+    """
     fd = None
     for level, kind, payload in ancdata:  # empty for all but large messages
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import os
+import pickle
 import queue as _queue
 import socket
 import threading
@@ -30,7 +31,10 @@ from typing import Any
 
 from . import _platform
 from . import _util as util
-from ._channel import Channel, decode, encode
+from ._channel import ANC_SIZE as _ANC_SIZE
+from ._channel import INLINE as _INLINE
+from ._channel import RECV_SIZE as _RECV_SIZE
+from ._channel import Channel, decode, encode, unpack_datagram
 from ._errors import LockStateError
 from ._wire.fds import DupFd
 from ._wire.pickling import get_spawning_popen
@@ -41,6 +45,12 @@ __all__ = ("JoinableQueue", "Queue", "SimpleQueue")
 # A blocking get() polls this long before it sleeps: waking a sleeping process
 # on another CPU costs tens of microseconds, often more than the wait itself.
 _SPIN = 50e-6
+
+_NOWAIT = socket.MSG_DONTWAIT
+_RECV_NOWAIT = socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+_loads = pickle.loads
+_post = _platform.raw_sem_post
+_trywait = _platform.raw_sem_trywait
 
 Empty = _queue.Empty
 Full = _queue.Full
@@ -89,6 +99,7 @@ class Queue:
         self._channel = Channel()
         self._sem = BoundedSemaphore(maxsize) if maxsize < SEM_VALUE_MAX else None
         self._count = Semaphore(0)  # messages in the channel: qsize()
+        self._bind()
         self._after_fork()
         util.register_after_fork(self, Queue._after_fork)
 
@@ -117,8 +128,15 @@ class Queue:
         maxsize, reader, writer, self._sem, self._count = state
         self._maxsize = maxsize
         self._channel = Channel(_rebuild_socket(reader), _rebuild_socket(writer))
+        self._bind()
         self._after_fork()
         util.register_after_fork(self, Queue._after_fork)
+
+    def _bind(self) -> None:
+        """Shortcuts for the hot paths of put() and get()."""
+        self._reader = self._channel.reader
+        self._writer = self._channel.writer
+        self._count_sem = self._count._semlock._sem
 
     def _check_open(self) -> None:
         if self._closed:
@@ -128,7 +146,8 @@ class Queue:
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         """Put ``obj`` (pickled now); blocks only while a bounded queue is full."""
-        self._check_open()
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
         message, fd = encode(obj)  # before taking room: a crash here costs nothing
         if self._sem is not None and not self._sem.acquire(block, timeout):
             _platform.close_fds(*([] if fd is None else [fd]))
@@ -139,12 +158,18 @@ class Queue:
         """Send an encoded item, or hand it to the feeder under back-pressure."""
         # Counted before it is sent, so a consumer never takes it uncounted.
         self._used = True
-        self._count.release()
+        _post(self._count_sem)
         with self._lock:
-            if not self._buffer and self._channel.send(message, fd, block=False):
-                if fd is not None:
+            if not self._buffer:
+                if fd is None:  # the hot path: one send(), no ancillary data
+                    try:
+                        self._writer.send(message, _NOWAIT)
+                        return
+                    except BlockingIOError:
+                        pass
+                elif self._channel.send(message, fd, block=False):
                     os.close(fd)  # the datagram holds its own reference now
-                return
+                    return
             self._buffer.append((message, fd))
             if self._thread is None:
                 self._start_thread()
@@ -219,26 +244,40 @@ class Queue:
 
     def get(self, block: bool = True, timeout: float | None = None) -> Any:
         """Remove and return an item; ``queue.Empty`` if none comes within ``timeout``."""
-        self._check_open()
-        deadline = None
-        if block and timeout is not None:
-            deadline = time.monotonic() + max(0.0, timeout)
-        got = self._channel.recv_spinning(_SPIN) if block else None
+        if self._closed:
+            raise ValueError(f"Queue {self!r} is closed")
+        try:  # the hot path: a datagram is waiting
+            message, ancdata, _flags, _addr = self._reader.recvmsg(
+                _RECV_SIZE, _ANC_SIZE, _RECV_NOWAIT
+            )
+        except BlockingIOError:
+            message, fd = self._wait_for_datagram(block, timeout)
+        else:
+            fd = None
+            if ancdata or not message:
+                message, fd = unpack_datagram(message, ancdata)
+        _trywait(self._count_sem)  # counted before it was sent: never below the items in flight
+        if self._sem is not None:
+            self._sem.release()
+        if fd is None and message[0] == _INLINE:
+            return _loads(message)
+        return decode(message, fd)
+
+    def _wait_for_datagram(self, block: bool, timeout: float | None) -> tuple[bytes, int | None]:
+        if not block:
+            raise Empty
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        got = self._channel.recv_spinning(_SPIN)
         while got is None:
             # With no timeout, sleep in recv itself: one wake-up, one syscall.
-            got = self._channel.recv(block=block and deadline is None)
+            got = self._channel.recv(block=deadline is None)
             if got is not None:
                 break
-            if not block:
-                raise Empty
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise Empty
             self._channel.wait_readable(remaining)
-        self._count.acquire(False)
-        if self._sem is not None:
-            self._sem.release()
-        return decode(*got)
+        return got
 
     def get_nowait(self) -> Any:
         return self.get(False)

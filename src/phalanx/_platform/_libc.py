@@ -57,10 +57,17 @@ _sem_clockwait = _bind("sem_clockwait", ctypes.c_void_p, ctypes.c_int, ctypes.PO
 _sem_timedwait = _bind("sem_timedwait", ctypes.c_void_p, ctypes.POINTER(_Timespec))
 
 
-# For the one hot path (an uncontended acquire): call it with a prebuilt
-# c_void_p; non-zero means "not taken" (EAGAIN, or EINTR).
-raw_sem_trywait = _sem_trywait
-raw_sem_post = _sem_post
+# For the hot paths (an uncontended acquire, a release): call them with a
+# prebuilt c_void_p; non-zero means "not taken" (EAGAIN, or EINTR).  Neither
+# ever blocks, so they keep the GIL (PyDLL): dropping and retaking it would
+# cost more than the call.
+_gil_libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+raw_sem_trywait = _gil_libc.sem_trywait
+raw_sem_trywait.argtypes = [ctypes.c_void_p]
+raw_sem_trywait.restype = ctypes.c_int
+raw_sem_post = _gil_libc.sem_post
+raw_sem_post.argtypes = [ctypes.c_void_p]
+raw_sem_post.restype = ctypes.c_int
 
 
 def _probe() -> bool:

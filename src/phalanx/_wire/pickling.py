@@ -129,12 +129,12 @@ class Pickler(pickle.Pickler):
 
 # Objects that pickle the same with or without our reducers: the C pickler's
 # module function is several times cheaper than a Pickler instance.
-_ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
+ATOMS = frozenset({int, float, complex, str, bytes, bool, type(None)})
 
 
 def dumps(obj: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
     """Pickle ``obj``; with ``buffers`` given, large buffers are appended to it out of band."""
-    if type(obj) in _ATOMS:
+    if type(obj) in ATOMS:
         return pickle.dumps(obj, PROTOCOL)
     buf = io.BytesIO()
     Pickler(buf, buffer_callback=None if buffers is None else buffers.append).dump(obj)
