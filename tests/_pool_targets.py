@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _targets import segfault, write_json
+from _targets import DEADLINE, segfault, write_json
 
 # Set by an initializer in the workers; the test process keeps this value.
 INIT_VALUE = "not initialized"
@@ -273,3 +273,24 @@ class SlowlyFailsToUnpickle:
 
     def __reduce__(self) -> Any:
         return _rebuild_slowly_or_fail, (os.getpid(),)
+
+
+class KillSelf:
+    """SIGKILLs the worker running it (a crash in the middle of a run of short tasks)."""
+
+    def __repr__(self) -> str:
+        return "KillSelf()"
+
+    def run(self) -> Any:
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(60)
+
+
+def wait_for_file(path: str) -> str:
+    """Return once ``path`` exists (the test creates it); fail after DEADLINE s."""
+    deadline = time.monotonic() + DEADLINE
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return "released"

@@ -586,6 +586,64 @@ def test_crash_matrix(make_pool: Callable[..., Pool], tmp_path: Path, case: str,
     stop(pool, before)
 
 
+LONG_RUN = 3000
+
+
+@pytest.mark.parametrize("call", ["map", "imap_unordered"])
+@pytest.mark.parametrize("crash", ["kill_self", "os_exit"])
+def test_crash_in_a_long_run_of_short_tasks(
+    make_pool: Callable[..., Pool], call: str, crash: str
+) -> None:
+    """Short tasks travel and are answered many to a datagram: a crash still blames one.
+
+    The worker holds answers of finished chunks for a moment; when it dies,
+    the chunk it was running fails, finished answers it had not sent yet run
+    again, and nothing else is lost or failed.
+    """
+    pool = make_pool(2)
+    assert pool.map(t.square, range(LONG_RUN), chunksize=1) == [i * i for i in range(LONG_RUN)]
+    at = LONG_RUN // 2
+    items: list[Any] = list(range(LONG_RUN))
+    items[at] = t.KillSelf() if crash == "kill_self" else t.HardExit()
+    expected = {i: i * i for i in range(LONG_RUN) if i != at}
+    if call == "map":
+        with pytest.raises(WorkerLostError) as info:
+            bounded(lambda: pool.map(t.crash_task, items, chunksize=1))
+        error: BaseException = info.value
+    else:
+        values, errors = drain(pool.imap_unordered(t.crash_task, items))
+        assert Counter(values) == Counter(expected.values())
+        assert len(errors) == 1, errors
+        error = errors[0]
+    assert isinstance(error, WorkerLostError), repr(error)
+    assert f"[item {at}]" in str(error)
+    if crash == "kill_self":
+        assert error.signal == "SIGKILL"
+    else:
+        assert error.exitcode == t.EXIT_CODE
+    assert_pool_works(pool)
+
+
+def test_answers_of_short_tasks_are_not_held_behind_a_long_one(
+    make_pool: Callable[..., Pool], tmp_path: Path
+) -> None:
+    """Answers wait to share a datagram only briefly: a long task does not hold them back.
+
+    The long task ends only once the test has every short result, so answers
+    held until the worker's next pause would hang this test.
+    """
+    pool = make_pool(1)
+    release = tmp_path / "release"
+    pool.map(t.square, range(200), chunksize=1)  # short chunks measured: answers are grouped
+    shorts = [pool.apply_async(t.square, (i,)) for i in range(50)]
+    long = pool.apply_async(t.wait_for_file, (str(release),))
+    try:
+        assert [r.get(timeout=DEADLINE) for r in shorts] == [i * i for i in range(50)]
+    finally:
+        release.touch()
+    assert long.get(timeout=DEADLINE) == "released"
+
+
 # --- 4. per-task timeouts -------------------------------------------------------------------
 
 

@@ -95,13 +95,13 @@ class Chunk:
         "attempts",
         "batch",
         "batch_size",
-        "decoded",
         "func",
         "index",
         "job",
         "kind",
         "payload",
         "segment",
+        "seq",
         "size",
         "solo",
         "timeout",
@@ -127,7 +127,7 @@ class Chunk:
         self.segment: Any = None  # the shared memory its message travels in, if large
         self.batch = -1  # the datagram it went in (several small chunks may share one)
         self.batch_size = 1
-        self.decoded = False  # its worker said it unpickled that datagram
+        self.seq = 0  # its number among the chunks given to its worker
         self.solo = False  # travels alone (a batch it was in could not be unpickled)
 
     def describe(self) -> str:

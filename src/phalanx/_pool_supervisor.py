@@ -30,18 +30,21 @@ import threading
 import time
 from typing import Any
 
-from . import _platform
+from . import _heap, _platform
 from . import _util as util
 from ._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
 from ._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from ._pool_results import Chunk, fail_all
 from ._pool_worker import (
-    DECODED,
+    BEGUN,
     FAILED,
+    FINISHED,
     INIT_FAILED,
+    MANY,
     OK,
     READY,
     RESEND,
+    SPIN,
     UNREADABLE,
     WorkerEnd,
     worker_main,
@@ -64,8 +67,13 @@ RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 class _Worker:
     """The supervisor's view of one worker process."""
 
-    def __init__(self, process: Any, sock: socket.socket, tasks_left: int | None) -> None:
+    def __init__(
+        self, process: Any, sock: socket.socket, progress: _heap.Block, tasks_left: int | None
+    ) -> None:
         self.process = process
+        self.progress_block = progress  # kept alive while the worker may write it
+        self.progress = progress.view().cast("q")  # BEGUN, FINISHED (see _pool_worker)
+        self.next_seq = 1
         self.pid: int = process.pid
         self.sock = sock
         self.sentinel: int = process.sentinel
@@ -111,6 +119,9 @@ class ProcessBackend:
         self._initargs = initargs
         self._maxtasks = maxtasksperchild
         self._retries = retries
+        # Waking a sleeping process costs tens of microseconds, so an idle worker
+        # polls a moment first; but only if that leaves a CPU to the pool's owner.
+        self._spin = SPIN if (os.cpu_count() or 1) > processes else 0.0
         self._lock = threading.Lock()
         self._pending: collections.deque[Chunk] = collections.deque()
         self._feeders = 0
@@ -291,13 +302,22 @@ class ProcessBackend:
 
     def _start_worker(self) -> None:
         mine, theirs = socketpair()
+        progress = _heap.malloc(16)
         close_fds = []
         if self._ctx.get_start_method() == "fork":
             close_fds = [w.sock.fileno() for w in self.workers] + [mine.fileno()]
             close_fds += [self._wake_r, self._wake_w]
         process = self._ctx.Process(
             target=worker_main,
-            args=(WorkerEnd(theirs), self._initializer, self._initargs, self._maxtasks, close_fds),
+            args=(
+                WorkerEnd(theirs),
+                progress,
+                self._spin,
+                self._initializer,
+                self._initargs,
+                self._maxtasks,
+                close_fds,
+            ),
             name=f"PoolWorker-{next(_worker_names)}",
             daemon=True,
         )
@@ -307,7 +327,7 @@ class ProcessBackend:
         finally:
             theirs.close()
         mine.setblocking(False)
-        worker = _Worker(process, mine, self._maxtasks)
+        worker = _Worker(process, mine, progress, self._maxtasks)
         self.workers.append(worker)
         self._selector.register(mine, selectors.EVENT_READ, ("link", worker))
         self._selector.register(worker.sentinel, selectors.EVENT_READ, ("sentinel", worker))
@@ -338,32 +358,37 @@ class ProcessBackend:
                 if not backlog:
                     return
                 share = -(-backlog // len(self.workers))  # spread the backlog evenly
-                batch = self._take(min(room, share))
+                # A quarter of the credit per datagram: answers come back (several
+                # per datagram) while the worker has more to do.
+                batch = self._take(min(room, share, max(1, limit // 4)))
                 if not batch or self._give(worker, batch):
                     break
                 # Nothing went (a chunk could not be pickled): try again with the rest.
 
     def _take(self, n: int) -> list[Chunk]:
         """Up to ``n`` pending chunks that may still run; a solo chunk only alone."""
-        batch: list[Chunk] = []
-        while len(batch) < n:
-            with self._lock:
-                if not self._pending:
-                    break
-                if batch and self._pending[0].solo:
-                    break
-                chunk = self._pending.popleft()
-            if not chunk.dispatching():
-                continue
-            batch.append(chunk)
-            if chunk.solo:
-                break
-        return batch
+        while True:
+            taken: list[Chunk] = []
+            with self._lock:  # once per batch: the caller's thread wants it too
+                pending = self._pending
+                while pending and len(taken) < n:
+                    if taken and pending[0].solo:
+                        break
+                    chunk = pending.popleft()
+                    taken.append(chunk)
+                    if chunk.solo:
+                        break
+            if not taken:
+                return taken
+            batch = [chunk for chunk in taken if chunk.dispatching()]
+            if batch:
+                return batch
+            # All of them were cancelled: take the next ones.
 
     def _give(self, worker: _Worker, batch: list[Chunk]) -> bool:
         """Send ``batch`` to ``worker`` in one datagram; False if it could not be pickled."""
         known = collections.OrderedDict(worker.funcs)
-        tasks = []
+        tasks: list[tuple[Any, ...]] = []
         for chunk in batch:
             func = chunk.func
             entry = self._funcs.get(id(func))
@@ -382,7 +407,10 @@ class ProcessBackend:
                     forget = known.popitem(last=False)[0]
                 known[fid] = None
                 sent_func = func
-            tasks.append((fid, sent_func, forget, chunk.kind, chunk.payload))
+            seq = worker.next_seq + len(tasks)
+            tasks.append(
+                (fid, sent_func, forget, chunk.kind, chunk.payload, seq, chunk.timeout is not None)
+            )
         try:
             message, fd, segment = encode_reusing(tasks, self._segments)
         except Exception as exc:  # an argument (or a function) cannot be pickled
@@ -400,10 +428,13 @@ class ProcessBackend:
             worker.started = time.monotonic()  # (reset when it says READY)
         batch[-1].segment = segment  # free to reuse once the last one is answered
         serial = next(_batches)
+        seq = worker.next_seq
         for chunk in batch:
             chunk.batch = serial
             chunk.batch_size = len(batch)
-            chunk.decoded = False
+            chunk.seq = seq
+            seq += 1
+        worker.next_seq = seq
         worker.inflight.extend(batch)
         self._send(worker, (message, fd, segment is None, len(batch)))
         return True
@@ -461,9 +492,22 @@ class ProcessBackend:
                 tag, value, reusable = decode(message, fds[0] if fds else None)
             except Exception as exc:
                 tag, value, reusable = FAILED, exc, False
-            self._answer(worker, tag, value, reusable)
+            if tag != MANY:
+                self._answer(worker, tag, value, reusable, None)
+                continue
+            # Answers that shared a datagram split the time since the last one.
+            took = (time.monotonic() - worker.started) / len(value)
+            for answer in value:
+                try:
+                    tag, one, reusable = decode(answer, None)
+                except Exception as exc:
+                    tag, one, reusable = FAILED, exc, False
+                self._answer(worker, tag, one, reusable, took)
 
-    def _answer(self, worker: _Worker, tag: int, value: Any, reusable: bool) -> None:
+    def _answer(
+        self, worker: _Worker, tag: int, value: Any, reusable: bool, took: float | None
+    ) -> None:
+        """One chunk's answer; ``took``: its running time, if known better than by the clock."""
         if tag == INIT_FAILED:
             # It ran nothing: what it holds goes to other workers when it exits.
             worker.stopping = True
@@ -478,15 +522,6 @@ class ProcessBackend:
         if tag == READY:
             worker.ready = True
             worker.started = time.monotonic()  # the head chunk's clock starts now
-            return
-        if tag == DECODED:
-            for chunk in worker.inflight:  # the oldest datagram not yet acknowledged
-                if not chunk.decoded:
-                    batch = chunk.batch
-                    for other in worker.inflight:
-                        if other.batch == batch:
-                            other.decoded = True
-                    break
             return
         if not worker.inflight:
             return  # a stray answer (cannot happen unless a worker misbehaves)
@@ -504,7 +539,8 @@ class ProcessBackend:
                 self._segments.drop(chunk.segment)
             chunk.segment = None
         if tag in (OK, FAILED):
-            took = now - worker.started
+            if took is None:
+                took = now - worker.started
             average = self._chunk_time
             self._chunk_time = took if average is None else 0.8 * average + 0.2 * took
         worker.started = now
@@ -575,21 +611,33 @@ class ProcessBackend:
         inflight = list(worker.inflight)
         if not inflight:
             return
-        if worker.sent > 0 and not inflight[0].decoded and inflight[0].batch_size > 1:
-            # It died unpickling a datagram of several chunks: the culprit is one
-            # of them, but which?  Run each alone to find out.
-            batch = inflight[0].batch
-            for chunk in inflight:
-                if chunk.batch == batch:
-                    chunk.solo = True
-        elif worker.sent > 0:
-            head = inflight.pop(0)
-            error = self._death_error(worker, head, exitcode)
-            if error is None:
-                inflight.insert(0, head)  # retried, in its turn
+        begun, finished = worker.progress[BEGUN], worker.progress[FINISHED]
+        head = inflight[0]
+        culprit = None
+        if worker.sent <= 0:
+            pass  # it had received nothing: nobody to blame
+        elif head.seq > begun:
+            # It died before starting the chunk: unpickling its datagram (or idle).
+            if head.batch_size > 1:
+                # The culprit is one of the datagram's chunks, but which?  Run
+                # each alone to find out.
+                for chunk in inflight:
+                    if chunk.batch == head.batch:
+                        chunk.solo = True
             else:
-                head.job._set(head.index, False, error)
-                head.release()
+                culprit = head
+        elif begun > finished:
+            # Answers of chunks it had finished were lost with it: those run
+            # again; the chunk it was running is the one to blame.
+            culprit = next((c for c in inflight if c.seq == begun), None)
+        if culprit is not None:
+            inflight.remove(culprit)
+            error = self._death_error(worker, culprit, exitcode)
+            if error is None:
+                inflight.insert(0, culprit)  # retried, in its turn
+            else:
+                culprit.job._set(culprit.index, False, error)
+                culprit.release()
         if self.broken is not None:
             for chunk in inflight:
                 chunk.job._set(chunk.index, False, self.broken)

@@ -16,6 +16,16 @@ re-pickled for every task).
 Message up: ``(tag, value, reusable)`` with the tags below; ``reusable`` says
 that the chunk came in a shared-memory segment that nothing maps any more, so
 the supervisor may write the next large chunk into it (see ``_segments``).
+Answers of short chunks travel several to a datagram, ``(MANY, [answer, ...],
+False)``, each answer pickled as its chunk ends; see ``_Answers`` for when they
+go.
+
+**Progress.**  Each chunk carries a sequence number, and the worker writes
+into a word of shared memory the number of the chunk it starts (``BEGUN``) and
+of the last one whose answer is ready (``FINISHED``).  When a worker dies, the
+supervisor reads them: the chunk begun but not finished is the one to blame,
+answers finished but never sent are run again, and chunks not begun go to
+other workers.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 from . import _util as util
@@ -35,12 +46,15 @@ from ._pool_results import APPLY, MAP, ExceptionWithTraceback, MaybeEncodingErro
 from ._wire.fds import DupFd
 
 __all__ = (
-    "DECODED",
+    "BEGUN",
     "FAILED",
+    "FINISHED",
     "INIT_FAILED",
+    "MANY",
     "OK",
     "READY",
     "RESEND",
+    "SPIN",
     "UNREADABLE",
     "WorkerEnd",
     "worker_main",
@@ -52,9 +66,15 @@ INIT_FAILED = 2  # value: the initializer's exception; the worker then exits
 UNREADABLE = 3  # value: why the task could not be unpickled
 READY = 4  # the initializer is done: timeouts count from here (sent once, first)
 RESEND = 5  # the chunk named a function this worker never got: send it again with it
-DECODED = 6  # a datagram of several chunks was unpickled (a crash after this is a task's)
+MANY = 6  # value: several answers, each a pickled (tag, value, reusable)
 
-_SPIN = 50e-6
+BEGUN, FINISHED = 0, 1  # words of the progress block
+
+SPIN = 50e-6  # seconds an idle worker polls for work before it sleeps (if it has a CPU)
+_HOLD = 0.002  # seconds an answer may wait for others to share its datagram
+_LONG = 0.001  # a chunk that ran this long is answered at once
+_MAX_HELD = 256  # answers per datagram
+_MAX_HELD_BYTES = 32 * 1024  # (well under the supervisor's datagram size)
 
 
 class WorkerEnd:
@@ -80,20 +100,99 @@ def _exit_when_orphaned(sock: socket.socket) -> None:
                 os._exit(1)
 
 
-def _reply(sock: socket.socket, tag: int, value: Any, reusable: bool = False) -> None:
+def _encode_answer(tag: int, value: Any, reusable: bool) -> tuple[bytes, int | None]:
     try:
-        message, fd = encode((tag, value, reusable))
+        return encode((tag, value, reusable))
     except Exception as exc:  # the result (or exception) cannot be pickled
         original = value.exc if isinstance(value, ExceptionWithTraceback) else value
         error = ExceptionWithTraceback(MaybeEncodingError(exc, original), exc.__traceback__)
         if isinstance(value, ExceptionWithTraceback):
             error.tb = value.tb  # what the caller needs is where the task failed
-        message, fd = encode((FAILED, error, reusable))
+        return encode((FAILED, error, reusable))
+
+
+def _send(sock: socket.socket, message: bytes, fd: int | None) -> None:
     try:
         send_datagram(sock, message, fd, block=True)
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def _reply(sock: socket.socket, tag: int, value: Any, reusable: bool = False) -> None:
+    _send(sock, *_encode_answer(tag, value, reusable))
+
+
+class _Answers:
+    """Answers of finished chunks, held briefly so that several share a datagram.
+
+    Per-message costs (a system call on each side, a wake-up of the
+    supervisor) dominate short tasks.  An answer is held only while chunks
+    are short: it goes at once after a chunk that ran ``_LONG``, before a chunk
+    with a timeout (whose clock starts when the supervisor hears of the chunk
+    before it), and before the worker waits for more work; and a helper thread
+    sends what has waited ``_HOLD``, so that a long chunk never holds back the
+    answers of the short ones before it.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.held: list[bytes] = []
+        self.size = 0
+        self.since = 0.0
+        self.lock = threading.Lock()  # sends go in order, whole
+        self._wake = threading.Lock()  # released: something is held
+        self._wake.acquire()
+        threading.Thread(target=self._flusher, daemon=True, name="phalanx-worker-answers").start()
+
+    def add(self, tag: int, value: Any, reusable: bool, now: float) -> None:
+        message, fd = _encode_answer(tag, value, reusable)
+        with self.lock:
+            if fd is not None:  # a large answer travels alone, with its memfd
+                self._flush_locked()
+                _send(self.sock, message, fd)
+                return
+            first = not self.held
+            if first:
+                self.since = now
+            self.held.append(message)
+            self.size += len(message)
+            if len(self.held) >= _MAX_HELD or self.size >= _MAX_HELD_BYTES:
+                self._flush_locked()
+        if first and self._wake.locked():
+            self._wake.release()
+
+    def flush(self) -> None:
+        if self.held:
+            with self.lock:
+                self._flush_locked()
+
+    def _flush_locked(self) -> None:
+        held = self.held
+        if not held:
+            return
+        self.held = []
+        self.size = 0
+        if len(held) == 1:
+            _send(self.sock, held[0], None)
+        else:
+            _send(self.sock, *encode((MANY, held, False)))
+
+    def _flusher(self) -> None:
+        clock = time.monotonic
+        try:
+            while True:
+                self._wake.acquire()  # until an answer is held
+                while True:
+                    time.sleep(_HOLD)
+                    with self.lock:
+                        if not self.held:
+                            break
+                        if clock() - self.since >= _HOLD:
+                            self._flush_locked()
+                            break
+        except OSError:
+            return  # the pool is gone: the main loop finds out too
 
 
 def _run(func: Any, kind: int, payload: Any) -> Any:
@@ -107,6 +206,8 @@ def _run(func: Any, kind: int, payload: Any) -> Any:
 
 def worker_main(
     end: WorkerEnd,
+    progress_block: Any,
+    spin: float,
     initializer: Any,
     initargs: tuple[Any, ...],
     maxtasks: int | None,
@@ -133,11 +234,15 @@ def worker_main(
             util.debug("pool worker: initializer failed: %r", exc)
             return
     _reply(sock, READY, None)
+    progress = progress_block.view().cast("q")
+    answers = _Answers(sock)
+    clock = time.monotonic
     funcs: dict[int, Any] = {}
     done = 0
     while maxtasks is None or done < maxtasks:
+        answers.flush()  # before waiting for more work
         try:
-            got = recv_spinning(sock, _SPIN) or recv_datagram(sock, True)
+            got = (spin and recv_spinning(sock, spin)) or recv_datagram(sock, True)
         except (EOFError, OSError):
             break  # the pool is gone
         if got is None:  # a blocking receive always returns a datagram; never mind
@@ -154,36 +259,42 @@ def worker_main(
         del got
         if tasks is None:
             break
-        if len(tasks) > 1:
-            # Had it died unpickling them, nobody could tell which one was to blame.
-            _reply(sock, DECODED, None)
         tasks.reverse()  # pop() from the end: each task's arguments go as soon as it is done
         while tasks:
-            fid, func, forget, kind, payload = tasks.pop()
+            fid, func, forget, kind, payload, seq, urgent = tasks.pop()
             last = not tasks  # the batch's shared memory may be given back after this one
             if forget is not None:
                 funcs.pop(forget, None)
             if func is not None:
                 funcs[fid] = func
             func = funcs.get(fid)
+            start = clock()
             if func is None:
                 # An earlier chunk carrying it could not be unpickled: ask again.
                 del payload
-                _reply(sock, RESEND, fid, last and _unmap(mappings))
+                answers.add(RESEND, fid, last and _unmap(mappings), start)
+                progress[FINISHED] = seq
                 continue
+            if urgent:
+                answers.flush()
+            progress[BEGUN] = seq
             try:
                 result = _run(func, kind, payload)
             except BaseException as exc:
                 del payload
                 error = ExceptionWithTraceback(exc, exc.__traceback__)
                 del exc  # its frames may hold the arguments (and so the segment)
-                _reply(sock, FAILED, error, last and _unmap(mappings))
+                answers.add(FAILED, error, last and _unmap(mappings), start)
                 del error
             else:
                 del payload
-                _reply(sock, OK, result, last and _unmap(mappings))
+                answers.add(OK, result, last and _unmap(mappings), start)
                 del result
+            progress[FINISHED] = seq
+            if urgent or clock() - start >= _LONG:
+                answers.flush()
             done += 1
+    answers.flush()
     sys.stdout.flush()
 
 

@@ -354,10 +354,8 @@ class Pool:
         if progress:
             total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
             result._progress = make_bar(total, _desc(progress, func))
-        window = threading.Semaphore(
-            max(_READAHEAD * self._processes, -(-_READAHEAD_ITEMS // chunksize))
-        )
-        result._consumed_chunk = window.release
+        window = _Window(max(_READAHEAD * self._processes, -(-_READAHEAD_ITEMS // chunksize)))
+        result._consumed_chunk = window.give
         backend = self._backend
         backend.feeder_started()
         try:
@@ -438,6 +436,35 @@ def _desc(progress: bool | str, func: Any) -> str:
     return getattr(func, "__name__", None) or "tasks"
 
 
+class _Window:
+    """The read-ahead credit of an imap: chunks its feeder may submit before the caller takes them.
+
+    A counter under one lock: the feeder takes all the credit there is in one
+    go, the caller gives it back a batch at a time.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._free = size
+
+    def take(self, most: int, timeout: float) -> int:
+        """Up to ``most`` units; 0 if none came within ``timeout``."""
+        with self._cond:
+            if self._free <= 0:
+                self._cond.wait(timeout)
+                if self._free <= 0:
+                    return 0
+            got = min(most, self._free)
+            self._free -= got
+            return got
+
+    def give(self, n: int) -> None:
+        with self._cond:
+            self._free += n
+            if self._free == n:  # it was empty: the feeder may be waiting
+                self._cond.notify()
+
+
 def _feed(
     backend: Any,
     result: IMapIterator,
@@ -445,7 +472,7 @@ def _feed(
     source: Iterator[Any],
     chunksize: int,
     timeout: float | None,
-    window: threading.Semaphore,
+    window: _Window,
 ) -> None:
     """Feed an imap's input to the pool a chunk at a time, ``window`` chunks ahead.
 
@@ -455,13 +482,13 @@ def _feed(
     index = 0
     try:
         while backend.state != "TERMINATE":
-            while backend.state == "RUN" and not window.acquire(timeout=0.1):
-                pass
+            credit = 0  # all the window allows now: fewer, bigger hand-overs
+            while backend.state == "RUN" and not credit:
+                credit = window.take(_FEED_BATCH, 0.1)
             if backend.state == "TERMINATE":
                 return
-            credit = 1  # take what else the window allows now: fewer, bigger hand-overs
-            while credit < _FEED_BATCH and (backend.state != "RUN" or window.acquire(False)):
-                credit += 1
+            if backend.state != "RUN":
+                credit = _FEED_BATCH  # closed: read the rest without waiting for the caller
             chunks: list[Chunk] = []
             error = None
             try:
@@ -472,8 +499,8 @@ def _feed(
                     chunks.append(Chunk(result, index + len(chunks), func, MAP, items, timeout))
             except Exception as exc:  # the input itself failed: fail at that position
                 error = exc
-            for _ in range(credit - len(chunks)):
-                window.release()
+            if credit > len(chunks):
+                window.give(credit - len(chunks))
             if chunks:
                 backend.submit(chunks)
                 index += len(chunks)
