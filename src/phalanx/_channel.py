@@ -71,7 +71,7 @@ def encode_reusing(
     With a cache, the caller owns the returned segment (its fd must stay open
     until the receiver answers) instead of the fd.
     """
-    if type(obj) in ATOMS:  # the hot path: small plain values
+    if _plain(obj):  # the hot path: small plain values, pickled alike by any pickler
         data = pickle.dumps(obj, PROTOCOL)
         if len(data) < MAX_INLINE:
             return data, None, None
@@ -97,6 +97,32 @@ def encode_reusing(
         os.close(fd)
         raise
     return b"\x01", fd, None
+
+
+_CONTAINERS = (tuple, list)
+
+
+def _plain(obj: Any) -> bool:
+    """Whether ``obj`` is a value of ``ATOMS``, or a short tuple/list of them (two levels deep).
+
+    Such values pickle the same with or without our reducers, and the
+    module-level ``pickle.dumps`` is several times cheaper than a Pickler.
+    """
+    kind = type(obj)
+    if kind in ATOMS:
+        return True
+    if kind not in _CONTAINERS or len(obj) > 16:
+        return False
+    for item in obj:
+        kind = type(item)
+        if kind in ATOMS:
+            continue
+        if kind not in _CONTAINERS or len(item) > 16:
+            return False
+        for inner in item:
+            if type(inner) not in ATOMS:
+                return False
+    return True
 
 
 def decode(message: bytes, fd: int | None, mappings: list[mmap.mmap] | None = None) -> Any:

@@ -221,6 +221,11 @@ class _Job:
     def _set(self, index: int, ok: bool, value: Any) -> None:
         raise NotImplementedError
 
+    def _set_many(self, outcomes: list[tuple[int, bool, Any]]) -> None:
+        """Several chunks' outcomes at once (``_set`` for each, in order)."""
+        for index, ok, value in outcomes:
+            self._set(index, ok, value)
+
     def _run_callback(self, func: Callable[[Any], Any] | None, value: Any) -> None:
         if func is None:
             return
@@ -323,16 +328,23 @@ class MapResult(ApplyResult):
         return index * self._chunksize
 
     def _set(self, index: int, ok: bool, value: Any) -> None:
+        self._set_many([(index, ok, value)])
+
+    def _set_many(self, outcomes: list[tuple[int, bool, Any]]) -> None:
+        items = 0
         with self._lock:
-            self._number_left -= 1
-            if ok and self._success:
-                start = index * self._chunksize
-                self._value[start : start + len(value)] = value
-            elif not ok and self._success:
-                self._success, self._value = False, value  # the first error wins
+            for index, ok, value in outcomes:
+                self._number_left -= 1
+                if ok:
+                    items += len(value)
+                    if self._success:
+                        start = index * self._chunksize
+                        self._value[start : start + len(value)] = value
+                elif self._success:
+                    self._success, self._value = False, value  # the first error wins
             done = self._number_left == 0
-        if ok:
-            self._tick(len(value))
+        if items:
+            self._tick(items)
         if done:
             self._end_progress()
             # Ready only when every chunk is over, as the stdlib (no fail-fast).
@@ -408,15 +420,22 @@ class IMapIterator(_Job):
     __next__ = next
 
     def _set(self, index: int, ok: bool, value: Any) -> None:
+        self._set_many([(index, ok, value)])
+
+    def _set_many(self, outcomes: list[tuple[int, bool, Any]]) -> None:
         with self._cond:
-            self._unsorted[index] = (ok, value)
             was_empty = not self._items
+            for index, ok, value in outcomes:
+                self._unsorted[index] = (ok, value)
             while self._next_chunk in self._unsorted:
                 self._deliver(*self._unsorted.pop(self._next_chunk))
             if was_empty:  # nobody waits while there are items
                 self._cond.notify()
-        if ok and isinstance(value, list):
-            self._tick(len(value))
+        self._tick_outcomes(outcomes)
+
+    def _tick_outcomes(self, outcomes: list[tuple[int, bool, Any]]) -> None:
+        if self._progress is not None:
+            self._tick(sum(len(v) for _i, ok, v in outcomes if ok and isinstance(v, list)))
 
     def _deliver(self, ok: bool, value: Any) -> None:
         # Lock held.
@@ -436,14 +455,14 @@ class IMapIterator(_Job):
 class IMapUnorderedIterator(IMapIterator):
     """The iterator of ``imap_unordered``: results as soon as they are ready."""
 
-    def _set(self, index: int, ok: bool, value: Any) -> None:
+    def _set_many(self, outcomes: list[tuple[int, bool, Any]]) -> None:
         with self._cond:
             was_empty = not self._items
-            self._deliver(ok, value)
+            for _index, ok, value in outcomes:
+                self._deliver(ok, value)
             if was_empty:  # nobody waits while there are items
                 self._cond.notify()
-        if ok and isinstance(value, list):
-            self._tick(len(value))
+        self._tick_outcomes(outcomes)
 
 
 def fail_all(chunks: list[Chunk], why: str) -> None:

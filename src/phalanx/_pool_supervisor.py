@@ -389,28 +389,32 @@ class ProcessBackend:
         """Send ``batch`` to ``worker`` in one datagram; False if it could not be pickled."""
         known = collections.OrderedDict(worker.funcs)
         tasks: list[tuple[Any, ...]] = []
+        seq = worker.next_seq
+        last_func: Any = _NO_FUNC
+        fid = 0
         for chunk in batch:
             func = chunk.func
-            entry = self._funcs.get(id(func))
-            if entry is None or entry[1] is not func:
-                if len(self._funcs) >= _FUNC_TABLE:
-                    self._funcs.clear()
-                entry = (next(self._fids), func)
-                self._funcs[id(func)] = entry
-            fid = entry[0]
-            forget = None
-            if fid in known:
-                known.move_to_end(fid)
-                sent_func = None
-            else:
-                if len(known) >= _FUNCS_PER_WORKER:
-                    forget = known.popitem(last=False)[0]
-                known[fid] = None
-                sent_func = func
-            seq = worker.next_seq + len(tasks)
+            forget = sent_func = None
+            if func is not last_func:  # (a batch is mostly one function: look it up once)
+                last_func = func
+                entry = self._funcs.get(id(func))
+                if entry is None or entry[1] is not func:
+                    if len(self._funcs) >= _FUNC_TABLE:
+                        self._funcs.clear()
+                    entry = (next(self._fids), func)
+                    self._funcs[id(func)] = entry
+                fid = entry[0]
+                if fid in known:
+                    known.move_to_end(fid)
+                else:
+                    if len(known) >= _FUNCS_PER_WORKER:
+                        forget = known.popitem(last=False)[0]
+                    known[fid] = None
+                    sent_func = func
             tasks.append(
                 (fid, sent_func, forget, chunk.kind, chunk.payload, seq, chunk.timeout is not None)
             )
+            seq += 1
         try:
             message, fd, segment = encode_reusing(tasks, self._segments)
         except Exception as exc:  # an argument (or a function) cannot be pickled
@@ -493,21 +497,30 @@ class ProcessBackend:
             except Exception as exc:
                 tag, value, reusable = FAILED, exc, False
             if tag != MANY:
-                self._answer(worker, tag, value, reusable, None)
+                outcome = self._answer(worker, tag, value, reusable, None)
+                if outcome is not None:
+                    _deliver([outcome])
                 continue
             # Answers that shared a datagram split the time since the last one.
             took = (time.monotonic() - worker.started) / len(value)
+            outcomes = []
             for answer in value:
                 try:
                     tag, one, reusable = decode(answer, None)
                 except Exception as exc:
                     tag, one, reusable = FAILED, exc, False
-                self._answer(worker, tag, one, reusable, took)
+                outcome = self._answer(worker, tag, one, reusable, took)
+                if outcome is not None:
+                    outcomes.append(outcome)
+            _deliver(outcomes)
 
     def _answer(
         self, worker: _Worker, tag: int, value: Any, reusable: bool, took: float | None
-    ) -> None:
-        """One chunk's answer; ``took``: its running time, if known better than by the clock."""
+    ) -> tuple[Chunk, bool, Any] | None:
+        """One chunk's answer; ``took``: its running time, if known better than by the clock.
+
+        Returns the outcome to report to the chunk's job, if any (see ``_deliver``).
+        """
         if tag == INIT_FAILED:
             # It ran nothing: what it holds goes to other workers when it exits.
             worker.stopping = True
@@ -517,21 +530,21 @@ class ProcessBackend:
                 self._break(
                     value, f"the pool's initializer failed {self._init_failures} times in a row"
                 )
-            return
+            return None
         self._init_failures = 0
         if tag == READY:
             worker.ready = True
             worker.started = time.monotonic()  # the head chunk's clock starts now
-            return
+            return None
         if not worker.inflight:
-            return  # a stray answer (cannot happen unless a worker misbehaves)
+            return None  # a stray answer (cannot happen unless a worker misbehaves)
         now = time.monotonic()
         chunk = worker.inflight.popleft()
         worker.sent -= 1
         if tag == UNREADABLE:
             self._unreadable(worker, chunk, value, reusable)
             worker.started = now
-            return
+            return None
         if chunk.segment is not None:
             if reusable:
                 self._segments.give(chunk.segment)
@@ -550,11 +563,10 @@ class ProcessBackend:
             worker.funcs.pop(value, None)
             with self._lock:
                 self._pending.appendleft(chunk)
-            return
+            return None
         if worker.tasks_left is not None:
             worker.tasks_left -= 1
-        chunk.job._set(chunk.index, tag == OK, value)
-        chunk.release()
+        return chunk, tag == OK, value
 
     def _unreadable(self, worker: _Worker, head: Chunk, error: Any, reusable: bool) -> None:
         """The worker could not unpickle a datagram: which chunk of it was to blame?"""
@@ -763,8 +775,27 @@ class ProcessBackend:
 
 
 _STOP = encode(None)[0]
+_NO_FUNC = object()
 _worker_names = itertools.count(1)
 _batches = itertools.count()
+
+
+def _deliver(outcomes: list[tuple[Chunk, bool, Any]]) -> None:
+    """Report outcomes to their jobs, those of one job together (one lock round for a run)."""
+    start = 0
+    while start < len(outcomes):
+        job = outcomes[start][0].job
+        end = start + 1
+        while end < len(outcomes) and outcomes[end][0].job is job:
+            end += 1
+        if end - start == 1:
+            chunk, ok, value = outcomes[start]
+            job._set(chunk.index, ok, value)
+        else:
+            job._set_many([(chunk.index, ok, value) for chunk, ok, value in outcomes[start:end]])
+        for chunk, _ok, _value in outcomes[start:end]:
+            chunk.release()
+        start = end
 
 
 def _signal(worker: _Worker, signum: int) -> None:

@@ -62,6 +62,7 @@ TERMINATE = "TERMINATE"
 _READAHEAD = 4
 _READAHEAD_ITEMS = 512
 _FEED_BATCH = 64  # chunks the feeder hands over at once
+_END = object()
 
 # Re-exported for code that imports them from here, as from the stdlib.
 _reexported = (
@@ -493,9 +494,14 @@ def _feed(
             error = None
             try:
                 while len(chunks) < credit:
-                    items = list(itertools.islice(source, chunksize))
-                    if not items:
-                        break
+                    if chunksize == 1:
+                        items = [next(source, _END)]
+                        if items[0] is _END:
+                            break
+                    else:
+                        items = list(itertools.islice(source, chunksize))
+                        if not items:
+                            break
                     chunks.append(Chunk(result, index + len(chunks), func, MAP, items, timeout))
             except Exception as exc:  # the input itself failed: fail at that position
                 error = exc
