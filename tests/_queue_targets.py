@@ -8,7 +8,9 @@ deadline (``DEADLINE``); a child that is meant to be killed says where it is
 
 from __future__ import annotations
 
+import linecache
 import os
+import signal
 import socket
 import sys
 import time
@@ -98,16 +100,17 @@ def put_many_then_report(q: Any, path: str, n: int, size: int, close: bool) -> N
 def put_pausing_after_send(q: Any, obj: Any, path: str, go: Any) -> None:
     """Put ``obj``; once it is in the channel, report and wait for ``go`` before going on.
 
-    A profile hook stops the put right after the datagram is sent (the return
-    of ``Channel.send``, or of the socket's own ``send`` on the hot path), where
-    a slow producer may be preempted before any bookkeeping that follows.
+    A profile hook stops the put right after the item is committed (the return
+    of ``Ring.put``/``put_marker``, of ``Channel.send``, or of the socket's own
+    ``send``), where a slow producer may be preempted before any bookkeeping
+    that follows.
     """
 
     def hook(frame: Any, event: str, arg: Any) -> None:
         sent = (
             event == "return"
-            and frame.f_code.co_name == "send"
-            and frame.f_code.co_filename.endswith("_channel.py")
+            and (frame.f_code.co_name, os.path.basename(frame.f_code.co_filename))
+            in (("send", "_channel.py"), ("put", "_ring.py"), ("put_marker", "_ring.py"))
         ) or (
             event == "c_return"
             and getattr(arg, "__name__", "") in ("send", "sendmsg")
@@ -179,3 +182,31 @@ def simple_echo(inbox: Any, outbox: Any) -> None:
         outbox.put(item)
         if item is None:
             break
+
+
+def die_at_ring_line(q: Any, action: str, line_start: str, size: int) -> None:
+    """Put (or get) once, SIGKILLing this process on reaching a given line of ``_ring.py``.
+
+    The line is found by its text, so the test names a step (such as "the
+    commit") rather than a line number.  ``size``: bytes of the item put.
+    """
+
+    def local(frame: Any, event: str, arg: Any) -> Any:
+        if event == "line":
+            text = linecache.getline(frame.f_code.co_filename, frame.f_lineno).strip()
+            if text.startswith(line_start):
+                os.kill(os.getpid(), signal.SIGKILL)
+        return local
+
+    def hook(frame: Any, event: str, arg: Any) -> Any:
+        return local if frame.f_code.co_filename.endswith("_ring.py") else None
+
+    sys.settrace(hook)
+    try:
+        if action == "put":
+            q.put(("doomed", payload(0, size)))
+        else:
+            q.get(timeout=DEADLINE)
+    finally:
+        sys.settrace(None)
+    os._exit(3)  # the line was never reached: the test fails on the exit code

@@ -452,6 +452,52 @@ def test_unbounded_put_never_blocks_in_this_process() -> None:
     closed(q)
 
 
+# --- the shared ring: a process killed at each step of a put or a get --------------------------
+
+# (the action, the line of _ring.py where the process is killed, the size of the item)
+RING_DEATHS = {
+    "writer-before-its-commit": ("put", "words[_TAIL] = tail + size  # the commit", 100),
+    "reader-before-its-commit": (
+        "get",
+        "words[_HEAD] = head + _LEN_SIZE + word  # the commit",
+        100,
+    ),
+    "large-writer-after-send": ("put", "self._write(_MARKER", 2 * MAX_INLINE),
+    "large-reader-before-receive": ("get", "return receive(seq)", 2 * MAX_INLINE),
+}
+
+
+@pytest.mark.skipif(not phalanx._platform.HAVE_ROBUST_MUTEX, reason="no shared ring here")
+@pytest.mark.parametrize("case", list(RING_DEATHS))
+def test_a_process_killed_inside_the_ring_costs_at_most_its_item(
+    ctx: BaseContext, case: str, no_shm_leak: None
+) -> None:
+    """Killed while holding the ring's mutex, or between a datagram and its marker:
+    the mutex is not left held, the ring is repaired, no other item is lost or torn."""
+    action, line, size = RING_DEATHS[case]
+    q = ctx.Queue()
+    try:
+        if action == "get":
+            q.put(("doomed", payload(0, size)))
+        q.put(("first", payload(1, size)))
+        p = start(ctx, targets.die_at_ring_line, q, action, line, size)
+        finish(p, -9)
+        q.put(("last", payload(2, size)))
+        got = drain(q)
+        tags = [tag for tag, _ in got]
+        if case == "reader-before-its-commit":
+            # It died before taking the item: the item is still there, in its place.
+            assert tags == ["doomed", "first", "last"]
+        else:
+            assert tags == ["first", "last"]
+        for tag, data in got:
+            assert intact({"doomed": 0, "first": 1, "last": 2}[tag], data, size)
+        assert q.qsize() == 0
+        assert q.empty()
+    finally:
+        closed(q)
+
+
 # --- pickling ---------------------------------------------------------------------------------
 
 

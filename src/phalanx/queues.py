@@ -1,16 +1,19 @@
 """Queues between processes, under the stdlib's ``multiprocessing.queues`` names.
 
-Built on ``_channel``: one SEQPACKET socketpair shared by all producers and
-consumers, so messages are atomic and no lock guards the channel.  A process
-killed in the middle of ``put()`` or ``get()`` loses at most the message in
-its own hands; everyone else goes on (unlike the stdlib, whose pipe can be
-left with a torn message and a lock held forever).
+Messages travel through a ``_queue_transport``: on Linux small ones are
+records of a ring in shared memory under a robust mutex, large ones memfd
+datagrams on a SEQPACKET socketpair (elsewhere, every message is a
+datagram).  Either way a message is committed whole or not at all, and no
+lock can be left held: a process killed in the middle of ``put()`` or
+``get()`` loses at most the message in its own hands; everyone else goes on
+(unlike the stdlib, whose pipe can be left with a torn message and a lock
+held forever).
 
 Differences from the stdlib, on purpose:
 
 * ``put()`` pickles in the caller: an unpicklable object raises there, instead
   of killing a background thread and being lost silently.
-* ``put()`` writes straight into the channel when it has room; only under
+* ``put()`` writes straight into the transport when it has room; only under
   back-pressure does a feeder thread hold messages (so an unbounded ``put()``
   never blocks, as in the stdlib).
 * Queues work with processes of any start method, whatever context made them.
@@ -22,7 +25,6 @@ import collections
 import os
 import pickle
 import queue as _queue
-import socket
 import threading
 import time
 import types
@@ -31,12 +33,20 @@ from typing import Any
 
 from . import _platform
 from . import _util as util
-from ._channel import ANC_SIZE as _ANC_SIZE
 from ._channel import INLINE as _INLINE
-from ._channel import RECV_SIZE as _RECV_SIZE
-from ._channel import Channel, decode, encode, unpack_datagram
+from ._channel import MAX_INLINE as _MAX_INLINE
+from ._channel import Channel, decode, encode
 from ._errors import LockStateError
-from ._wire.fds import DupFd
+from ._queue_transport import (
+    LOST,
+    RingTransport,
+    SocketTransport,
+    make_transport,
+    rebuild_channel,
+    share_channel,
+)
+from ._wire.pickling import ATOMS as _ATOMS
+from ._wire.pickling import PROTOCOL as _PROTOCOL
 from ._wire.pickling import get_spawning_popen
 from .synchronize import SEM_VALUE_MAX, BoundedSemaphore, Condition, Semaphore
 
@@ -45,12 +55,10 @@ __all__ = ("JoinableQueue", "Queue", "SimpleQueue")
 # A blocking get() polls this long before it sleeps: waking a sleeping process
 # on another CPU costs tens of microseconds, often more than the wait itself.
 _SPIN = 50e-6
+_FEED_BATCH = 256  # small messages the feeder writes in one go
 
-_NOWAIT = socket.MSG_DONTWAIT
-_RECV_NOWAIT = socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
+_dumps = pickle.dumps
 _loads = pickle.loads
-_post = _platform.raw_sem_post
-_trywait = _platform.raw_sem_trywait
 
 Empty = _queue.Empty
 Full = _queue.Full
@@ -74,14 +82,6 @@ def _check_spawning(obj: object) -> None:
         )
 
 
-def _share_socket(sock: socket.socket) -> DupFd:
-    return DupFd(sock.fileno())
-
-
-def _rebuild_socket(handle: DupFd) -> socket.socket:
-    return socket.socket(fileno=handle.detach())
-
-
 class Queue:
     """A FIFO queue between processes (``maxsize <= 0``: unbounded).
 
@@ -96,9 +96,8 @@ class Queue:
         if maxsize <= 0:
             maxsize = SEM_VALUE_MAX
         self._maxsize = maxsize
-        self._channel = Channel()
+        self._transport = make_transport()
         self._sem = BoundedSemaphore(maxsize) if maxsize < SEM_VALUE_MAX else None
-        self._count = Semaphore(0)  # messages in the channel: qsize()
         self._bind()
         self._after_fork()
         util.register_after_fork(self, Queue._after_fork)
@@ -116,27 +115,23 @@ class Queue:
 
     def __getstate__(self) -> tuple[Any, ...]:
         _check_spawning(self)
-        return (
-            self._maxsize,
-            _share_socket(self._channel.reader),
-            _share_socket(self._channel.writer),
-            self._sem,
-            self._count,
-        )
+        return self._maxsize, self._transport, self._sem
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
-        maxsize, reader, writer, self._sem, self._count = state
-        self._maxsize = maxsize
-        self._channel = Channel(_rebuild_socket(reader), _rebuild_socket(writer))
+        self._maxsize, self._transport, self._sem = state
         self._bind()
         self._after_fork()
         util.register_after_fork(self, Queue._after_fork)
 
     def _bind(self) -> None:
-        """Shortcuts for the hot paths of put() and get()."""
-        self._reader = self._channel.reader
-        self._writer = self._channel.writer
-        self._count_sem = self._count._semlock._sem
+        self._channel = self._transport.channel
+        # put()'s shortcut: straight into the ring (unbounded queues only: a
+        # bounded one takes room from its semaphore first).
+        transport = self._transport
+        ring = getattr(transport, "ring", None)
+        self._fast_put = ring.put if ring is not None and self._sem is None else None
+        self._fast_get = ring.get if ring is not None else None
+        self._receive_marked = getattr(transport, "_receive_marked", None)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -148,6 +143,16 @@ class Queue:
         """Put ``obj`` (pickled now); blocks only while a bounded queue is full."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
+        if self._fast_put is not None and type(obj) in _ATOMS:
+            # The hot path, written out: an unbounded queue, a small plain value.
+            message = _dumps(obj, _PROTOCOL)
+            if len(message) < _MAX_INLINE:
+                self._used = True
+                with self._lock:
+                    if not self._buffer and self._fast_put(message):
+                        return
+                self._enqueue(message, None)
+                return
         message, fd = encode(obj)  # before taking room: a crash here costs nothing
         if self._sem is not None and not self._sem.acquire(block, timeout):
             _platform.close_fds(*([] if fd is None else [fd]))
@@ -156,20 +161,12 @@ class Queue:
 
     def _enqueue(self, message: bytes, fd: int | None) -> None:
         """Send an encoded item, or hand it to the feeder under back-pressure."""
-        # Counted before it is sent, so a consumer never takes it uncounted.
         self._used = True
-        _post(self._count_sem)
         with self._lock:
-            if not self._buffer:
-                if fd is None:  # the hot path: one send(), no ancillary data
-                    try:
-                        self._writer.send(message, _NOWAIT)
-                        return
-                    except BlockingIOError:
-                        pass
-                elif self._channel.send(message, fd, block=False):
+            if not self._buffer and self._transport.send(message, fd):
+                if fd is not None:
                     os.close(fd)  # the datagram holds its own reference now
-                    return
+                return
             self._buffer.append((message, fd))
             if self._thread is None:
                 self._start_thread()
@@ -181,7 +178,7 @@ class Queue:
     def _start_thread(self) -> None:
         self._thread = threading.Thread(
             target=Queue._feed,
-            args=(self._buffer, self._notempty, self._feeder, self._channel),
+            args=(self._buffer, self._notempty, self._feeder, self._transport),
             name="phalanx-queue-feeder",
             daemon=True,
         )
@@ -217,7 +214,7 @@ class Queue:
         buffer: collections.deque[tuple[bytes, int | None]],
         notempty: threading.Condition,
         state: _FeederState,
-        channel: Channel,
+        transport: SocketTransport | RingTransport,
     ) -> None:
         """The feeder thread: send buffered items in order; stop when told and drained."""
         while True:
@@ -225,20 +222,36 @@ class Queue:
                 while not buffer:
                     if state.stop:
                         if state.close_writer:
-                            channel.close_writer()
+                            transport.channel.close_writer()
                         return
                     notempty.wait()
-                message, fd = buffer[0]
+                # Small messages go several at a time; a large one alone.
+                batch: list[bytes] = []
+                for message, fd in buffer:
+                    if fd is not None or len(batch) >= _FEED_BATCH:
+                        break
+                    batch.append(message)
+                head = None if batch else buffer[0]
             try:
-                channel.send(message, fd, block=True)
+                if head is None:
+                    sent = transport.send_many(batch)
+                elif transport.send(*head):
+                    sent = 1
+                    os.close(head[1])  # type: ignore[arg-type]
+                else:
+                    sent = 0
             except OSError:
                 if util.is_exiting() or state.stop:
                     return  # the channel is gone at exit: nothing more to deliver
                 raise
+            if not sent:
+                # (At exit too, as the stdlib: the process waits until what it
+                # put is in the queue, unless cancel_join_thread() was called.)
+                transport.wait_for_room()
+                continue
             with notempty:
-                buffer.popleft()
-            if fd is not None:
-                os.close(fd)
+                for _ in range(sent):
+                    buffer.popleft()
 
     # -- get --------------------------------------------------------------------------------
 
@@ -246,38 +259,33 @@ class Queue:
         """Remove and return an item; ``queue.Empty`` if none comes within ``timeout``."""
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
-        try:  # the hot path: a datagram is waiting
-            message, ancdata, _flags, _addr = self._reader.recvmsg(
-                _RECV_SIZE, _ANC_SIZE, _RECV_NOWAIT
-            )
-        except BlockingIOError:
-            message, fd = self._wait_for_datagram(block, timeout)
+        transport = self._transport
+        if self._fast_get is not None:  # the hot path: a small item waits in the ring
+            got = self._fast_get(self._receive_marked)
+            if type(got) is bytes:
+                if self._sem is not None:
+                    self._sem.release()
+                return _loads(got)
+            # (else None, LOST, or the (message, fd) of a large item)
         else:
-            fd = None
-            if ancdata or not message:
-                message, fd = unpack_datagram(message, ancdata)
-        _trywait(self._count_sem)  # counted before it was sent: never below the items in flight
+            got = transport.recv()
+        if got is None or got is LOST:
+            if not block:
+                if got is LOST:
+                    return self.get(False)
+                raise Empty
+            deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+            while got is None or got is LOST:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise Empty
+                transport.wait(deadline, _SPIN)
+                got = transport.recv()
         if self._sem is not None:
             self._sem.release()
+        message, fd = got
         if fd is None and message[0] == _INLINE:
             return _loads(message)
         return decode(message, fd)
-
-    def _wait_for_datagram(self, block: bool, timeout: float | None) -> tuple[bytes, int | None]:
-        if not block:
-            raise Empty
-        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
-        got = self._channel.recv_spinning(_SPIN)
-        while got is None:
-            # With no timeout, sleep in recv itself: one wake-up, one syscall.
-            got = self._channel.recv(block=deadline is None)
-            if got is not None:
-                break
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise Empty
-            self._channel.wait_readable(remaining)
-        return got
 
     def get_nowait(self) -> Any:
         return self.get(False)
@@ -286,12 +294,12 @@ class Queue:
 
     def qsize(self) -> int:
         """Approximate number of items (racy by nature)."""
-        return self._count.get_value()
+        return self._transport.qsize()
 
     def empty(self) -> bool:
         if self._channel.reader.fileno() < 0:
             raise OSError(f"{self!r} is closed")
-        return not self._channel.wait_readable(0)
+        return self._transport.empty()
 
     def full(self) -> bool:
         return self._sem is not None and self._sem._semlock._is_zero()
@@ -380,11 +388,11 @@ class SimpleQueue:
 
     def __getstate__(self) -> tuple[Any, ...]:
         _check_spawning(self)
-        return _share_socket(self._channel.reader), _share_socket(self._channel.writer)
+        return share_channel(self._channel)
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         reader, writer = state
-        self._channel = Channel(_rebuild_socket(reader), _rebuild_socket(writer))
+        self._channel = rebuild_channel(reader, writer)
         self._closed = False
 
     def _check_open(self) -> None:

@@ -16,8 +16,14 @@ import time
 from typing import Any
 
 __all__ = (
+    "HAVE_ROBUST_MUTEX",
     "HAVE_UNNAMED_SEMAPHORES",
+    "MUTEX_SIZE",
     "SEM_T_SIZE",
+    "mutex_init",
+    "mutex_lock",
+    "mutex_trylock",
+    "mutex_unlock",
     "sem_destroy",
     "sem_getvalue",
     "sem_init",
@@ -68,6 +74,90 @@ raw_sem_trywait.restype = ctypes.c_int
 raw_sem_post = _gil_libc.sem_post
 raw_sem_post.argtypes = [ctypes.c_void_p]
 raw_sem_post.restype = ctypes.c_int
+
+
+# --- robust process-shared mutexes ------------------------------------------------------
+#
+# A robust mutex whose holder dies is not left locked: the next locker gets
+# EOWNERDEAD, owns it, and repairs what it protects (``mutex_lock`` returns
+# True then).  Only short, non-blocking sections run under one.
+
+MUTEX_SIZE = 64  # room for a pthread_mutex_t (40 bytes on 64-bit glibc and musl)
+_EOWNERDEAD = getattr(errno, "EOWNERDEAD", 130)
+_mutex_trylock: Any = getattr(_gil_libc, "pthread_mutex_trylock", None)
+_mutex_unlock: Any = getattr(_gil_libc, "pthread_mutex_unlock", None)
+_mutex_lock = _bind("pthread_mutex_lock", ctypes.c_void_p)  # blocks: drops the GIL
+_mutex_consistent = _bind("pthread_mutex_consistent", ctypes.c_void_p)
+for _func in (_mutex_trylock, _mutex_unlock):
+    if _func is not None:
+        _func.argtypes = [ctypes.c_void_p]
+        _func.restype = ctypes.c_int
+
+
+def mutex_init(mutex: ctypes.c_void_p) -> None:
+    """Initialise a robust, process-shared mutex at ``mutex`` (MUTEX_SIZE zeroed bytes)."""
+    attr = ctypes.create_string_buffer(64)  # pthread_mutexattr_t: 4 bytes on glibc
+    for name, args in (
+        ("pthread_mutexattr_init", ()),
+        ("pthread_mutexattr_setpshared", (1,)),  # PTHREAD_PROCESS_SHARED
+        ("pthread_mutexattr_setrobust", (1,)),  # PTHREAD_MUTEX_ROBUST
+    ):
+        rc = getattr(_libc, name)(attr, *args)
+        if rc != 0:
+            raise OSError(rc, f"{name}: {os.strerror(rc)}")
+    rc = _libc.pthread_mutex_init(mutex, attr)
+    _libc.pthread_mutexattr_destroy(attr)
+    if rc != 0:
+        raise OSError(rc, f"pthread_mutex_init: {os.strerror(rc)}")
+
+
+def mutex_lock(mutex: ctypes.c_void_p, tried: int = 0, spins: int = 64) -> bool:
+    """Lock; True if its last holder died holding it (made consistent: repair the data).
+
+    ``tried``: what a ``mutex_trylock`` just returned, if the caller tried first
+    (EOWNERDEAD from it means the mutex is already ours).
+    """
+    rc = tried
+    if rc != _EOWNERDEAD:
+        for _ in range(spins):  # held for microseconds: try a while before sleeping
+            rc = _mutex_trylock(mutex)
+            if rc == 0:
+                return False
+            if rc == _EOWNERDEAD:
+                break
+    if rc != _EOWNERDEAD:
+        while True:
+            rc = _mutex_lock(mutex)
+            if rc != errno.EINTR:
+                break
+        if rc == 0:
+            return False
+    if rc != _EOWNERDEAD:
+        raise OSError(rc, f"pthread_mutex_lock: {os.strerror(rc)}")
+    _mutex_consistent(mutex)
+    return True
+
+
+# The hot path: try once (0 means taken), then ``mutex_lock``.
+mutex_trylock = _mutex_trylock
+mutex_unlock = _mutex_unlock
+
+
+def _probe_robust_mutex() -> bool:
+    if None in (_mutex_trylock, _mutex_unlock, _mutex_lock, _mutex_consistent):
+        return False
+    if getattr(_libc, "pthread_mutexattr_setrobust", None) is None:
+        return False  # macOS
+    buf = ctypes.create_string_buffer(MUTEX_SIZE)
+    try:
+        mutex_init(ctypes.c_void_p(ctypes.addressof(buf)))
+    except OSError:
+        return False
+    _libc.pthread_mutex_destroy(ctypes.c_void_p(ctypes.addressof(buf)))
+    return True
+
+
+HAVE_ROBUST_MUTEX = _probe_robust_mutex()
 
 
 def _probe() -> bool:

@@ -1,0 +1,195 @@
+"""How a ``Queue``'s messages travel: a shared ring, or the socket alone (layer 3).
+
+Both transports share the queue's SEQPACKET socketpair (``_channel``) and the
+same non-blocking interface; ``Queue`` adds ordering within a process, the
+feeder thread, ``maxsize`` and the blocking API on top.
+
+* ``RingTransport`` (Linux: robust mutexes): small messages are records of a
+  ``_ring.Ring`` in shared memory, no system call each; large ones are memfd
+  datagrams on the socket whose place is a marker record in the ring.
+* ``SocketTransport`` (elsewhere): every message is a datagram; a semaphore
+  counts them for ``qsize()``.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import time
+from typing import Any
+
+from . import _platform
+from ._channel import Channel, recv_datagram, send_datagram
+from ._ring import Ring, send_marked, split_marked
+from ._wire.fds import DupFd
+from .synchronize import Semaphore
+
+__all__ = (
+    "LOST",
+    "RingTransport",
+    "SocketTransport",
+    "make_transport",
+    "rebuild_channel",
+    "share_channel",
+)
+
+
+class _Lost:
+    """``recv()``'s answer for a large message whose datagram was lost (its reader died)."""
+
+    def __repr__(self) -> str:
+        return "LOST"
+
+
+LOST: Any = _Lost()
+
+
+class SocketTransport:
+    """Every message a datagram on the socket; ``qsize()`` from a counting semaphore."""
+
+    def __init__(self, channel: Channel | None = None, count: Semaphore | None = None) -> None:
+        self.channel = channel if channel is not None else Channel()
+        self._count = count if count is not None else Semaphore(0)
+        self._count_sem = self._count._semlock._sem
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (*share_channel(self.channel), self._count)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        reader, writer, count = state
+        self.__init__(rebuild_channel(reader, writer), count)  # type: ignore[misc]
+
+    def send(self, message: bytes, fd: int | None) -> bool:
+        # Counted before it is sent, so a reader never takes it uncounted.
+        _platform.raw_sem_post(self._count_sem)
+        if send_datagram(self.channel.writer, message, fd, block=False):
+            return True
+        _platform.raw_sem_trywait(self._count_sem)
+        return False
+
+    def send_many(self, messages: list[bytes]) -> int:
+        done = 0
+        for message in messages:
+            if not self.send(message, None):
+                break
+            done += 1
+        return done
+
+    def recv(self) -> tuple[bytes, int | None] | None:
+        got = recv_datagram(self.channel.reader, False)
+        if got is not None:
+            _platform.raw_sem_trywait(self._count_sem)
+        return got
+
+    def wait(self, deadline: float | None, spin: float) -> None:
+        fd = self.channel.reader.fileno()
+        if spin:
+            # poll() does not lock the socket against writers, unlike a recv attempt.
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            until = time.perf_counter() + spin
+            while time.perf_counter() < until:
+                if poller.poll(0):
+                    return
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        _platform.wait_readable([fd], remaining)
+
+    def wait_for_room(self) -> None:
+        _wait_writable(self.channel.writer, 0.05)
+
+    def qsize(self) -> int:
+        return self._count.get_value()
+
+    def empty(self) -> bool:
+        return not self.channel.wait_readable(0)
+
+
+class RingTransport:
+    """Small messages in a shared ring, large ones on the socket behind a marker."""
+
+    def __init__(self, channel: Channel | None = None, ring: Ring | None = None) -> None:
+        self.channel = channel if channel is not None else Channel()
+        self.ring = ring if ring is not None else Ring()
+        # Datagrams read ahead of their marker (never, unless a writer broke the order).
+        self._early: dict[int, tuple[bytes, int | None]] = {}
+
+    def __getstate__(self) -> tuple[Any, ...]:
+        return (*share_channel(self.channel), self.ring)
+
+    def __setstate__(self, state: tuple[Any, ...]) -> None:
+        reader, writer, ring = state
+        self.__init__(rebuild_channel(reader, writer), ring)  # type: ignore[misc]
+
+    def send(self, message: bytes, fd: int | None) -> bool:
+        if fd is None:
+            return self.ring.put(message)
+        writer = self.channel.writer
+        return self.ring.put_marker(lambda seq: send_marked(writer, seq, message, fd))
+
+    def send_many(self, messages: list[bytes]) -> int:
+        return self.ring.put_many(messages)
+
+    def recv(self) -> tuple[bytes, int | None] | None:
+        got = self.ring.get(self._receive_marked)
+        if got is None or type(got) is tuple or got is LOST:
+            return got
+        return got, None
+
+    def _receive_marked(self, seq: int) -> Any:
+        """The datagram of marker ``seq`` (called under the ring's mutex); LOST if it is gone."""
+        early = self._early.pop(seq, None)
+        if early is not None:
+            return early
+        while True:
+            try:
+                got = recv_datagram(self.channel.reader, False)
+            except EOFError:
+                return LOST
+            if got is None:
+                return LOST
+            message, fd = got
+            number, message = split_marked(message)
+            if number == seq:
+                return message, fd
+            if number > seq:
+                self._early[number] = (message, fd)
+                return LOST
+            if fd is not None:  # an orphan: its marker never made it
+                os.close(fd)
+
+    def wait(self, deadline: float | None, spin: float) -> None:
+        self.ring.wait(deadline, spin)
+
+    def wait_for_room(self) -> None:
+        # Room comes back as readers take messages; the socket (for a large
+        # message) may be the full one: wait on it a little, then look again.
+        _wait_writable(self.channel.writer, 0.001)
+        time.sleep(0.0005)
+
+    def qsize(self) -> int:
+        return self.ring.qsize()
+
+    def empty(self) -> bool:
+        return self.ring.qsize() == 0
+
+
+def make_transport() -> SocketTransport | RingTransport:
+    if _platform.HAVE_ROBUST_MUTEX:
+        return RingTransport()
+    return SocketTransport()
+
+
+def share_channel(channel: Channel) -> tuple[DupFd, DupFd]:
+    """Both ends of a channel, as they travel to a child being started."""
+    return DupFd(channel.reader.fileno()), DupFd(channel.writer.fileno())
+
+
+def rebuild_channel(reader: DupFd, writer: DupFd) -> Channel:
+    return Channel(socket.socket(fileno=reader.detach()), socket.socket(fileno=writer.detach()))
+
+
+def _wait_writable(sock: socket.socket, timeout: float) -> None:
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLOUT)
+    poller.poll(int(timeout * 1000))
