@@ -33,6 +33,8 @@ from _queue_targets import BIG, BlocksWhenUnpickled, FailsToPickle, intact, payl
 from _targets import DEADLINE, FailsToUnpickle, finish, start, wait_for_json, wait_until
 from phalanx import queues
 from phalanx._channel import MAX_INLINE
+from phalanx._platform import HAVE_ROBUST_MUTEX
+from phalanx._queue_transport import SocketTransport
 from phalanx.context import BaseContext
 from phalanx.process import BaseProcess
 from phalanx.reduction import ForkingPickler
@@ -63,6 +65,16 @@ def drain(q: Any) -> list[Any]:
             items.append(q.get(timeout=SHORT))
         except queue.Empty:
             return items
+
+
+@pytest.fixture(autouse=True, params=["ring", "socket"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test under both transports: the shared ring (Linux) and the socket alone (others)."""
+    if request.param == "socket":
+        monkeypatch.setattr(queues, "make_transport", SocketTransport)
+    elif not HAVE_ROBUST_MUTEX:
+        pytest.skip("no shared ring on this system")
+    return str(request.param)
 
 
 @pytest.fixture
@@ -467,13 +479,14 @@ RING_DEATHS = {
 }
 
 
-@pytest.mark.skipif(not phalanx._platform.HAVE_ROBUST_MUTEX, reason="no shared ring here")
 @pytest.mark.parametrize("case", list(RING_DEATHS))
 def test_a_process_killed_inside_the_ring_costs_at_most_its_item(
-    ctx: BaseContext, case: str, no_shm_leak: None
+    ctx: BaseContext, case: str, no_shm_leak: None, transport: str
 ) -> None:
     """Killed while holding the ring's mutex, or between a datagram and its marker:
     the mutex is not left held, the ring is repaired, no other item is lost or torn."""
+    if transport != "ring":
+        pytest.skip("a test of the ring")
     action, line, size = RING_DEATHS[case]
     q = ctx.Queue()
     try:
