@@ -382,3 +382,23 @@ def kill(p: Any) -> None:
     if p.exitcode is None:
         p.kill()
     p.join(DEADLINE)
+
+
+def bounded(fn: Any, timeout: float = DEADLINE) -> Any:
+    """``fn()`` run in a helper thread; AssertionError if it is not over within ``timeout`` s."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise AssertionError(f"{fn!r} did not return within {timeout} s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

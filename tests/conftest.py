@@ -10,7 +10,8 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from typing import Any
 
 import pytest
 
@@ -54,17 +55,20 @@ def _raw_children() -> dict[int, str]:
     return found
 
 
-@pytest.fixture(autouse=True)
-def no_leaked_children() -> Iterator[None]:
-    yield
+def check_no_leaked_children(spared: Collection[Any] = ()) -> None:
+    """Fail (after reaping them) if child processes are left, but those in ``spared``."""
+    spared_pids = {p.pid for p in spared}
     problems = []
 
+    def live_children() -> list[Any]:
+        return [p for p in phalanx.active_children() if p not in spared]
+
     deadline = time.monotonic() + LEAK_GRACE
-    live = phalanx.active_children()
+    live = live_children()
     while live and time.monotonic() < deadline:
         for p in live:
             p.join(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
-        live = phalanx.active_children()
+        live = live_children()
     if live:
         problems.append(f"Process objects still running after {LEAK_GRACE} s: {live!r}")
         for p in live:
@@ -73,11 +77,14 @@ def no_leaked_children() -> Iterator[None]:
 
     # A raw child (os.fork, subprocess.Popen never waited for ...) is a leak
     # too, even once it has ended: nobody reaped it.
+    def raw_children() -> dict[int, str]:
+        return {pid: s for pid, s in _raw_children().items() if pid not in spared_pids}
+
     deadline = time.monotonic() + LEAK_GRACE
-    raw = _raw_children()
+    raw = raw_children()
     while any(state != "Z" for state in raw.values()) and time.monotonic() < deadline:
         time.sleep(0.01)
-        raw = _raw_children()
+        raw = raw_children()
     if raw:
         problems.append(f"raw child processes left behind (pid: state): {raw}")
         for pid in raw:
@@ -89,3 +96,9 @@ def no_leaked_children() -> Iterator[None]:
 
     if problems:
         pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_children() -> Iterator[None]:
+    yield
+    check_no_leaked_children()

@@ -46,6 +46,7 @@ from _targets import (
     DEADLINE,
     START_METHODS,
     _kill_session,
+    bounded,
     finish,
     kill,
     pid_exists,
@@ -55,7 +56,7 @@ from _targets import (
     wait_for_json,
     wait_until,
 )
-from conftest import LEAK_GRACE, _raw_children
+from conftest import check_no_leaked_children
 from phalanx import managers
 from phalanx.managers import (
     AutoProxy,
@@ -87,42 +88,7 @@ def start_method(request: pytest.FixtureRequest) -> str:
 def no_leaked_children() -> Iterator[None]:
     """conftest's leak check, except for the servers of the shared managers below."""
     yield
-    shared_pids = {p.pid for p in _SHARED_SERVERS}
-    problems = []
-
-    def live_children() -> list[Any]:
-        return [p for p in phalanx.active_children() if p not in _SHARED_SERVERS]
-
-    deadline = time.monotonic() + LEAK_GRACE
-    live = live_children()
-    while live and time.monotonic() < deadline:
-        for p in live:
-            p.join(timeout=max(0.0, min(0.1, deadline - time.monotonic())))
-        live = live_children()
-    if live:
-        problems.append(f"Process objects still running after {LEAK_GRACE} s: {live!r}")
-        for p in live:
-            p.kill()
-            p.join(timeout=10)
-
-    def raw_children() -> dict[int, str]:
-        return {pid: s for pid, s in _raw_children().items() if pid not in shared_pids}
-
-    deadline = time.monotonic() + LEAK_GRACE
-    raw = raw_children()
-    while any(state != "Z" for state in raw.values()) and time.monotonic() < deadline:
-        time.sleep(0.01)
-        raw = raw_children()
-    if raw:
-        problems.append(f"raw child processes left behind (pid: state): {raw}")
-        for pid in raw:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (ProcessLookupError, ChildProcessError):
-                pass
-    if problems:
-        pytest.fail("\n".join(problems), pytrace=False)
+    check_no_leaked_children(spared=_SHARED_SERVERS)
 
 
 def _shared(manager: BaseManager) -> Iterator[BaseManager]:
@@ -155,26 +121,6 @@ def custom(start_method: str) -> Iterator[t.CustomManager]:
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def bounded(fn: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """``fn()`` run in a helper thread; AssertionError if it is not over within ``timeout`` s."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise AssertionError(f"{fn!r} did not return within {timeout} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
 
 
 def run_children(ctx: Any, target: Callable[..., Any], *arg_tuples: tuple[Any, ...]) -> None:

@@ -34,6 +34,7 @@ from _targets import (
     DEADLINE,
     TESTS_DIR,
     _kill_session,
+    bounded,
     pid_exists,
     session_members,
     wait_for_json,
@@ -54,26 +55,6 @@ STOP_WITHIN = 10.0  # terminate() + join() must take less than this
 
 
 # --- helpers ------------------------------------------------------------------------------
-
-
-def bounded(fn: Callable[[], Any], timeout: float = DEADLINE) -> Any:
-    """``fn()`` run in a helper thread; AssertionError if it is not over within ``timeout`` s."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    thread.join(timeout)
-    if thread.is_alive():
-        raise AssertionError(f"{fn!r} did not return within {timeout} s")
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def drain(it: Any) -> tuple[list[Any], list[BaseException]]:

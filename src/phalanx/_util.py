@@ -12,6 +12,7 @@ import itertools
 import os
 import sys
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ __all__ = (
     "register_after_fork",
     "sub_debug",
     "sub_warning",
+    "wait_for",
 )
 
 NOTSET = 0
@@ -251,3 +253,25 @@ def close_stdin() -> None:
             raise
     except (OSError, ValueError):
         pass
+
+
+def wait_for(
+    wait: Callable[[float | None], Any], predicate: Callable[[], Any], timeout: float | None
+) -> Any:
+    """``Condition.wait_for`` on any ``wait(timeout)``: until ``predicate()`` is true or time is up.
+
+    Returns the predicate's last value.
+    """
+    result = predicate()
+    if result:
+        return result
+    endtime = None if timeout is None else time.monotonic() + timeout
+    waittime = timeout
+    while not result:
+        if endtime is not None:
+            waittime = endtime - time.monotonic()
+            if waittime <= 0:
+                break
+        wait(waittime)
+        result = predicate()
+    return result

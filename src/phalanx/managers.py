@@ -19,7 +19,6 @@ import array
 import queue
 import signal
 import threading
-import time
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -410,19 +409,8 @@ class ConditionProxy(AcquirerProxy):
         return self._callmethod("notify_all")
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
-        result = predicate()
-        if result:
-            return result
-        endtime = None if timeout is None else time.monotonic() + timeout
-        waittime = None
-        while not result:
-            if endtime is not None:
-                waittime = endtime - time.monotonic()
-                if waittime <= 0:
-                    break
-            self.wait(waittime)
-            result = predicate()
-        return result
+        """Wait until ``predicate()`` is true or ``timeout`` passes; returns its last value."""
+        return util.wait_for(self.wait, predicate, timeout)
 
 
 class EventProxy(BaseProxy):

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import struct
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from . import _heap, process
+from . import _util as util
 from ._errors import AbandonedLockWarning, LockStateError
 from ._semlock import RECURSIVE_MUTEX, SEM_VALUE_MAX, SEMAPHORE
 from ._semlock import SemLock as _SemLockCore
@@ -234,19 +234,7 @@ class Condition:
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or ``timeout`` passes; returns its last value."""
-        result = predicate()
-        if result:
-            return result
-        endtime = None if timeout is None else time.monotonic() + timeout
-        waittime = timeout
-        while not result:
-            if endtime is not None:
-                waittime = endtime - time.monotonic()
-                if waittime <= 0:
-                    break
-            self.wait(waittime)
-            result = predicate()
-        return result
+        return util.wait_for(self.wait, predicate, timeout)
 
 
 class Event:
