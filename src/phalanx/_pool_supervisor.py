@@ -128,6 +128,7 @@ class ProcessBackend:
         self.state = RUN
         self.broken: BaseException | None = None
         self._woken = False
+        self._idle_workers = True
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -170,8 +171,7 @@ class ProcessBackend:
             # Only an idle worker needs the supervisor now: a busy one's next
             # answer wakes it anyway, and it dispatches then.  (Waking it for
             # every call would hand the GIL back and forth for nothing.)
-            workers = self.workers
-            if why is not None or not workers or any(not w.inflight for w in workers):
+            if why is not None or self._idle_workers:
                 self._wake_locked()
         if chunks:
             fail_all(chunks, f"pool not usable ({why})" if why else "pool terminated")
@@ -208,10 +208,9 @@ class ProcessBackend:
     def _wake_locked(self) -> None:
         if not self._woken and self._wake_w >= 0:  # -1: the supervisor is gone
             self._woken = True
-            try:
-                os.write(self._wake_w, b"x")
-            except (BlockingIOError, OSError):
-                pass
+            # Keeps the GIL: the supervisor, which wants our lock, is not let
+            # run only to block on it.
+            _platform.poke(self._wake_w)
 
     def _close_in_child(self) -> None:
         # The wake pipe is our parent's: never write to it (its numbers may be
@@ -259,6 +258,10 @@ class ProcessBackend:
         if state == CLOSE and not work_left and not self.workers:
             return False
         timeout = self._next_deadline()
+        # For submit(): whether a new task needs waking us (see there).  True
+        # until the next turn: while we wait, a worker turns idle only by
+        # answering, which wakes us anyway.
+        self._idle_workers = not self.workers or any(not w.inflight for w in self.workers)
         for key, mask in self._selector.select(timeout):
             if key.data is None:
                 self._drain_wake()
@@ -277,11 +280,7 @@ class ProcessBackend:
     def _drain_wake(self) -> None:
         with self._lock:
             self._woken = False
-            try:
-                while os.read(self._wake_r, 4096):
-                    pass
-            except BlockingIOError:
-                pass
+            _platform.drain(self._wake_r)  # (keeps the GIL, as _wake_locked)
 
     def _maintain(self, state: str, work_left: bool) -> None:
         """Keep the pool at size while there is (or may be) work; stop idle workers on close."""

@@ -20,6 +20,7 @@ __all__ = (
     "HAVE_UNNAMED_SEMAPHORES",
     "MUTEX_SIZE",
     "SEM_T_SIZE",
+    "drain",
     "mutex_init",
     "mutex_lock",
     "mutex_trylock",
@@ -404,6 +405,26 @@ class DatagramReader:
                 os.close(extra)
             raise OSError(errno.EMSGSIZE, f"datagram longer than {self._size} bytes")
         return ctypes.string_at(self._buf, n), fds
+
+
+_pwrite = _pylibc.write
+_pwrite.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+_pwrite.restype = ctypes.c_ssize_t
+_pread = _pylibc.read
+_pread.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t]
+_pread.restype = ctypes.c_ssize_t
+_drain_buf = ctypes.create_string_buffer(4096)
+
+
+def poke(fd: int) -> None:
+    """Write one byte to a non-blocking pipe, GIL held; a full pipe is already poked."""
+    _pwrite(fd, b"x", 1)
+
+
+def drain(fd: int) -> None:
+    """Read a non-blocking pipe empty, GIL held (the bytes are thrown away)."""
+    while _pread(fd, _drain_buf, 4096) > 0:
+        pass
 
 
 def send_nowait(fd: int, data: bytes) -> bool:
