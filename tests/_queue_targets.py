@@ -71,6 +71,12 @@ def produce(q: Any, tag: int, n: int) -> None:
         q.put((tag, i))
 
 
+def put_sized(q: Any, sizes: list[int]) -> None:
+    """Put ``(i, payload(i, size))`` for each size, in order."""
+    for i, size in enumerate(sizes):
+        q.put((i, payload(i, size)))
+
+
 def consume(q: Any, path: str) -> None:
     """Get ``(tag, i)`` items until None; report them in the order received."""
     items = []

@@ -62,12 +62,11 @@ _LEN_SIZE = _LEN.size
 _pack_len = _LEN.pack_into
 _unpack_len = _LEN.unpack_from
 _trylock = _platform.mutex_trylock
-_pause = os.sched_yield
 _unlock = _platform.mutex_unlock
+_pause = os.sched_yield
 _WAIT_SLICE = 0.1  # a sleeping reader looks again this often (a lost wake-up costs this much)
 
 CAPACITY = 256 * 1024
-MAX_RECORD = 64 * 1024 + 64
 
 
 class Ring:
@@ -140,16 +139,13 @@ class Ring:
 
     def _write(self, kind: int, payload: bytes) -> bool:
         """Append a record; False if there is no room."""
-        words = self._words
-        cap = self.capacity
-        tail = words[_TAIL]
-        pos = tail % cap
-        size = _LEN.size + len(payload)
-        skip = 0
-        if pos + size > cap:  # starts over at 0
-            skip = cap - pos
-        if skip + size > cap - (tail - words[_HEAD]):
+        skip = self._room(len(payload))
+        if skip is None:
             return False
+        words = self._words
+        tail = words[_TAIL]
+        pos = tail % self.capacity
+        size = _LEN.size + len(payload)
         data = self._data
         if skip:
             if skip >= _LEN.size:
@@ -220,7 +216,7 @@ class Ring:
         """
         self._lock()
         try:
-            if not self._fits(_SEQ_WORD.size):
+            if self._room(_SEQ_WORD.size) is None:
                 return False
             # The number is used up first: a writer that dies after sending must
             # not leave it to the next one (its orphan would pass for theirs).
@@ -235,14 +231,15 @@ class Ring:
         finally:
             self._unlock()
 
-    def _fits(self, length: int) -> bool:
+    def _room(self, length: int) -> int | None:
+        """Bytes to skip to the start (0 if none) for a record of ``length``; None: no room."""
         words = self._words
         cap = self.capacity
         tail = words[_TAIL]
         pos = tail % cap
         size = _LEN.size + length
-        skip = cap - pos if pos + size > cap else 0
-        return skip + size <= cap - (tail - words[_HEAD])
+        skip = cap - pos if pos + size > cap else 0  # it would not fit before the end
+        return skip if skip + size <= cap - (tail - words[_HEAD]) else None
 
     # -- readers --------------------------------------------------------------------------
 
