@@ -32,7 +32,7 @@ import phalanx
 from _conn_targets import Background
 from _queue_targets import BIG, BlocksWhenUnpickled, FailsToPickle, intact, payload
 from _targets import DEADLINE, FailsToUnpickle, finish, start, wait_for_json, wait_until
-from phalanx import queues
+from phalanx import _ring, queues
 from phalanx._channel import MAX_INLINE
 from phalanx._platform import HAVE_ROBUST_MUTEX
 from phalanx._queue_transport import SocketTransport
@@ -488,14 +488,25 @@ def test_mixed_sizes_keep_their_order_through_wraps_and_back_pressure(ctx: BaseC
         closed(q)
 
 
+def test_one_mutex_for_both_sides(monkeypatch: pytest.MonkeyPatch, transport: str) -> None:
+    """Where stores may be seen out of order (not x86), writers and readers share one mutex."""
+    if transport != "ring":
+        pytest.skip("a test of the ring")
+    monkeypatch.setattr(_ring, "_MUTEXES_SHARED", True)
+    q = phalanx.get_context("fork").Queue()
+    assert q._transport.ring._rlock is q._transport.ring._wlock
+    closed(q)
+    test_mixed_sizes_keep_their_order_through_wraps_and_back_pressure(phalanx.get_context("fork"))
+
+
 # --- the shared ring: a process killed at each step of a put or a get --------------------------
 
 # (the action, the line of _ring.py where the process is killed, the size of the item)
 RING_DEATHS = {
-    "writer-before-its-commit": ("put", "words[_TAIL] = tail + size  # the commit", 100),
+    "writer-before-its-commit": ("put", "w[_TAIL] = tail + size  # the commit", 100),
     "reader-before-its-commit": (
         "get",
-        "words[_HEAD] = head + _LEN_SIZE + word  # the commit",
+        "r[_HEAD] = head + _LEN_SIZE + word  # the commit",
         100,
     ),
     "large-writer-after-send": ("put", "self._write(_MARKER", 2 * MAX_INLINE),

@@ -171,7 +171,7 @@ class RingTransport:
         return self.ring.qsize()
 
     def empty(self) -> bool:
-        return self.ring.qsize() == 0
+        return self.ring.empty()
 
 
 def make_transport() -> SocketTransport | RingTransport:

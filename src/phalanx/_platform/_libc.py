@@ -20,6 +20,7 @@ __all__ = (
     "HAVE_UNNAMED_SEMAPHORES",
     "MUTEX_SIZE",
     "SEM_T_SIZE",
+    "TOTAL_STORE_ORDER",
     "drain",
     "mutex_init",
     "mutex_lock",
@@ -159,6 +160,11 @@ def _probe_robust_mutex() -> bool:
 
 
 HAVE_ROBUST_MUTEX = _probe_robust_mutex()
+
+# x86 orders stores with stores and loads with loads (TSO), and glibc's mutex
+# operations are full barriers there: a word written after the data it
+# commits is never seen before that data, even without a shared lock.
+TOTAL_STORE_ORDER = os.uname().machine.lower() in ("x86_64", "amd64", "i386", "i686")
 
 
 def _probe() -> bool:
