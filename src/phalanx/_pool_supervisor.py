@@ -138,6 +138,7 @@ class ProcessBackend:
         self._funcs: dict[int, tuple[int, Any]] = {}
         self._segments = SegmentCache()
         self._chunk_time: float | None = None  # running average of a chunk's duration
+        self._timed_func: Any = None  # ... of chunks of this function
         self._reader = _platform.DatagramReader(MAX_INLINE + 16)
         self._fids = itertools.count()
         self._init_failures = 0
@@ -339,6 +340,12 @@ class ProcessBackend:
         costs vanish.
         """
         if self._chunk_time is None:
+            return CREDIT
+        pending = self._pending
+        if pending and pending[0].func is not self._timed_func:
+            # Another function: the average says nothing about it (short tasks
+            # followed by long ones would otherwise be handed out many at a
+            # time, in shares fixed before anyone knows their length).
             return CREDIT
         return max(CREDIT, min(_MAX_INFLIGHT, int(_QUEUED_WORK / max(self._chunk_time, 1e-7))))
 
@@ -554,7 +561,10 @@ class ProcessBackend:
             if took is None:
                 took = now - worker.started
             average = self._chunk_time
-            self._chunk_time = took if average is None else 0.8 * average + 0.2 * took
+            if average is None or chunk.func is not self._timed_func:
+                self._chunk_time, self._timed_func = took, chunk.func
+            else:
+                self._chunk_time = 0.8 * average + 0.2 * took
         worker.started = now
         if tag == RESEND:
             # It never got the function (the chunk that carried it was unreadable):
