@@ -253,10 +253,6 @@ class Channel:
         """One datagram and its memfd; None if ``block`` is false and none is waiting."""
         return recv_datagram(self.reader, block)
 
-    def recv_spinning(self, seconds: float) -> tuple[bytes, int | None] | None:
-        """Poll for a datagram for up to ``seconds`` without sleeping."""
-        return recv_spinning(self.reader, seconds)
-
     def close_reader(self) -> None:
         self.reader.close()
 
