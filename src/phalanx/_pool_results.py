@@ -35,6 +35,8 @@ __all__ = (
     "MapResult",
     "MaybeEncodingError",
     "RemoteTraceback",
+    "deliver",
+    "fail_all",
 )
 
 # How a chunk's payload calls the function.
@@ -463,6 +465,24 @@ class IMapUnorderedIterator(IMapIterator):
             if was_empty:  # nobody waits while there are items
                 self._cond.notify()
         self._tick_outcomes(outcomes)
+
+
+def deliver(outcomes: list[tuple[Chunk, bool, Any]]) -> None:
+    """Report outcomes to their jobs, those of one job together (one lock round for a run)."""
+    start = 0
+    while start < len(outcomes):
+        job = outcomes[start][0].job
+        end = start + 1
+        while end < len(outcomes) and outcomes[end][0].job is job:
+            end += 1
+        if end - start == 1:
+            chunk, ok, value = outcomes[start]
+            job._set(chunk.index, ok, value)
+        else:
+            job._set_many([(chunk.index, ok, value) for chunk, ok, value in outcomes[start:end]])
+        for chunk, _ok, _value in outcomes[start:end]:
+            chunk.release()
+        start = end
 
 
 def fail_all(chunks: list[Chunk], why: str) -> None:

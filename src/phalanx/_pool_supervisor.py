@@ -34,7 +34,7 @@ from . import _heap, _platform
 from . import _util as util
 from ._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
 from ._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
-from ._pool_results import Chunk, fail_all
+from ._pool_results import Chunk, deliver, fail_all
 from ._pool_worker import (
     BEGUN,
     FAILED,
@@ -505,7 +505,7 @@ class ProcessBackend:
             if tag != MANY:
                 outcome = self._answer(worker, tag, value, reusable, None)
                 if outcome is not None:
-                    _deliver([outcome])
+                    deliver([outcome])
                 continue
             # Answers that shared a datagram split the time since the last one.
             took = (time.monotonic() - worker.started) / len(value)
@@ -518,14 +518,14 @@ class ProcessBackend:
                 outcome = self._answer(worker, tag, one, reusable, took)
                 if outcome is not None:
                     outcomes.append(outcome)
-            _deliver(outcomes)
+            deliver(outcomes)
 
     def _answer(
         self, worker: _Worker, tag: int, value: Any, reusable: bool, took: float | None
     ) -> tuple[Chunk, bool, Any] | None:
         """One chunk's answer; ``took``: its running time, if known better than by the clock.
 
-        Returns the outcome to report to the chunk's job, if any (see ``_deliver``).
+        Returns the outcome to report to the chunk's job, if any (see ``_pool_results.deliver``).
         """
         if tag == INIT_FAILED:
             # It ran nothing: what it holds goes to other workers when it exits.
@@ -787,24 +787,6 @@ _STOP = encode(None)[0]
 _NO_FUNC = object()
 _worker_names = itertools.count(1)
 _batches = itertools.count()
-
-
-def _deliver(outcomes: list[tuple[Chunk, bool, Any]]) -> None:
-    """Report outcomes to their jobs, those of one job together (one lock round for a run)."""
-    start = 0
-    while start < len(outcomes):
-        job = outcomes[start][0].job
-        end = start + 1
-        while end < len(outcomes) and outcomes[end][0].job is job:
-            end += 1
-        if end - start == 1:
-            chunk, ok, value = outcomes[start]
-            job._set(chunk.index, ok, value)
-        else:
-            job._set_many([(chunk.index, ok, value) for chunk, ok, value in outcomes[start:end]])
-        for chunk, _ok, _value in outcomes[start:end]:
-            chunk.release()
-        start = end
 
 
 def _signal(worker: _Worker, signum: int) -> None:
