@@ -35,8 +35,6 @@ from ._segments import Segment, SegmentCache, write_parts
 from ._wire.pickling import ATOMS, PROTOCOL, dumps, loads
 
 __all__ = (
-    "ANC_SIZE",
-    "RECV_SIZE",
     "Channel",
     "decode",
     "encode",
@@ -45,14 +43,14 @@ __all__ = (
     "recv_spinning",
     "send_datagram",
     "socketpair",
-    "unpack_datagram",
+    "spin_until_readable",
 )
 
 INLINE = 0x80  # pickle.PROTO: every pickle of protocol >= 2 starts with it
 MEMFD = 1
 MAX_INLINE = 64 * 1024  # larger messages travel in a memfd
-RECV_SIZE = MAX_INLINE + 16
-ANC_SIZE = socket.CMSG_SPACE(struct.calcsize("i"))
+_RECV_SIZE = MAX_INLINE + 16
+_ANC_SIZE = socket.CMSG_SPACE(struct.calcsize("i"))
 _HEAD = struct.Struct("=QI")
 _SIZE = struct.Struct("=Q")
 
@@ -177,19 +175,9 @@ def recv_datagram(sock: socket.socket, block: bool) -> tuple[bytes, int | None] 
     """
     flags = socket.MSG_CMSG_CLOEXEC if block else socket.MSG_DONTWAIT | socket.MSG_CMSG_CLOEXEC
     try:
-        message, ancdata, _flags, _addr = sock.recvmsg(RECV_SIZE, ANC_SIZE, flags)
+        message, ancdata, _flags, _addr = sock.recvmsg(_RECV_SIZE, _ANC_SIZE, flags)
     except BlockingIOError:
         return None
-    return unpack_datagram(message, ancdata)
-
-
-def unpack_datagram(
-    message: bytes, ancdata: list[tuple[int, int, bytes]]
-) -> tuple[bytes, int | None]:
-    """The message of a received datagram and the fd it carries (extra fds are closed).
-
-    ``EOFError`` for the empty datagram of end of file.
-    """
     fd = None
     for level, kind, payload in ancdata:  # empty for all but large messages
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
@@ -202,26 +190,32 @@ def unpack_datagram(
     return message, fd
 
 
-def recv_spinning(sock: socket.socket, seconds: float) -> tuple[bytes, int | None] | None:
-    """Poll ``sock`` for a datagram for up to ``seconds`` without sleeping; None if none came.
+def spin_until_readable(sock: socket.socket, seconds: float) -> bool:
+    """Poll ``sock`` for up to ``seconds`` without sleeping; whether something came.
 
     Waking a sleeping process on another CPU costs tens of microseconds, often
-    more than the wait itself.
+    more than the wait itself.  poll() does not lock the socket against
+    writers, unlike a recv attempt.
     """
-    got = recv_datagram(sock, False)
-    if got is not None:
-        return got
-    # Watch with poll() (it does not lock the socket against writers, unlike
-    # a recv attempt) and read only once something is there.
     poller = select.poll()
     poller.register(sock.fileno(), select.POLLIN)
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         if poller.poll(0):
-            got = recv_datagram(sock, False)
-            if got is not None:
-                return got
-    return None
+            return True
+    return False
+
+
+def recv_spinning(sock: socket.socket, seconds: float) -> tuple[bytes, int | None] | None:
+    """A datagram if one comes within ``seconds`` of polling (no sleeping); else None."""
+    deadline = time.perf_counter() + seconds
+    while True:
+        got = recv_datagram(sock, False)
+        if got is not None:
+            return got
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0 or not spin_until_readable(sock, remaining):
+            return None
 
 
 def socketpair() -> tuple[socket.socket, socket.socket]:

@@ -20,7 +20,7 @@ import time
 from typing import Any
 
 from . import _platform
-from ._channel import Channel, recv_datagram, send_datagram
+from ._channel import Channel, recv_datagram, send_datagram, spin_until_readable
 from ._ring import Ring, send_marked, split_marked
 from ._wire.fds import DupFd
 from .synchronize import Semaphore
@@ -83,17 +83,11 @@ class SocketTransport:
         return got
 
     def wait(self, deadline: float | None, spin: float) -> None:
-        fd = self.channel.reader.fileno()
-        if spin:
-            # poll() does not lock the socket against writers, unlike a recv attempt.
-            poller = select.poll()
-            poller.register(fd, select.POLLIN)
-            until = time.perf_counter() + spin
-            while time.perf_counter() < until:
-                if poller.poll(0):
-                    return
+        reader = self.channel.reader
+        if spin and spin_until_readable(reader, spin):
+            return
         remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-        _platform.wait_readable([fd], remaining)
+        _platform.wait_readable([reader.fileno()], remaining)
 
     def wait_for_room(self) -> None:
         _wait_writable(self.channel.writer, 0.05)
