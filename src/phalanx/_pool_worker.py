@@ -75,6 +75,7 @@ _HOLD = 0.002  # seconds an answer may wait for others to share its datagram
 _LONG = 0.001  # a chunk that ran this long is answered at once
 _MAX_HELD = 256  # answers per datagram
 _MAX_HELD_BYTES = 32 * 1024  # (well under the supervisor's datagram size)
+_MISSING = object()  # a function this worker was never sent (or could not unpickle)
 
 
 class WorkerEnd:
@@ -267,9 +268,9 @@ def worker_main(
                 funcs.pop(forget, None)
             if func is not None:
                 funcs[fid] = func
-            func = funcs.get(fid)
+            func = funcs.get(fid, _MISSING)
             start = clock()
-            if func is None:
+            if func is _MISSING:
                 # An earlier chunk carrying it could not be unpickled: ask again.
                 del payload
                 answers.add(RESEND, fid, last and _unmap(mappings), start)

@@ -17,7 +17,9 @@ shared heap, next to a record of its owner::
 ``OWNER_CHECK_INTERVAL`` seconds and checks that the recorded owner still
 exists (pid and start time).  If it is gone, exactly one waiter (the one that
 wins the recovery guard) takes the lock over and an ``AbandonedLockWarning``
-is issued: the data the lock protected may be half-updated.  Ownership is
+is issued: the data the lock protected may be half-updated.  The recoverer
+records itself as the owner before it warns, so a recoverer that dies in
+turn (even inside the warning) is taken over from like any owner.  Ownership is
 recorded right after the semaphore is taken and cleared right before it is
 given back; a process killed in the microsecond between the two steps goes
 unnoticed (the lock then stays taken, as with the stdlib).
@@ -195,7 +197,10 @@ class SemLock:
         try:
             if self._slot.owner_pid != dead or not self._owner_is_dead():
                 return False  # another waiter recovered it first
-            self._owner_pid[0] = 0
+            # We own it from here on, on record, before anything that can block
+            # or be interrupted (the warning may write to a full pipe): if we die
+            # too, the next waiter takes it over from us.
+            self._owner_view[:] = _owner_record(_get_ident())
         finally:
             _platform.sem_post(self._guard)
         try:

@@ -125,6 +125,8 @@ class ProcessPoolExecutor(Executor):
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; returns its ``Future``."""
+        if not callable(fn):  # (the stdlib fails the future; we fail the call)
+            raise TypeError(f"fn must be callable (got {fn!r})")
         with self._shutdown_lock:
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")

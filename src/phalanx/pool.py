@@ -220,6 +220,7 @@ class Pool:
     ) -> ApplyResult:
         """Start ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
         self._check_running()
+        _check_func(func)
         limit = self._check_task_timeout(timeout)
         result = ApplyResult(self, callback, error_callback)
         self._backend.submit([Chunk(result, 0, func, APPLY, (tuple(args), dict(kwds)), limit)])
@@ -293,6 +294,7 @@ class Pool:
         progress: bool | str = False,
     ) -> MapResult:
         self._check_running()
+        _check_func(func)
         limit = self._check_task_timeout(timeout)
         items = iterable if isinstance(iterable, (list, tuple)) else list(iterable)
         if chunksize is None:
@@ -349,6 +351,7 @@ class Pool:
         progress: bool | str,
     ) -> IMapIterator:
         self._check_running()
+        _check_func(func)
         limit = self._check_task_timeout(timeout)
         _check_chunksize(chunksize)
         result = cls(self, chunksize)
@@ -424,6 +427,13 @@ class Pool:
 
 def _terminate_backend(backend: Any) -> None:
     backend.terminate()
+
+
+def _check_func(func: object) -> None:
+    # Here, not in the worker: the stdlib fails the task with a TypeError;
+    # failing the call says which call was wrong, before anything is queued.
+    if not callable(func):
+        raise TypeError(f"func must be callable (got {func!r})")
 
 
 def _check_chunksize(chunksize: Any) -> None:
