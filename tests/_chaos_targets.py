@@ -32,3 +32,47 @@ def take_over_then_hang_in_the_warning(lock: Any, ready: str) -> None:
 def slow_square(x: int) -> int:
     time.sleep(0.01)
     return x * x
+
+
+def first_worker_hangs_in_init(gate: str) -> None:
+    """Initializer: the first worker to get here reports its pid and hangs; the others go on."""
+    try:
+        os.mkdir(gate)
+    except FileExistsError:
+        return
+    sleep_forever(os.path.join(gate, "pid.json"))
+
+
+def announce_init(directory: str, seconds: float) -> None:
+    """Initializer: say that this worker is initializing (a file named by its pid), take a while."""
+    with open(os.path.join(directory, str(os.getpid())), "w"):
+        pass
+    time.sleep(seconds)
+
+
+def exit_in_init(code: int) -> None:
+    os._exit(code)
+
+
+class SlowToUnpickleOnce:
+    """Its first unpickling (anywhere) reports the pid and hangs there; later ones are quick."""
+
+    def __init__(self, gate: str, value: int) -> None:
+        self.gate = gate
+        self.value = value
+
+    def __reduce__(self) -> Any:
+        return _rebuild_slow_once, (self.gate, self.value)
+
+
+def _rebuild_slow_once(gate: str, value: int) -> int:
+    try:
+        os.mkdir(gate)
+    except FileExistsError:
+        return value
+    sleep_forever(os.path.join(gate, "pid.json"))
+    return value  # never reached
+
+
+def value_of(x: Any) -> Any:
+    return x

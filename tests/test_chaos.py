@@ -9,8 +9,10 @@ deadline; each test judges only the processes, ports and segments it made.
 
 from __future__ import annotations
 
+import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,13 +22,18 @@ import pytest
 
 import _chaos_targets as c
 import _sync_targets
+import _targets
 import phalanx
-from _targets import DEADLINE, bounded, kill, start, wait_for_json
+from _targets import DEADLINE, bounded, kill, start, wait_for_json, wait_until
 from phalanx._errors import AbandonedLockWarning
 from phalanx.futures import ProcessPoolExecutor
-from phalanx.pool import Pool
+from phalanx.pool import Pool, PoolTerminatedError, WorkerLostError
 
 STOP_WITHIN = 10.0
+
+
+def worker_pids(pool: Pool) -> set[int]:
+    return {p.pid for p in pool._pool}
 
 
 @pytest.fixture
@@ -136,3 +143,115 @@ def test_stress_recoverers_killed_at_random_moments(tmp_path: Path) -> None:
         assert lock.acquire(timeout=5) is True
     assert time.monotonic() - t0 < 3.0
     lock.release()
+
+
+# --- blame: only a task the worker had begun (defect 6) ---------------------------------------
+
+
+def _sent_to_a_worker(pool: Pool) -> bool:
+    return any(w.sent for w in pool._backend.workers)
+
+
+def test_a_worker_killed_in_its_initializer_blames_no_task(
+    make_pool: Callable[..., Pool], tmp_path: Path
+) -> None:
+    gate = tmp_path / "first"
+    pool = make_pool(1, initializer=c.first_worker_hangs_in_init, initargs=(str(gate),))
+    result = pool.apply_async(c.slow_square, (3,))
+    pid = wait_for_json(gate / "pid.json")["pid"]
+    wait_until(lambda: _sent_to_a_worker(pool), what="the task sent to the worker")
+    os.kill(pid, signal.SIGKILL)
+    assert result.get(timeout=DEADLINE) == 9  # run by the replacement, not blamed
+
+
+def test_a_worker_killed_idle_blames_no_task(make_pool: Callable[..., Pool]) -> None:
+    """The task is in the worker's link, not yet read, when the worker is killed."""
+    pool = make_pool(1)
+    assert pool.apply(c.slow_square, (2,)) == 4
+    (pid,) = worker_pids(pool)
+    os.kill(pid, signal.SIGSTOP)  # idle: it cannot read what comes now
+    try:
+        result = pool.apply_async(c.slow_square, (3,))
+        wait_until(lambda: _sent_to_a_worker(pool), what="the task sent to the worker")
+    finally:
+        os.kill(pid, signal.SIGKILL)
+    assert result.get(timeout=DEADLINE) == 9
+
+
+def test_a_worker_killed_while_unpickling_a_task_does_not_fail_it_at_once(
+    make_pool: Callable[..., Pool], tmp_path: Path
+) -> None:
+    """Killed from outside in the middle of unpickling: the task runs again, alone."""
+    pool = make_pool(1)
+    assert pool.apply(c.value_of, (1,)) == 1
+    result = pool.apply_async(c.value_of, (c.SlowToUnpickleOnce(str(tmp_path / "gate"), 5),))
+    pid = wait_for_json(tmp_path / "gate" / "pid.json")["pid"]
+    os.kill(pid, signal.SIGKILL)
+    assert result.get(timeout=DEADLINE) == 5
+
+
+@pytest.mark.parametrize("code", [3, -signal.SIGSEGV])
+def test_workers_that_always_die_starting_break_the_pool(
+    make_pool: Callable[..., Pool], code: int
+) -> None:
+    """Nothing to blame, but no endless restarts either: the pool breaks, loudly."""
+    init: Any = c.exit_in_init if code > 0 else _targets.segfault
+    pool = make_pool(1, initializer=init, initargs=(code,) if code > 0 else ())
+    result = pool.apply_async(c.slow_square, (3,))
+    with pytest.raises(PoolTerminatedError, match="died before they were ready 3 times") as info:
+        result.get(timeout=DEADLINE)
+    assert isinstance(info.value.__cause__, WorkerLostError)
+    assert info.value.__cause__.exitcode == code
+    with pytest.raises(PoolTerminatedError):
+        pool.apply_async(c.slow_square, (3,))
+
+
+@pytest.mark.stress
+def test_stress_workers_killed_in_their_initializer(tmp_path: Path) -> None:
+    """60 workers killed at random moments of their initializer: no task fails or is lost.
+
+    Two of every three workers are killed (never ten in a row, which would
+    break the pool); the others do the work.
+    """
+    rng = random.Random(6)
+    starting = tmp_path / "starting"
+    starting.mkdir()
+    pool = Pool(  # workers retire after 10 tasks: new ones keep starting
+        2,
+        initializer=c.announce_init,
+        initargs=(str(starting), 0.03),
+        maxtasksperchild=10,
+        context=phalanx.get_context("fork"),
+    )
+    killed: list[int] = []
+    stop_killing = threading.Event()
+
+    def killer() -> None:
+        seen: set[str] = set()
+        while not stop_killing.is_set() and len(killed) < 60:
+            for name in sorted(set(os.listdir(starting)) - seen):
+                seen.add(name)
+                if len(seen) % 3 == 0:
+                    continue  # spared
+                time.sleep(rng.uniform(0.0, 0.03))
+                try:
+                    os.kill(int(name), signal.SIGKILL)
+                    killed.append(int(name))
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(killed) < 60 and time.monotonic() < deadline:
+            assert bounded(lambda: pool.map(c.value_of, range(40), chunksize=1)) == list(range(40))
+            values = bounded(lambda: sorted(pool.imap_unordered(c.value_of, range(20))))
+            assert values == list(range(20))
+    finally:
+        stop_killing.set()
+        thread.join(DEADLINE)
+        pool.terminate()
+        bounded(pool.join, STOP_WITHIN)
+    assert len(killed) >= 60

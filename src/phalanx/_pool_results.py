@@ -106,6 +106,7 @@ class Chunk:
         "seq",
         "size",
         "solo",
+        "suspect",
         "timeout",
     )
 
@@ -131,6 +132,7 @@ class Chunk:
         self.batch_size = 1
         self.seq = 0  # its number among the chunks given to its worker
         self.solo = False  # travels alone (a batch it was in could not be unpickled)
+        self.suspect = False  # a worker died unpickling a datagram that carried it
 
     def describe(self) -> str:
         """A short human description for error messages: ``sqr(5)`` or ``sqr over items 10..19``."""

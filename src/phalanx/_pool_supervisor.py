@@ -37,11 +37,13 @@ from ._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from ._pool_results import Chunk, deliver, fail_all
 from ._pool_worker import (
     BEGUN,
+    DECODING,
     FAILED,
     FINISHED,
     INIT_FAILED,
     MANY,
     OK,
+    PROGRESS_SIZE,
     READY,
     RESEND,
     SPIN,
@@ -59,6 +61,7 @@ _QUEUED_WORK = 0.02  # seconds of work a worker may have queued behind its runni
 _FUNCS_PER_WORKER = 16  # functions a worker keeps unpickled
 _FUNC_TABLE = 256
 _INIT_FAILURES = 3  # initializer failures in a row that break the pool
+_INIT_KILLS = 10  # ... or workers killed (SIGKILL) before their initializer was done
 _TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on terminate()
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
@@ -72,7 +75,7 @@ class _Worker:
     ) -> None:
         self.process = process
         self.progress_block = progress  # kept alive while the worker may write it
-        self.progress = progress.view().cast("q")  # BEGUN, FINISHED (see _pool_worker)
+        self.progress = progress.view().cast("q")  # BEGUN, FINISHED, DECODING (_pool_worker)
         self.next_seq = 1
         self.pid: int = process.pid
         self.sock = sock
@@ -88,6 +91,7 @@ class _Worker:
         self.timed_out: Chunk | None = None
         self.stopping = False
         self.ready = False  # its initializer is done: task clocks may run
+        self.init_failed = False  # its initializer raised (it said so)
         self.fileno = sock.fileno()
         self.want_write = False
 
@@ -142,6 +146,7 @@ class ProcessBackend:
         self._reader = _platform.DatagramReader(MAX_INLINE + 16)
         self._fids = itertools.count()
         self._init_failures = 0
+        self._init_kills = 0
         self._kill_at: float | None = None
         self._supervisor_ident: int | None = None
         # Forked children (our workers, and any process the user forks later)
@@ -302,7 +307,7 @@ class ProcessBackend:
 
     def _start_worker(self) -> None:
         mine, theirs = socketpair()
-        progress = _heap.malloc(16)
+        progress = _heap.malloc(PROGRESS_SIZE)
         close_fds = []
         if self._ctx.get_start_method() == "fork":
             close_fds = [w.sock.fileno() for w in self.workers] + [mine.fileno()]
@@ -530,14 +535,11 @@ class ProcessBackend:
         if tag == INIT_FAILED:
             # It ran nothing: what it holds goes to other workers when it exits.
             worker.stopping = True
+            worker.init_failed = True
             worker.sent = 0
-            self._init_failures += 1
-            if self._init_failures >= _INIT_FAILURES:
-                self._break(
-                    value, f"the pool's initializer failed {self._init_failures} times in a row"
-                )
+            self._init_failed(value, "the pool's initializer failed")
             return None
-        self._init_failures = 0
+        self._init_failures = self._init_kills = 0
         if tag == READY:
             worker.ready = True
             worker.started = time.monotonic()  # the head chunk's clock starts now
@@ -629,28 +631,12 @@ class ProcessBackend:
             worker.process.close()
         except ValueError:
             pass
+        if not worker.ready and not worker.init_failed:
+            self._died_starting(worker, exitcode)
         inflight = list(worker.inflight)
         if not inflight:
             return
-        begun, finished = worker.progress[BEGUN], worker.progress[FINISHED]
-        head = inflight[0]
-        culprit = None
-        if worker.sent <= 0:
-            pass  # it had received nothing: nobody to blame
-        elif head.seq > begun:
-            # It died before starting the chunk: unpickling its datagram (or idle).
-            if head.batch_size > 1:
-                # The culprit is one of the datagram's chunks, but which?  Run
-                # each alone to find out.
-                for chunk in inflight:
-                    if chunk.batch == head.batch:
-                        chunk.solo = True
-            else:
-                culprit = head
-        elif begun > finished:
-            # Answers of chunks it had finished were lost with it: those run
-            # again; the chunk it was running is the one to blame.
-            culprit = next((c for c in inflight if c.seq == begun), None)
+        culprit = self._blame(worker, inflight)
         if culprit is not None:
             inflight.remove(culprit)
             error = self._death_error(worker, culprit, exitcode)
@@ -667,6 +653,64 @@ class ProcessBackend:
         with self._lock:
             self._pending.extendleft(reversed(inflight))  # never started: run elsewhere
 
+    @staticmethod
+    def _blame(worker: _Worker, inflight: list[Chunk]) -> Chunk | None:
+        """Which chunk a dead worker was running (None: it had begun none of them).
+
+        Marks the chunks of a datagram it died unpickling as suspects to be
+        sent alone; a suspect that kills a worker again, alone, is to blame.
+        """
+        if worker.sent <= 0 or not worker.ready:
+            return None  # it had received nothing, or never got past its initializer
+        progress = worker.progress
+        begun, finished = progress[BEGUN], progress[FINISHED]
+        head = inflight[0]
+        if head.seq > begun:
+            # It died before starting the chunk: idle (killed from outside:
+            # nobody to blame) or unpickling the datagram that carried it.
+            if not progress[DECODING]:
+                return None
+            if head.batch_size == 1 and head.suspect:
+                return head
+            for chunk in inflight:
+                if chunk.batch == head.batch:
+                    chunk.solo = chunk.suspect = True
+            return None
+        if begun > finished:
+            # Answers of chunks it had finished were lost with it: those run
+            # again; the chunk it was running is the one to blame.
+            return next((c for c in inflight if c.seq == begun), None)
+        return None
+
+    def _init_failed(self, error: BaseException, what: str) -> None:
+        self._init_failures += 1
+        if self._init_failures >= _INIT_FAILURES:
+            self._break(error, f"{what} {self._init_failures} times in a row")
+
+    def _died_starting(self, worker: _Worker, exitcode: int | None) -> None:
+        """A worker died before its initializer was done (it never said READY).
+
+        It ran no task.  Dying there by itself (an exit, a crash) counts as
+        an initializer failure; SIGKILL and SIGTERM come from outside (or the
+        OOM killer) and break the pool only if many workers in a row meet
+        them: otherwise such a pool would start workers forever.
+        """
+        if self.state == TERMINATE or worker.stopping:
+            return  # we stopped it
+        sig = _platform.signal_name(-exitcode) if exitcode is not None and exitcode < 0 else None
+        error = WorkerLostError(
+            f"pool worker {worker.pid} {_how(exitcode)} before it was ready to run tasks",
+            pid=worker.pid,
+            exitcode=exitcode,
+            signal=sig,
+        )
+        if exitcode in (-signal.SIGKILL, -signal.SIGTERM):
+            self._init_kills += 1
+            if self._init_kills >= _INIT_KILLS:
+                self._break(error, f"{self._init_kills} pool workers in a row were killed starting")
+        else:
+            self._init_failed(error, "pool workers died before they were ready")
+
     def _death_error(
         self, worker: _Worker, chunk: Chunk, exitcode: int | None
     ) -> BaseException | None:
@@ -679,13 +723,8 @@ class ProcessBackend:
         chunk.attempts += 1
         if chunk.attempts <= self._retries:
             return None
-        if exitcode is None:
-            how, sig = "exited (exit code unknown)", None
-        elif exitcode < 0:
-            sig = _platform.signal_name(-exitcode)
-            how = f"was killed by {sig}({exitcode})"
-        else:
-            how, sig = f"exited with code {exitcode}", None
+        sig = _platform.signal_name(-exitcode) if exitcode is not None and exitcode < 0 else None
+        how = _how(exitcode)
         tries = f" (after {chunk.attempts} attempts)" if chunk.attempts > 1 else ""
         return WorkerLostError(
             f"pool worker {worker.pid} {how} while running {chunk.describe()}{tries}",
@@ -787,6 +826,15 @@ _STOP = encode(None)[0]
 _NO_FUNC = object()
 _worker_names = itertools.count(1)
 _batches = itertools.count()
+
+
+def _how(exitcode: int | None) -> str:
+    """How a worker ended, for error messages: ``was killed by SIGKILL(-9)``..."""
+    if exitcode is None:
+        return "exited (exit code unknown)"
+    if exitcode < 0:
+        return f"was killed by {_platform.signal_name(-exitcode)}({exitcode})"
+    return f"exited with code {exitcode}"
 
 
 def _signal(worker: _Worker, signum: int) -> None:

@@ -22,10 +22,13 @@ go.
 
 **Progress.**  Each chunk carries a sequence number, and the worker writes
 into a word of shared memory the number of the chunk it starts (``BEGUN``) and
-of the last one whose answer is ready (``FINISHED``).  When a worker dies, the
+of the last one whose answer is ready (``FINISHED``), and a third word says
+that it is unpickling a datagram (``DECODING``).  When a worker dies, the
 supervisor reads them: the chunk begun but not finished is the one to blame,
+a datagram being unpickled is suspect (its chunks run alone, elsewhere),
 answers finished but never sent are run again, and chunks not begun go to
-other workers.
+other workers: a worker that dies in its initializer, or idle, blames
+nobody.
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ from ._wire.fds import DupFd
 
 __all__ = (
     "BEGUN",
+    "DECODING",
     "FAILED",
     "FINISHED",
     "INIT_FAILED",
     "MANY",
     "OK",
+    "PROGRESS_SIZE",
     "READY",
     "RESEND",
     "SPIN",
@@ -68,7 +73,8 @@ READY = 4  # the initializer is done: timeouts count from here (sent once, first
 RESEND = 5  # the chunk named a function this worker never got: send it again with it
 MANY = 6  # value: several answers, each a pickled (tag, value, reusable)
 
-BEGUN, FINISHED = 0, 1  # words of the progress block
+BEGUN, FINISHED, DECODING = 0, 1, 2  # words of the progress block
+PROGRESS_SIZE = 24
 
 SPIN = 50e-6  # seconds an idle worker polls for work before it sleeps (if it has a CPU)
 _HOLD = 0.002  # seconds an answer may wait for others to share its datagram
@@ -249,14 +255,17 @@ def worker_main(
         if got is None:  # a blocking receive always returns a datagram; never mind
             continue
         mappings: list[mmap.mmap] = []
+        progress[DECODING] = 1
         try:
             tasks = decode(*got, mappings)
         except BaseException as exc:
+            progress[DECODING] = 0
             error = ExceptionWithTraceback(_unreadable(exc), exc.__traceback__)
             del exc
             _reply(sock, UNREADABLE, error, _unmap(mappings))
             done += 1
             continue
+        progress[DECODING] = 0
         del got
         if tasks is None:
             break
