@@ -12,8 +12,11 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -255,3 +258,180 @@ def test_stress_workers_killed_in_their_initializer(tmp_path: Path) -> None:
         pool.terminate()
         bounded(pool.join, STOP_WITHIN)
     assert len(killed) >= 60
+
+
+# --- Ctrl-C while Pool() starts (defect 1) ----------------------------------------------------
+
+STARTUP_SCRIPT = """\
+import sys
+sys.path.insert(0, {tests!r})
+import phalanx
+import _chaos_targets as c
+
+if __name__ == "__main__":
+    ctx = phalanx.get_context(sys.argv[1])
+    print("starting", flush=True)
+    pool = ctx.Pool(2)
+    print("started", flush=True)
+    assert pool.map(c.value_of, range(20)) == list(range(20))
+    pool.close()
+    pool.join()
+    print("done", flush=True)
+"""
+
+# How long Pool(2) takes to start, roughly (the first forkserver start launches the server).
+STARTUP_TIME = {"fork": 0.02, "spawn": 0.25, "forkserver": 0.2}
+
+
+def interrupt_startup(script: Path, method: str, delay: float, group: bool) -> str:
+    """Run the script, SIGINT it ``delay`` s into Pool(); its stdout. Fails on a hang or leak."""
+    proc = subprocess.Popen(
+        [sys.executable, str(script), method],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "starting\n"
+        time.sleep(delay)
+        try:
+            if group:
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                os.kill(proc.pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass  # already over
+        try:
+            out, err = proc.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"the program hung after SIGINT {delay * 1000:.1f} ms into Pool() "
+                f"({method}, {'group' if group else 'main'})"
+            ) from None
+    finally:
+        if proc.poll() is None:
+            _targets._kill_session(proc.pid)
+            proc.communicate(timeout=10)
+    assert proc.returncode in (0, 1, -signal.SIGINT), err
+    try:
+        wait_until(lambda: not _targets.session_members(proc.pid), timeout=5, what="no orphans")
+    except AssertionError:
+        survivors = _targets.session_members(proc.pid)
+        _targets._kill_session(proc.pid)
+        raise AssertionError(f"processes outlived the interrupted program: {survivors}") from None
+    return out
+
+
+INTERRUPTED_SCRIPT = """\
+import sys, threading, time
+sys.path.insert(0, {tests!r})
+import phalanx
+from phalanx import process
+
+if __name__ == "__main__":
+    ctx = phalanx.get_context(sys.argv[1])
+    where = sys.argv[2]
+    starts = []
+    real_thread_start = threading.Thread.start
+    real_process_start = process.BaseProcess.start
+
+    def thread_start(self):
+        real_thread_start(self)
+        if self.name == "phalanx-pool-supervisor":
+            raise KeyboardInterrupt  # as if Ctrl-C came while start() waited
+
+    def process_start(self):
+        real_process_start(self)
+        starts.append(self)
+        if len(starts) == 2:
+            raise KeyboardInterrupt
+
+    if where == "thread":
+        threading.Thread.start = thread_start
+    else:
+        process.BaseProcess.start = process_start
+    try:
+        ctx.Pool(2)
+    except KeyboardInterrupt:
+        pass
+    else:
+        raise SystemExit("not interrupted")
+    threading.Thread.start = real_thread_start
+    process.BaseProcess.start = real_process_start
+    deadline = time.monotonic() + 10
+    def left():
+        return phalanx.active_children(), [
+            t.name for t in threading.enumerate() if t.name == "phalanx-pool-supervisor"
+        ]
+    while any(left()) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    print(left(), flush=True)
+"""
+
+
+@pytest.mark.parametrize("where", ["thread", "worker"])
+def test_an_interrupted_pool_constructor_leaves_nothing_running(
+    start_method: str, where: str
+) -> None:
+    """Ctrl-C inside Pool(): the half-made pool stops its workers and its supervisor."""
+    code = INTERRUPTED_SCRIPT.format(tests=_targets.TESTS_DIR)
+    result = _targets.run_python(["-c", code, start_method, where], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "([], [])", result.stderr
+
+
+EXITING_SCRIPT = """\
+import os, signal, sys, time
+sys.path.insert(0, {tests!r})
+import phalanx
+from phalanx import _util
+
+if __name__ == "__main__":
+    pool = phalanx.get_context(sys.argv[1]).Pool(2)
+    pool.map(abs, range(4))
+    pool._terminate.cancel()  # as if Ctrl-C had come before it was registered
+    victim = pool._pool[0]
+    _util.set_exiting()  # what the exit handler does first
+    os.kill(victim.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline and victim in phalanx.active_children():
+        time.sleep(0.01)
+    time.sleep(0.3)
+    print(len(phalanx.active_children()), flush=True)
+"""
+
+
+def test_no_pool_worker_starts_once_the_program_is_exiting(start_method: str) -> None:
+    """At exit the handler stops the workers, then joins the children: a replacement
+    started in between would be joined forever (it ends only with its pool)."""
+    code = EXITING_SCRIPT.format(tests=_targets.TESTS_DIR)
+    result = _targets.run_python(["-c", code, start_method], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "1", result.stderr
+
+
+@pytest.mark.parametrize("group", [False, True], ids=["main", "group"])
+def test_ctrl_c_inside_pool_start_up(start_method: str, tmp_path: Path, group: bool) -> None:
+    """SIGINT while the supervisor thread starts: no hang at exit, no orphan."""
+    script = tmp_path / "startup.py"
+    script.write_text(STARTUP_SCRIPT.format(tests=_targets.TESTS_DIR), encoding="utf-8")
+    for delay in (0.0, STARTUP_TIME[start_method] / 2):
+        interrupt_startup(script, start_method, delay, group)
+
+
+@pytest.mark.stress
+def test_stress_ctrl_c_at_random_moments_of_pool_start_up(
+    start_method: str, tmp_path: Path
+) -> None:
+    """50 rounds per start method, SIGINT to the program or its group at a random moment."""
+    script = tmp_path / "startup.py"
+    script.write_text(STARTUP_SCRIPT.format(tests=_targets.TESTS_DIR), encoding="utf-8")
+    rng = random.Random(f"1-{start_method}")
+    outcomes = Counter()
+    for _ in range(50):
+        delay = rng.uniform(0.0, 1.5 * STARTUP_TIME[start_method])
+        out = interrupt_startup(script, start_method, delay, rng.random() < 0.5)
+        outcomes["done" if "done" in out else "started" if "started" in out else "none"] += 1
+    assert outcomes["none"] + outcomes["started"] > 0, outcomes  # some landed in Pool()

@@ -5,10 +5,11 @@ thread, the supervisor, owns every worker and waits on all their links and
 sentinels at once.  It gives each worker at most ``CREDIT`` chunks, answered
 in order, so at every moment it knows which chunk each worker is running:
 
-* a worker that dies fails exactly that chunk, with a ``WorkerLostError``
-  naming its pid, exit code or signal and the task (or runs it again, if the
-  pool has ``retries``); the chunks queued behind it go to other workers, and
-  a replacement starts;
+* a worker that dies fails exactly the chunk it had begun, with a
+  ``WorkerLostError`` naming its pid, exit code or signal and the task (or
+  runs it again, if the pool has ``retries``); the chunks queued behind it go
+  to other workers, and a replacement starts (who is to blame, and when to
+  give up on workers that die starting: ``_pool_blame``);
 * a chunk that overruns its ``timeout`` gets its worker killed and fails with
   ``TaskTimeoutError``;
 * ``maxtasksperchild`` is a count the supervisor keeps, and terminate / close /
@@ -33,13 +34,11 @@ from typing import Any
 from . import _heap, _platform
 from . import _util as util
 from ._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
-from ._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
+from ._errors import PoolTerminatedError, WorkerLostError
+from ._pool_blame import StartFailures, blame, death_error, how, signal_of
 from ._pool_results import Chunk, deliver, fail_all
 from ._pool_worker import (
-    BEGUN,
-    DECODING,
     FAILED,
-    FINISHED,
     INIT_FAILED,
     MANY,
     OK,
@@ -60,8 +59,6 @@ _MAX_INFLIGHT = 1024  # ... and at most, when chunks are short (see _inflight_li
 _QUEUED_WORK = 0.02  # seconds of work a worker may have queued behind its running chunk
 _FUNCS_PER_WORKER = 16  # functions a worker keeps unpickled
 _FUNC_TABLE = 256
-_INIT_FAILURES = 3  # initializer failures in a row that break the pool
-_INIT_KILLS = 10  # ... or workers killed (SIGKILL) before their initializer was done
 _TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on terminate()
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
@@ -145,24 +142,39 @@ class ProcessBackend:
         self._timed_func: Any = None  # ... of chunks of this function
         self._reader = _platform.DatagramReader(MAX_INLINE + 16)
         self._fids = itertools.count()
-        self._init_failures = 0
-        self._init_kills = 0
+        self._start_failures = StartFailures()
         self._kill_at: float | None = None
         self._supervisor_ident: int | None = None
+        self._abandoned = False
         # Forked children (our workers, and any process the user forks later)
         # must not hold the pool's ends of the links: a worker sees its pool
         # die by its link hanging up.
         util.register_after_fork(self, ProcessBackend._close_in_child)
-        try:
-            for _ in range(processes):
-                self._start_worker()
-        except BaseException:
-            self._kill_all(signal.SIGKILL)
-            raise
         self._thread = threading.Thread(
             target=self._run, name="phalanx-pool-supervisor", daemon=True
         )
-        self._thread.start()
+        try:
+            for _ in range(processes):
+                self._start_worker()
+            self._thread.start()
+        except BaseException:
+            # Ctrl-C (or a failure) half-way: nobody will ever call terminate()
+            # on a pool that was not made, so undo it all before raising.
+            self._abandon()
+            raise
+
+    def _abandon(self) -> None:
+        """Stop what a failed constructor started: workers, and the supervisor if it runs."""
+        with self._lock:
+            self._abandoned = True  # a supervisor that starts from now on does nothing
+            self.state = TERMINATE
+            running = self._supervisor_ident is not None
+            if running:
+                self._wake_locked()
+        if running:
+            self._thread.join()
+        else:
+            self._shutdown()
 
     # -- called from any thread ----------------------------------------------------------
 
@@ -235,7 +247,10 @@ class ProcessBackend:
     # -- the supervisor thread -----------------------------------------------------------
 
     def _run(self) -> None:
-        self._supervisor_ident = threading.get_ident()
+        with self._lock:
+            if self._abandoned:
+                return  # the constructor was interrupted and cleans up itself
+            self._supervisor_ident = threading.get_ident()
         try:
             while self._step():
                 pass
@@ -291,6 +306,11 @@ class ProcessBackend:
     def _maintain(self, state: str, work_left: bool) -> None:
         """Keep the pool at size while there is (or may be) work; stop idle workers on close."""
         if self.broken is not None:
+            return
+        if util.is_exiting():
+            # The process is exiting: its exit handler stops our workers and
+            # then joins its children; a worker started now would be joined
+            # forever (it ends only when we do).
             return
         if state == RUN or work_left:
             while len(self.workers) < self.size:
@@ -537,9 +557,11 @@ class ProcessBackend:
             worker.stopping = True
             worker.init_failed = True
             worker.sent = 0
-            self._init_failed(value, "the pool's initializer failed")
+            why = self._start_failures.failed("the pool's initializer failed")
+            if why is not None:
+                self._break(value, why)
             return None
-        self._init_failures = self._init_kills = 0
+        self._start_failures.ready()
         if tag == READY:
             worker.ready = True
             worker.started = time.monotonic()  # the head chunk's clock starts now
@@ -636,10 +658,16 @@ class ProcessBackend:
         inflight = list(worker.inflight)
         if not inflight:
             return
-        culprit = self._blame(worker, inflight)
+        begun, finished, decoding = worker.progress[:3].tolist()  # (see _pool_worker)
+        culprit = blame(
+            inflight, sent=worker.sent, ready=worker.ready, begun=begun, finished=finished,
+            decoding=bool(decoding),
+        )  # fmt: skip
         if culprit is not None:
             inflight.remove(culprit)
-            error = self._death_error(worker, culprit, exitcode)
+            error = death_error(
+                culprit, worker.pid, exitcode, worker.timed_out is culprit, self._retries
+            )
             if error is None:
                 inflight.insert(0, culprit)  # retried, in its turn
             else:
@@ -653,86 +681,19 @@ class ProcessBackend:
         with self._lock:
             self._pending.extendleft(reversed(inflight))  # never started: run elsewhere
 
-    @staticmethod
-    def _blame(worker: _Worker, inflight: list[Chunk]) -> Chunk | None:
-        """Which chunk a dead worker was running (None: it had begun none of them).
-
-        Marks the chunks of a datagram it died unpickling as suspects to be
-        sent alone; a suspect that kills a worker again, alone, is to blame.
-        """
-        if worker.sent <= 0 or not worker.ready:
-            return None  # it had received nothing, or never got past its initializer
-        progress = worker.progress
-        begun, finished = progress[BEGUN], progress[FINISHED]
-        head = inflight[0]
-        if head.seq > begun:
-            # It died before starting the chunk: idle (killed from outside:
-            # nobody to blame) or unpickling the datagram that carried it.
-            if not progress[DECODING]:
-                return None
-            if head.batch_size == 1 and head.suspect:
-                return head
-            for chunk in inflight:
-                if chunk.batch == head.batch:
-                    chunk.solo = chunk.suspect = True
-            return None
-        if begun > finished:
-            # Answers of chunks it had finished were lost with it: those run
-            # again; the chunk it was running is the one to blame.
-            return next((c for c in inflight if c.seq == begun), None)
-        return None
-
-    def _init_failed(self, error: BaseException, what: str) -> None:
-        self._init_failures += 1
-        if self._init_failures >= _INIT_FAILURES:
-            self._break(error, f"{what} {self._init_failures} times in a row")
-
     def _died_starting(self, worker: _Worker, exitcode: int | None) -> None:
-        """A worker died before its initializer was done (it never said READY).
-
-        It ran no task.  Dying there by itself (an exit, a crash) counts as
-        an initializer failure; SIGKILL and SIGTERM come from outside (or the
-        OOM killer) and break the pool only if many workers in a row meet
-        them: otherwise such a pool would start workers forever.
-        """
+        """A worker died before it was ready (see ``StartFailures``); it ran no task."""
         if self.state == TERMINATE or worker.stopping:
             return  # we stopped it
-        sig = _platform.signal_name(-exitcode) if exitcode is not None and exitcode < 0 else None
-        error = WorkerLostError(
-            f"pool worker {worker.pid} {_how(exitcode)} before it was ready to run tasks",
-            pid=worker.pid,
-            exitcode=exitcode,
-            signal=sig,
-        )
-        if exitcode in (-signal.SIGKILL, -signal.SIGTERM):
-            self._init_kills += 1
-            if self._init_kills >= _INIT_KILLS:
-                self._break(error, f"{self._init_kills} pool workers in a row were killed starting")
-        else:
-            self._init_failed(error, "pool workers died before they were ready")
-
-    def _death_error(
-        self, worker: _Worker, chunk: Chunk, exitcode: int | None
-    ) -> BaseException | None:
-        if worker.timed_out is chunk:
-            limit = (chunk.timeout or 0) * chunk.size
-            return TaskTimeoutError(
-                f"task {chunk.describe()} ran over its timeout of {limit:g} s; "
-                f"its worker (pid {worker.pid}) was killed and replaced"
+        why = self._start_failures.died(exitcode)
+        if why is not None:
+            error = WorkerLostError(
+                f"pool worker {worker.pid} {how(exitcode)} before it was ready to run tasks",
+                pid=worker.pid,
+                exitcode=exitcode,
+                signal=signal_of(exitcode),
             )
-        chunk.attempts += 1
-        if chunk.attempts <= self._retries:
-            return None
-        sig = _platform.signal_name(-exitcode) if exitcode is not None and exitcode < 0 else None
-        how = _how(exitcode)
-        tries = f" (after {chunk.attempts} attempts)" if chunk.attempts > 1 else ""
-        return WorkerLostError(
-            f"pool worker {worker.pid} {how} while running {chunk.describe()}{tries}",
-            pid=worker.pid,
-            exitcode=exitcode,
-            signal=sig,
-            task=chunk.describe(),
-        )
+            self._break(error, why)
 
     def _next_deadline(self) -> float | None:
         deadline = self._kill_at
@@ -826,15 +787,6 @@ _STOP = encode(None)[0]
 _NO_FUNC = object()
 _worker_names = itertools.count(1)
 _batches = itertools.count()
-
-
-def _how(exitcode: int | None) -> str:
-    """How a worker ended, for error messages: ``was killed by SIGKILL(-9)``..."""
-    if exitcode is None:
-        return "exited (exit code unknown)"
-    if exitcode < 0:
-        return f"was killed by {_platform.signal_name(-exitcode)}({exitcode})"
-    return f"exited with code {exitcode}"
 
 
 def _signal(worker: _Worker, signum: int) -> None:

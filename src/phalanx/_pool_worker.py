@@ -73,7 +73,7 @@ READY = 4  # the initializer is done: timeouts count from here (sent once, first
 RESEND = 5  # the chunk named a function this worker never got: send it again with it
 MANY = 6  # value: several answers, each a pickled (tag, value, reusable)
 
-BEGUN, FINISHED, DECODING = 0, 1, 2  # words of the progress block
+BEGUN, FINISHED, DECODING = 0, 1, 2  # words of the progress block, in this order
 PROGRESS_SIZE = 24
 
 SPIN = 50e-6  # seconds an idle worker polls for work before it sleeps (if it has a CPU)
