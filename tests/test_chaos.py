@@ -9,6 +9,7 @@ deadline; each test judges only the processes, ports and segments it made.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -435,3 +436,137 @@ def test_stress_ctrl_c_at_random_moments_of_pool_start_up(
         out = interrupt_startup(script, start_method, delay, rng.random() < 0.5)
         outcomes["done" if "done" in out else "started" if "started" in out else "none"] += 1
     assert outcomes["none"] + outcomes["started"] > 0, outcomes  # some landed in Pool()
+
+
+# --- a program killed with everything open (the second README promise) ------------------------
+
+ORPHANS_SCRIPT = """\
+import json, sys, time
+sys.path.insert(0, {tests!r})
+import phalanx
+from phalanx import shared_memory
+import _targets
+
+if __name__ == "__main__":
+    ctx = phalanx.get_context(sys.argv[1])
+    daemon = ctx.Process(target=_targets.sleep_forever, daemon=True)
+    daemon.start()
+    manager = ctx.Manager()
+    shared = manager.dict(a=1)
+    segment = shared_memory.SharedMemory(name=sys.argv[2], create=True, size=4096)
+    print(json.dumps({{"daemon": daemon.pid, "manager": manager._process.pid}}), flush=True)
+    time.sleep(3600)
+"""
+
+
+def test_daemonic_children_and_the_manager_end_with_a_killed_program(
+    start_method: str, tmp_path: Path
+) -> None:
+    """SIGKILL to the program alone: its daemonic child and its manager's server end too,
+    and the resource tracker, with no client left, removes the segment it had made."""
+    name = f"phalanx-orphans-{os.getpid()}-{start_method}"
+    script = tmp_path / "orphans.py"
+    script.write_text(ORPHANS_SCRIPT.format(tests=_targets.TESTS_DIR), encoding="utf-8")
+    proc = subprocess.Popen(
+        [sys.executable, str(script), start_method, name],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line, proc.communicate(timeout=10)[1]
+        pids = json.loads(line)
+        assert os.path.exists(f"/dev/shm/{name}")
+        proc.kill()
+        proc.communicate(timeout=DEADLINE)
+        for what, pid in pids.items():
+            wait_until(
+                lambda pid=pid: not _targets.pid_exists(pid), timeout=10, what=f"{what} gone"
+            )
+        wait_until(lambda: not os.path.exists(f"/dev/shm/{name}"), timeout=10, what="segment gone")
+    finally:
+        _targets._kill_session(proc.pid)
+        if proc.poll() is None:
+            proc.communicate(timeout=10)
+        try:
+            os.unlink(f"/dev/shm/{name}")
+        except FileNotFoundError:
+            pass
+
+
+EVERYTHING_SCRIPT = """\
+import sys, time
+sys.path.insert(0, {tests!r})
+import phalanx
+from phalanx import shared_memory
+import _targets
+
+if __name__ == "__main__":
+    ctx = phalanx.get_context(sys.argv[1])
+    print("starting", flush=True)
+    daemon = ctx.Process(target=_targets.sleep_forever, daemon=True)
+    daemon.start()
+    queue = ctx.Queue()
+    queue.put(b"x" * 100_000)
+    segment = shared_memory.SharedMemory(name=sys.argv[2], create=True, size=4096)
+    manager = ctx.Manager()
+    shared = manager.list([1, 2])
+    pool = ctx.Pool(2)
+    pool.map_async(time.sleep, [0.05] * 100)
+    print("ready", flush=True)
+    time.sleep(3600)
+"""
+
+
+@pytest.mark.stress
+def test_stress_programs_killed_at_random_moments_leave_nothing(tmp_path: Path) -> None:
+    """10 rounds per start method: SIGKILL to a program while it sets up a daemonic child,
+    a queue, a segment, a manager and a pool, or once it runs: nothing outlives it."""
+    rng = random.Random(10)
+    script = tmp_path / "everything.py"
+    script.write_text(
+        EVERYTHING_SCRIPT.format(tests=_targets.TESTS_DIR),
+        encoding="utf-8",
+    )
+    for method in _targets.START_METHODS:
+        for round_ in range(10):
+            name = f"phalanx-everything-{os.getpid()}-{method}-{round_}"
+            proc = subprocess.Popen(
+                [sys.executable, str(script), method, name],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            try:
+                assert proc.stdout is not None
+                assert proc.stdout.readline() == "starting\n"
+                time.sleep(rng.uniform(0.0, 0.6))
+                proc.kill()
+                proc.communicate(timeout=DEADLINE)
+                assert_nothing_outlives(proc.pid, name, f"round {round_} ({method})")
+            finally:
+                _targets._kill_session(proc.pid)
+                if proc.poll() is None:
+                    proc.communicate(timeout=10)
+                try:
+                    os.unlink(f"/dev/shm/{name}")
+                except FileNotFoundError:
+                    pass
+
+
+def assert_nothing_outlives(sid: int, segment: str, what: str) -> None:
+    """No process of session ``sid`` lives on, and ``segment`` is gone, within 10 s."""
+    try:
+        wait_until(lambda: not _targets.session_members(sid), timeout=10)
+    except AssertionError:
+        survivors = _targets.session_members(sid)
+        raise AssertionError(f"{what}: processes outlived their program: {survivors}") from None
+    wait_until(
+        lambda: not os.path.exists(f"/dev/shm/{segment}"),
+        timeout=10,
+        what=f"{what}: segment {segment} removed",
+    )

@@ -157,6 +157,7 @@ class BaseManager:
         )
         ident = ":".join(str(i) for i in self._process._identity)
         self._process.name = f"{type(self).__name__}-{ident}"
+        self._process._ends_with_parent = True  # a server nobody can shut down is an orphan
         self._process.start()
         writer.close()
         try:

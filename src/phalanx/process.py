@@ -16,8 +16,10 @@ import atexit
 import itertools
 import math
 import os
+import signal
 import sys
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import Callable, Iterable, Mapping
@@ -86,7 +88,10 @@ class BaseProcess:
     """
 
     _start_method: str | None = None
-    _exits_with_parent = False  # see start(): may be started by a daemonic process
+    _exits_with_parent = False  # it watches its parent itself (pool workers): see start()
+    # Ends when its parent dies, however the parent dies (SIGKILL included):
+    # set for the manager's server; daemonic children always do (see _bootstrap).
+    _ends_with_parent = False
     _config: dict[str, Any]
     _popen: Popen | None
 
@@ -299,6 +304,10 @@ class BaseProcess:
 
     # -- child side -------------------------------------------------------------------
 
+    def _watches_parent(self) -> bool:
+        """Whether the child ends when its parent dies (see ``_end_with_parent``)."""
+        return (self.daemon or self._ends_with_parent) and not self._exits_with_parent
+
     def _bootstrap(self, parent_sentinel: int | None = None, after_fork: bool = False) -> int:
         """Run in the new child: become the current process, ``run()``, clean up.
 
@@ -320,6 +329,8 @@ class BaseProcess:
                 util.run_after_forkers()
             for hook in _bootstrap_hooks:
                 hook(self)
+            if parent_sentinel is not None and self._watches_parent():
+                _end_with_parent(parent_sentinel)
             util.info("child process calling self.run()")
             try:
                 self.run()
@@ -337,6 +348,30 @@ class BaseProcess:
             util.info("process exiting with exitcode %d", exitcode)
             flush_std_streams()
         return exitcode
+
+
+def _end_with_parent(sentinel: int) -> None:
+    """End this process when its parent dies: SIGTERM, then SIGKILL if it lingers.
+
+    What the parent would have done at its own exit (terminate its daemonic
+    children, shut its manager down), had it not been killed; else these
+    live on as orphans, and the resource tracker waits for them before it
+    cleans up.  A thread, not ``PR_SET_PDEATHSIG``: that fires when the
+    *thread* that started the child exits, and under forkserver the OS
+    parent is the fork server.
+    """
+
+    def watch() -> None:
+        _platform.wait_readable([sentinel], None)  # EOF: the parent is gone
+        util.info("parent process died: ending with it")
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(PARENT_DEATH_GRACE)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="phalanx-parent-watch", daemon=True).start()
+
+
+PARENT_DEATH_GRACE = 2.0  # seconds from SIGTERM to SIGKILL once the parent is gone
 
 
 def _exit_status(code: object) -> int:
