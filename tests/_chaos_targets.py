@@ -76,3 +76,31 @@ def _rebuild_slow_once(gate: str, value: int) -> int:
 
 def value_of(x: Any) -> Any:
     return x
+
+
+def fail_client_threads(n: int) -> None:
+    """Manager initializer: the first ``n`` threads for clients cannot be started."""
+    import threading
+
+    real_start = threading.Thread.start
+    failures = [n]
+
+    def start(self: threading.Thread) -> None:
+        if self.name == "phalanx-manager-client" and failures[0] > 0:
+            failures[0] -= 1
+            raise RuntimeError("can't start new thread")
+        real_start(self)
+
+    threading.Thread.start = start  # type: ignore[method-assign]
+
+
+def few_fds(spare: int, handshake_timeout: float) -> None:
+    """Manager initializer: leave the server ``spare`` fds beyond its own needs."""
+    import resource
+
+    import phalanx._listener
+
+    phalanx._listener.HANDSHAKE_TIMEOUT = handshake_timeout
+    in_use = len(os.listdir("/proc/self/fd"))
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 4 + spare, hard))  # 4: the listener's

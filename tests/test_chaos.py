@@ -9,10 +9,14 @@ deadline; each test judges only the processes, ports and segments it made.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import queue
 import random
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -28,6 +32,9 @@ import _chaos_targets as c
 import _sync_targets
 import _targets
 import phalanx
+import phalanx._listener
+import phalanx.connection
+import phalanx.managers
 from _targets import DEADLINE, bounded, kill, start, wait_for_json, wait_until
 from phalanx._errors import AbandonedLockWarning
 from phalanx.futures import ProcessPoolExecutor
@@ -570,3 +577,268 @@ def assert_nothing_outlives(sid: int, segment: str, what: str) -> None:
         timeout=10,
         what=f"{what}: segment {segment} removed",
     )
+
+
+# --- slow and silent peers (defects 3 and 4) --------------------------------------------------
+
+KEY = b"chaos key"
+
+
+def raw_connect(address: Any) -> socket.socket:
+    family = socket.AF_INET if isinstance(address, tuple) else socket.AF_UNIX
+    sock = socket.socket(family)
+    sock.settimeout(DEADLINE)
+    deadline = time.monotonic() + DEADLINE
+    while True:
+        try:
+            sock.connect(address)
+            return sock
+        except BlockingIOError:  # AF_UNIX: the listener's queue is full for now
+            if time.monotonic() > deadline:
+                sock.close()
+                raise
+            time.sleep(0.001)
+
+
+class Attack:
+    """``silent`` peers that connect and say nothing, ``slow`` ones that send a valid
+    frame header one byte every ``interval`` seconds (then the body, as slowly)."""
+
+    FRAME = struct.pack("!Q", 32) + bytes(32)  # what a client answers, length-wise
+
+    def __init__(self, address: Any, silent: int, slow: int, interval: float = 0.5) -> None:
+        self.socks: list[socket.socket] = []
+        self.slow: list[socket.socket] = []
+        kinds = ["silent"] * silent + ["slow"] * slow
+        random.Random(0).shuffle(kinds)
+        for kind in kinds:
+            sock = raw_connect(address)
+            self.socks.append(sock)
+            if kind == "slow":
+                self.slow.append(sock)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drip, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _drip(self, interval: float) -> None:
+        for i in itertools.cycle(range(len(self.FRAME))):
+            if self._stop.wait(interval):
+                return
+            for sock in self.slow:
+                try:
+                    sock.send(self.FRAME[i : i + 1], socket.MSG_DONTWAIT)
+                except OSError:
+                    pass  # dropped by the server (or its buffer is full): fine
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(DEADLINE)
+        for sock in self.socks:
+            sock.close()
+
+
+def serve_forever(listener: phalanx.connection.Listener, accepted: queue.Queue[Any]) -> None:
+    """The usual server loop: a client that fails its handshake is skipped."""
+    while True:
+        try:
+            conn = listener.accept()
+        except (phalanx.AuthenticationError, EOFError, ConnectionError):
+            continue
+        except OSError:
+            return  # closed
+        accepted.put(conn)
+
+
+def timed_client(address: Any) -> float:
+    t0 = time.monotonic()
+    with phalanx.connection.Client(address, authkey=KEY) as conn:
+        conn.send("hello")
+        assert conn.recv() == "hello back"
+    return time.monotonic() - t0
+
+
+@pytest.fixture(params=["unix", "tcp"])
+def listener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    address: Any = str(tmp_path / "l.sock") if request.param == "unix" else ("127.0.0.1", 0)
+    accepted: queue.Queue[Any] = queue.Queue()
+    with phalanx.connection.Listener(address, authkey=KEY) as listener:
+        server = threading.Thread(target=serve_forever, args=(listener, accepted), daemon=True)
+        server.start()
+
+        def echo() -> None:
+            while True:
+                conn = accepted.get()
+                if conn is None:
+                    return
+                with conn:
+                    conn.send(conn.recv() + " back")
+
+        echoer = threading.Thread(target=echo, daemon=True)
+        echoer.start()
+        yield listener
+        accepted.put(None)
+    server.join(DEADLINE)
+    echoer.join(DEADLINE)
+
+
+def test_a_silent_client_does_not_delay_the_next_one(listener: Any) -> None:
+    attack = Attack(listener.address, silent=1, slow=0)
+    try:
+        assert timed_client(listener.address) < 1.0
+    finally:
+        attack.close()
+
+
+def test_a_client_that_drips_bytes_gets_no_more_than_the_handshake_deadline(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(phalanx._listener, "HANDSHAKE_TIMEOUT", 1.0)
+    with phalanx.connection.Listener(str(tmp_path / "l.sock"), authkey=KEY) as listener:
+        attack = Attack(listener.address, silent=0, slow=1, interval=0.2)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(phalanx.AuthenticationError, match="within 1 s"):
+                bounded(listener.accept, 10)
+            assert time.monotonic() - t0 < 2.0  # not 40 bytes x 0.2 s
+        finally:
+            attack.close()
+
+
+def test_a_server_that_drips_bytes_fails_the_client_on_time(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(phalanx._listener, "HANDSHAKE_TIMEOUT", 1.0)
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(tmp_path / "s.sock"))
+    server.listen()
+    stop = threading.Event()
+
+    def drip() -> None:
+        conn, _ = server.accept()
+        with conn:
+            frame = struct.pack("!Q", 58) + bytes(58)
+            for i in range(len(frame)):
+                if stop.wait(0.2):
+                    return
+                conn.send(frame[i : i + 1])
+
+    thread = threading.Thread(target=drip, daemon=True)
+    thread.start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(phalanx.AuthenticationError, match="within 1 s"):
+            phalanx.connection.Client(str(tmp_path / "s.sock"), authkey=KEY)
+        assert time.monotonic() - t0 < 2.0
+    finally:
+        stop.set()
+        thread.join(DEADLINE)
+        server.close()
+
+
+def test_unauthenticated_clients_are_capped(listener: Any) -> None:
+    """More silent clients than the cap: the oldest are dropped, a real client gets in."""
+    cap = phalanx._listener.MAX_PENDING_HANDSHAKES
+    attack = Attack(listener.address, silent=cap + 20, slow=0)
+    try:
+        assert timed_client(listener.address) < 1.0
+        # The first ones were closed by the listener: they read end of file.
+        attack.socks[0].settimeout(DEADLINE)
+        data = attack.socks[0].recv(4096)  # the challenge, then EOF
+        while data:
+            data = attack.socks[0].recv(4096)
+    finally:
+        attack.close()
+
+
+@pytest.mark.stress
+def test_stress_slow_and_silent_clients_against_a_listener(listener: Any) -> None:
+    """200 slow and 200 silent clients: a legitimate one still connects in under a second."""
+    attack = Attack(listener.address, silent=200, slow=200)
+    try:
+        times = [timed_client(listener.address) for _ in range(5)]
+        assert max(times) < 1.0, times
+    finally:
+        attack.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="utf-8") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_count(pid: int) -> int:
+    with open(f"/proc/{pid}/status", encoding="utf-8") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("Threads:"))
+
+
+def timed_manager_call(manager: Any) -> float:
+    """A new connection (a new thread's) and one call through it: seconds taken."""
+
+    def call() -> float:
+        t0 = time.monotonic()
+        shared = manager.dict(a=1)
+        assert shared["a"] == 1
+        return time.monotonic() - t0
+
+    elapsed: float = bounded(call)
+    return elapsed
+
+
+@pytest.fixture
+def make_manager(ctx: Any) -> Iterator[Callable[..., Any]]:
+    made: list[Any] = []
+
+    def make(initializer: Any = None, initargs: tuple[Any, ...] = ()) -> Any:
+        manager = phalanx.managers.SyncManager(authkey=KEY, ctx=ctx)
+        manager.start(initializer, initargs)
+        made.append(manager)
+        return manager
+
+    yield make
+    for manager in made:
+        manager.shutdown()
+
+
+def test_the_manager_server_survives_failing_to_start_threads(
+    make_manager: Callable[..., Any],
+) -> None:
+    manager = make_manager(c.fail_client_threads, (3,))
+    failed = 0
+    for _ in range(4):
+        try:
+            timed_manager_call(manager)
+        except (ConnectionError, EOFError):
+            failed += 1
+    assert failed == 3
+    assert timed_manager_call(manager) < 1.0  # still accepting
+
+
+def test_the_manager_server_out_of_fds_waits_instead_of_spinning(
+    make_manager: Callable[..., Any],
+) -> None:
+    manager = make_manager(c.few_fds, (6, 2.0))
+    server = manager._process.pid
+    attack = Attack(manager.address, silent=20, slow=0)
+    try:
+        time.sleep(0.3)
+        before = cpu_seconds(server)
+        time.sleep(1.0)
+        assert cpu_seconds(server) - before < 0.3  # out of fds, and not spinning
+    finally:
+        attack.close()
+    assert timed_manager_call(manager) < 3.0  # and serving again once fds are back
+
+
+@pytest.mark.stress
+def test_stress_slow_and_silent_clients_against_a_manager(make_manager: Callable[..., Any]) -> None:
+    """200 slow and 200 silent clients: a legitimate one still connects in under a second."""
+    manager = make_manager()
+    attack = Attack(manager.address, silent=200, slow=200)
+    try:
+        times = [timed_manager_call(manager) for _ in range(5)]
+        assert max(times) < 1.0, times
+        # Unauthenticated clients hold no thread of the server.
+        assert thread_count(manager._process.pid) < 20
+    finally:
+        attack.close()

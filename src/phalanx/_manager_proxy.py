@@ -142,8 +142,8 @@ class _XmlConnection:
 
 
 class _XmlListener(_SocketListener):
-    def _authenticate(self, sock: Any) -> Any:
-        return _XmlConnection(super()._authenticate(sock))
+    def _wrap(self, conn: Any) -> Any:
+        return _XmlConnection(conn)
 
 
 def _xml_client(*args: Any, **kwds: Any) -> _XmlConnection:

@@ -1,7 +1,8 @@
 """The server side of managers: holds the referents and answers requests (layer 4).
 
-One thread accepts connections; each connection gets a thread that runs its
-requests one after the other (protocol in ``_manager_proxy``).  A blocking
+One thread accepts connections (clients authenticate side by side inside
+``Listener.accept``, holding no thread); each authenticated connection gets a
+thread that runs its requests one after the other (protocol in ``_manager_proxy``).  A blocking
 call (``Queue.get``, ``Lock.acquire``) blocks only the thread of the client
 thread that made it, and a lock taken by a client thread is owned by the one
 server thread that serves it, so ``RLock`` and ``Condition`` behave.
@@ -13,6 +14,7 @@ it) and one per proxy stored inside another referent of this server.
 
 from __future__ import annotations
 
+import errno
 import sys
 import threading
 import traceback
@@ -20,10 +22,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _util as util
+from ._errors import AuthenticationError
 from ._manager_proxy import ERROR, PROXY, REMOTE, RETURN, listener_client
 from .process import AuthenticationString, current_process
 
 __all__ = ("Server", "public_methods")
+
+_RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
+_BACKOFF_MIN, _BACKOFF_MAX = 0.01, 1.0  # seconds between tries when out of fds or threads
 
 # Methods every referent answers, exposed or not.
 _ALWAYS = ("__repr__", "__str__", "#GETVALUE")
@@ -93,26 +99,51 @@ class Server:
             sys.exit(0)
 
     def _accepter(self) -> None:
+        """Accept clients until the server stops, whatever happens.
+
+        Clients authenticate side by side inside ``accept()`` (a silent or
+        slow one delays only itself, and holds no thread); each authenticated
+        one gets a thread.  A failed handshake is the client's problem; when
+        the process is out of file descriptors or threads, wait a moment
+        (doubling up to a second) and go on.
+        """
+        backoff = 0.0
         while not self.stop_event.is_set():
             try:
-                sock = self.listener._accept_raw()
-            except OSError:
-                if self.stop_event.is_set():
-                    return
+                conn = self.listener.accept()
+            except (AuthenticationError, EOFError) as exc:
+                util.debug("manager: a client failed its handshake: %s", exc)
                 continue
-            # The handshake runs in the client's own thread: a peer that
-            # connects and says nothing delays nobody else.
-            threading.Thread(
-                target=self._serve_client, args=(sock,), daemon=True, name="phalanx-manager-client"
-            ).start()
+            except OSError as exc:
+                if self.stop_event.is_set() or self.listener._socket is None:
+                    return
+                if exc.errno not in _RESOURCE_ERRORS:
+                    util.debug("manager: a client failed its handshake: %s", exc)
+                    continue
+                backoff = self._back_off(backoff, f"cannot accept a client: {exc}")
+                continue
+            try:
+                threading.Thread(
+                    target=self._serve_client,
+                    args=(conn,),
+                    daemon=True,
+                    name="phalanx-manager-client",
+                ).start()
+            except RuntimeError as exc:  # can't start new thread
+                conn.close()
+                backoff = self._back_off(backoff, f"cannot start a thread for a client: {exc}")
+                continue
+            backoff = 0.0
+
+    def _back_off(self, backoff: float, why: str) -> float:
+        backoff = min(max(2 * backoff, _BACKOFF_MIN), _BACKOFF_MAX)
+        util.get_logger().warning("manager server: %s; retrying in %.2f s", why, backoff)
+        self.stop_event.wait(backoff)
+        return backoff
 
     # -- one client connection ---------------------------------------------------------
 
-    def _serve_client(self, sock: Any) -> None:
-        try:
-            conn = self.listener._authenticate(sock)
-        except Exception:
-            return  # wrong key, or a peer that gave up: nothing was unpickled
+    def _serve_client(self, conn: Any) -> None:
         try:
             self._serve_connection(conn)
         finally:
