@@ -43,11 +43,15 @@ def first_worker_hangs_in_init(gate: str) -> None:
     sleep_forever(os.path.join(gate, "pid.json"))
 
 
-def announce_init(directory: str, seconds: float) -> None:
-    """Initializer: say that this worker is initializing (a file named by its pid), take a while."""
-    with open(os.path.join(directory, str(os.getpid())), "w"):
+def announce_init(directory: str) -> None:
+    """Initializer: say that this worker is initializing (a file named by its pid), then
+    wait until the test lets it go on (a file ``<pid>.go``) or kills it."""
+    me = os.path.join(directory, str(os.getpid()))
+    with open(me, "w"):
         pass
-    time.sleep(seconds)
+    deadline = time.monotonic() + DEADLINE
+    while not os.path.exists(me + ".go") and time.monotonic() < deadline:
+        time.sleep(0.001)
 
 
 def exit_in_init(code: int) -> None:
@@ -104,3 +108,46 @@ def few_fds(spare: int, handshake_timeout: float) -> None:
     in_use = len(os.listdir("/proc/self/fd"))
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 4 + spare, hard))  # 4: the listener's
+
+
+def put_then_report(q: Any, items: list[Any], path: str) -> None:
+    """Put every item, report that every put() returned, then wait to be killed."""
+    for item in items:
+        q.put(item)
+    sleep_forever(path)
+
+
+def put_counting(q: Any, count: Any, sizes: list[int]) -> None:
+    """Put items ``(i, bytes of sizes[i % len])`` forever; ``count`` = puts that returned."""
+    i = 0
+    while True:
+        size = sizes[i % len(sizes)]
+        q.put((i, bytes([i % 251]) * size))
+        i += 1
+        count.value = i
+
+
+def get_forever(q: Any) -> None:
+    while True:
+        q.get()
+
+
+def announce_then_wait_on(cond: Any, sleeping: Any, woken: Any) -> None:
+    """Wait on ``cond`` (announcing it), then say we woke."""
+    with cond:
+        sleeping.release()
+        cond.wait(DEADLINE)
+    woken.release()
+
+
+def wait_for_event(event: Any, waiting: Any, woken: Any) -> None:
+    waiting.release()
+    if event.wait(DEADLINE):
+        woken.release()
+
+
+def barrier_rounds(barrier: Any, rounds: int, done: Any) -> None:
+    """``rounds`` cycles of the barrier, then count ourselves done."""
+    for _ in range(rounds):
+        barrier.wait(DEADLINE)
+    done.release()

@@ -72,7 +72,7 @@ def drain(q: Any) -> list[Any]:
 def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Every test under both transports: the shared ring (Linux) and the socket alone (others)."""
     if request.param == "socket":
-        monkeypatch.setattr(queues, "make_transport", SocketTransport)
+        monkeypatch.setattr(queues, "make_transport", lambda maxsize=0: SocketTransport())
     elif not HAVE_ROBUST_MUTEX:
         pytest.skip("no shared ring on this system")
     return str(request.param)
@@ -509,8 +509,8 @@ RING_DEATHS = {
         "r[_HEAD] = head + _LEN_SIZE + word  # the commit",
         100,
     ),
-    "large-writer-after-send": ("put", "self._write(_MARKER", 2 * MAX_INLINE),
-    "large-reader-before-receive": ("get", "return receive(seq)", 2 * MAX_INLINE),
+    "large-writer-after-send": ("put", "self._append(_MARKER", 2 * MAX_INLINE),
+    "large-reader-before-receive": ("get", "return receive(_SEQ_WORD", 2 * MAX_INLINE),
 }
 
 

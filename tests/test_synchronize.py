@@ -883,14 +883,8 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Condition.notify()/notify_all() (synchronize.py:220-221) waits without a "
-    "timeout on _woken_count for every sleeper it woke; a waiter SIGKILLed while waiting is "
-    "still counted in _sleeping_count and never wakes, so the notifier (and Event.set(), "
-    "which calls notify_all) blocks forever, holding the lock (same design flaw as the stdlib)",
-)
 def test_notify_all_after_a_waiter_was_killed() -> None:
+    """The stdlib's notify_all() waits forever for a dead waiter to wake; ours does not."""
     result = run_python(["-c", python_code(NOTIFY_AFTER_A_DEAD_WAITER), "fork"])
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == {"returned": True}

@@ -39,6 +39,7 @@ __all__ = (
     "decode",
     "encode",
     "encode_reusing",
+    "read_large",
     "recv_datagram",
     "recv_spinning",
     "send_datagram",
@@ -121,16 +122,30 @@ def _plain(obj: Any) -> bool:
     return True
 
 
+def read_large(message: bytes, fd: int) -> bytes:
+    """A large message as one bytes object: its tag, then its memfd's contents.
+
+    For a queue whose socket is full: the message then travels in shared
+    memory as it is; ``decode(blob, None)`` reads it back.
+    """
+    size = os.fstat(fd).st_size
+    with mmap.mmap(fd, size, prot=mmap.PROT_READ) as mapped:
+        return message + mapped[:size]
+
+
 def decode(message: bytes, fd: int | None, mappings: list[mmap.mmap] | None = None) -> Any:
     """Rebuild the object of a datagram (takes ownership of ``fd``).
 
     The mapping of a large message is appended to ``mappings`` if given, so
-    that the caller can tell later whether anything still uses it.
+    that the caller can tell later whether anything still uses it.  A large
+    message without ``fd`` is one made whole by ``read_large``.
     """
     if message[0] == INLINE:
         return pickle.loads(message)
     if fd is None:
-        raise OSError("corrupt queue message: a large message arrived without its memfd")
+        if message[0] != MEMFD or len(message) < 1 + _HEAD.size:
+            raise OSError("corrupt queue message: a large message arrived without its memfd")
+        return _decode_view(memoryview(message)[1:])
     try:
         size = os.fstat(fd).st_size
         mapped = mmap.mmap(fd, size)
@@ -138,7 +153,11 @@ def decode(message: bytes, fd: int | None, mappings: list[mmap.mmap] | None = No
         os.close(fd)
     if mappings is not None:
         mappings.append(mapped)
-    view = memoryview(mapped)
+    return _decode_view(memoryview(mapped))
+
+
+def _decode_view(view: memoryview) -> Any:
+    """Unpickle a large message's contents: table, pickle, out-of-band buffers."""
     pickle_len, count = _HEAD.unpack_from(view, 0)
     offset = _HEAD.size
     sizes = [_SIZE.unpack_from(view, offset + 8 * i)[0] for i in range(count)]

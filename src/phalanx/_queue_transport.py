@@ -6,9 +6,11 @@ feeder thread, ``maxsize`` and the blocking API on top.
 
 * ``RingTransport`` (Linux: robust mutexes): small messages are records of a
   ``_ring.Ring`` in shared memory, no system call each; large ones are memfd
-  datagrams on the socket whose place is a marker record in the ring.
+  datagrams on the socket whose place is a marker record in the ring.  It
+  never runs out of room (the ring grows), and keeps a bounded queue's count.
 * ``SocketTransport`` (elsewhere): every message is a datagram; a semaphore
-  counts them for ``qsize()``.
+  counts them for ``qsize()``.  When the socket is full, the queue's feeder
+  thread holds messages in the putting process.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import time
 from typing import Any
 
 from . import _platform
-from ._channel import Channel, recv_datagram, send_datagram, spin_until_readable
+from ._channel import Channel, read_large, recv_datagram, send_datagram, spin_until_readable
 from ._ring import Ring, send_marked, split_marked
 from ._wire.fds import DupFd
 from .synchronize import Semaphore
@@ -100,11 +102,18 @@ class SocketTransport:
 
 
 class RingTransport:
-    """Small messages in a shared ring, large ones on the socket behind a marker."""
+    """Small messages in a shared ring, large ones on the socket behind a marker.
 
-    def __init__(self, channel: Channel | None = None, ring: Ring | None = None) -> None:
+    ``send`` never keeps a message anywhere but in shared memory (the ring
+    grows; a large message whose socket is full goes into the ring whole), so
+    it never fails for want of room; only a bounded queue is ever ``FULL``.
+    """
+
+    def __init__(
+        self, channel: Channel | None = None, ring: Ring | None = None, maxsize: int = 0
+    ) -> None:
         self.channel = channel if channel is not None else Channel()
-        self.ring = ring if ring is not None else Ring()
+        self.ring = ring if ring is not None else Ring(maxsize=maxsize)
         # Datagrams read ahead of their marker (never, unless a writer broke the order).
         self._early: dict[int, tuple[bytes, int | None]] = {}
 
@@ -116,13 +125,13 @@ class RingTransport:
         self.__init__(rebuild_channel(reader, writer), ring)  # type: ignore[misc]
 
     def send(self, message: bytes, fd: int | None) -> bool:
+        """Send one message (the caller still closes ``fd``); False: a bounded queue is full."""
         if fd is None:
             return self.ring.put(message)
         writer = self.channel.writer
-        return self.ring.put_marker(lambda seq: send_marked(writer, seq, message, fd))
-
-    def send_many(self, messages: list[bytes]) -> int:
-        return self.ring.put_many(messages)
+        return self.ring.put_large(
+            lambda seq: send_marked(writer, seq, message, fd), lambda: read_large(message, fd)
+        )
 
     def recv(self) -> tuple[bytes, int | None] | None:
         got = self.ring.get(self._receive_marked)
@@ -155,22 +164,20 @@ class RingTransport:
     def wait(self, deadline: float | None, spin: float) -> None:
         self.ring.wait(deadline, spin)
 
-    def wait_for_room(self) -> None:
-        # Room comes back as readers take messages; the socket (for a large
-        # message) may be the full one: wait on it a little, then look again.
-        _wait_writable(self.channel.writer, 0.001)
-        time.sleep(0.0005)
-
     def qsize(self) -> int:
         return self.ring.qsize()
 
     def empty(self) -> bool:
         return self.ring.empty()
 
+    def full(self) -> bool:
+        return self.ring.full()
 
-def make_transport() -> SocketTransport | RingTransport:
+
+def make_transport(maxsize: int = 0) -> SocketTransport | RingTransport:
+    """The ring where robust mutexes exist (it keeps a bound, if any); else the socket."""
     if _platform.HAVE_ROBUST_MUTEX:
-        return RingTransport()
+        return RingTransport(maxsize=maxsize)
     return SocketTransport()
 
 

@@ -1,28 +1,40 @@
 """``SemLock``: the one synchronization primitive everything else is built on (layer 2).
 
-A POSIX semaphore (``sem_init`` with pshared=1) in a 128-byte slot of the
-shared heap, next to a record of its owner::
+A 128-byte slot of the shared heap::
 
     offset  field
-    0       sem_t        the semaphore
-    32      owner_pid    int32: who holds a lock (0: nobody recorded)
+    0       sem_t        the semaphore (a lock's: its doorbell, see below)
+    32      owner_pid    int32: who holds a lock (0: nobody)
     36      (padding)
     40      owner_tid    uint64: the owner's thread ident
     48      owner_start  uint64: the owner's process start time (pid reuse guard)
     56      kind         int32: RECURSIVE_MUTEX or SEMAPHORE
     60      maxvalue     int32: 1 for locks, -1 unbounded
-    64      sem_t        recovery guard (at most one waiter takes over)
+    64      guard        a robust mutex (guarded locks), else a sem_t (recovery guard)
+    120     waiters      int32: a guarded lock's sleepers on its semaphore
 
-**Owner death.**  For locks (``lock=True``) a blocked waiter wakes every
-``OWNER_CHECK_INTERVAL`` seconds and checks that the recorded owner still
-exists (pid and start time).  If it is gone, exactly one waiter (the one that
-wins the recovery guard) takes the lock over and an ``AbandonedLockWarning``
-is issued: the data the lock protected may be half-updated.  The recoverer
-records itself as the owner before it warns, so a recoverer that dies in
-turn (even inside the warning) is taken over from like any owner.  Ownership is
-recorded right after the semaphore is taken and cleared right before it is
-given back; a process killed in the microsecond between the two steps goes
-unnoticed (the lock then stays taken, as with the stdlib).
+Semaphores are a POSIX semaphore (``sem_init`` with pshared=1); their units
+are anybody's.
+
+**Locks** (``lock=True``) record their owner.  Where robust mutexes exist
+(Linux) a lock is *guarded*: it is held when ``owner_pid`` is set, and that
+word only changes under the guard, a robust process-shared mutex held for a
+few instructions.  Taking the lock and recording who took it are then one
+step: a process killed at any moment leaves the lock either free or held by
+a dead owner on record, and a guard it died holding is handed to the next
+process (``EOWNERDEAD``).  Waiters sleep on the semaphore, which a release
+posts when someone sleeps.  Elsewhere a lock is the semaphore itself, with
+the owner recorded right after it is taken and cleared right before it is
+given back (a process killed between the two steps goes unnoticed there, and
+the lock stays taken, as with the stdlib).
+
+**Owner death.**  A blocked waiter wakes every ``OWNER_CHECK_INTERVAL``
+seconds and checks that the recorded owner still exists (pid and start
+time).  If it is gone, exactly one waiter takes the lock over and an
+``AbandonedLockWarning`` is issued: the data the lock protected may be
+half-updated.  The recoverer records itself as the owner before it warns, so
+a recoverer that dies in turn (even inside the warning) is taken over from
+like any owner.
 """
 
 from __future__ import annotations
@@ -66,9 +78,13 @@ class _Slot(ctypes.Structure):
 _trywait = _platform.raw_sem_trywait
 _post = _platform.raw_sem_post
 _get_ident = threading.get_ident
+_mutex_trylock = _platform.mutex_trylock
+_mutex_unlock = _platform.mutex_unlock
+_GUARDED = _platform.HAVE_ROBUST_MUTEX  # locks under a robust guard (see the docstring)
 
 _OWNER = slice(32, 56)  # owner_pid .. owner_start, written in one copy
 _OWNER_RECORD = struct.Struct("=iiQQ")
+_WAITERS = slice(120, 124)
 
 # The owner record of each thread of this process, built once (the process
 # start time costs a read of /proc).  Forgotten in a forked child.
@@ -87,6 +103,14 @@ def _owner_record(tid: int) -> bytes:
 os.register_at_fork(after_in_child=_owner_records.clear)
 
 
+def _abandoned(dead: int) -> AbandonedLockWarning:
+    return AbandonedLockWarning(
+        f"the process holding this lock (pid {dead}) died without releasing "
+        f"it; pid {os.getpid()} took it over. Data the lock protected may be "
+        "inconsistent."
+    )
+
+
 class SemLock:
     """A counting semaphore or a (recursive) lock, shared between processes.
 
@@ -102,8 +126,12 @@ class SemLock:
             raise ValueError(f"semaphore initial value must be >= 0 and <= {SEM_VALUE_MAX}")
         block = _heap.malloc(_SLOT_SIZE)
         slot = _Slot.from_buffer(block.arena.buffer, block.offset)
-        _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.sem)), value)
-        _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.guard)), 1)
+        if lock and _GUARDED:  # free: no owner; the semaphore is the waiters' doorbell
+            _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.sem)), 0)
+            _platform.mutex_init(ctypes.c_void_p(ctypes.addressof(slot.guard)))
+        else:
+            _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.sem)), value)
+            _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.guard)), 1)
         slot.kind = kind
         slot.maxvalue = maxvalue
         self._setup(block, kind, maxvalue, lock)
@@ -122,6 +150,11 @@ class SemLock:
         self._tracks_owner = lock
         self._held = 0
         self._last_tid = 0
+        if lock and _GUARDED:
+            self._waiters = view[_WAITERS].cast("i")
+            self.acquire = self._acquire_guarded  # type: ignore[method-assign]
+            self.release = self._release_guarded  # type: ignore[method-assign]
+            self._get_value = self._guarded_value  # type: ignore[method-assign]
         util.register_after_fork(self, SemLock._after_fork)
 
     def _after_fork(self) -> None:
@@ -204,14 +237,7 @@ class SemLock:
         finally:
             _platform.sem_post(self._guard)
         try:
-            warnings.warn(
-                AbandonedLockWarning(
-                    f"the process holding this lock (pid {dead}) died without releasing "
-                    f"it; pid {os.getpid()} took it over. Data the lock protected may be "
-                    "inconsistent."
-                ),
-                stacklevel=4,
-            )
+            warnings.warn(_abandoned(dead), stacklevel=4)
         except BaseException:
             # The program turned the warning into an error: hand the lock back
             # before raising, so nobody is left waiting for a dead owner again.
@@ -245,6 +271,102 @@ class SemLock:
 
     def _get_value(self) -> int:
         return _platform.sem_getvalue(self._sem)
+
+    # -- guarded locks (robust mutexes: Linux) -----------------------------------------------
+
+    def _take_guard(self, tried: int = -1) -> None:
+        """Take the guard (``tried``: what a first trylock said, if the caller tried)."""
+        if tried == -1:
+            tried = _mutex_trylock(self._guard)
+            if not tried:
+                return
+        # Busy (a few instructions: wait), or its holder died (ours now; what it
+        # guards is consistent at every step, see the module docstring).
+        _platform.mutex_lock(self._guard, tried)
+
+    def _acquire_guarded(self, block: bool = True, timeout: float | None = None) -> bool:
+        tid = _get_ident()
+        if self._held and self.kind == RECURSIVE_MUTEX and self._last_tid == tid:
+            self._held += 1
+            return True
+        guard = self._guard
+        tried = _mutex_trylock(guard)
+        if tried:
+            self._take_guard(tried)
+        if self._owner_pid[0] == 0:  # the hot path: free
+            # The commit: held, by us.  Killed half-way through the copy, we
+            # leave either no owner (free) or a dead one.
+            self._owner_view[:] = _owner_record(tid)
+            _mutex_unlock(guard)
+            self._held += 1
+            self._last_tid = tid
+            return True
+        _mutex_unlock(self._guard)
+        if not block or not self._wait_guarded(timeout, tid):
+            return False
+        self._held += 1
+        self._last_tid = tid
+        return True
+
+    def _wait_guarded(self, timeout: float | None, tid: int) -> bool:
+        """Sleep on the doorbell until the lock is ours (True) or ``timeout`` passes."""
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        waiters = self._waiters
+        while True:
+            self._take_guard()
+            waiters[0] += 1
+            _mutex_unlock(self._guard)
+            now = time.monotonic()
+            until = now + OWNER_CHECK_INTERVAL
+            if deadline is not None and deadline < until:
+                until = deadline
+            rang = _platform.sem_wait_until(self._sem, until)
+            self._take_guard()
+            waiters[0] = max(0, waiters[0] - 1)
+            dead = 0
+            if self._owner_pid[0] == 0 or (not rang and (dead := self._owner_is_dead())):
+                self._owner_view[:] = _owner_record(tid)  # the commit
+                _mutex_unlock(self._guard)
+                if dead:
+                    self._warn_taken_over(dead)
+                return True
+            _mutex_unlock(self._guard)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+
+    def _warn_taken_over(self, dead: int) -> None:
+        try:
+            warnings.warn(_abandoned(dead), stacklevel=5)
+        except BaseException:
+            # The program turned the warning into an error: hand the lock back
+            # before raising, so nobody is left waiting for a dead owner again.
+            self._release_guarded(force=True)
+            raise
+
+    def _release_guarded(self, force: bool = False) -> None:
+        if self.kind == RECURSIVE_MUTEX and not force:
+            if not self._is_mine():
+                raise LockStateError("attempt to release recursive lock not owned by thread")
+            if self._held > 1:
+                self._held -= 1
+                return
+        guard = self._guard
+        tried = _mutex_trylock(guard)
+        if tried:
+            self._take_guard(tried)
+        if self._owner_pid[0] == 0:
+            _mutex_unlock(guard)
+            raise ValueError("semaphore or lock released too many times")
+        self._owner_pid[0] = 0  # the commit: free
+        waiters = self._waiters[0]
+        _mutex_unlock(guard)
+        if self._held:
+            self._held -= 1
+        if waiters:
+            _post(self._sem)
+
+    def _guarded_value(self) -> int:
+        return 0 if self._owner_pid[0] else 1
 
     def _is_zero(self) -> bool:
         return self._get_value() == 0

@@ -1,21 +1,25 @@
 """Queues between processes, under the stdlib's ``multiprocessing.queues`` names.
 
 Messages travel through a ``_queue_transport``: on Linux small ones are
-records of a ring in shared memory under a robust mutex, large ones memfd
+records of a ring in shared memory under robust mutexes, large ones memfd
 datagrams on a SEQPACKET socketpair (elsewhere, every message is a
 datagram).  Either way a message is committed whole or not at all, and no
 lock can be left held: a process killed in the middle of ``put()`` or
 ``get()`` loses at most the message in its own hands; everyone else goes on
 (unlike the stdlib, whose pipe can be left with a torn message and a lock
-held forever).
+held forever).  On Linux a message is in shared memory by the time ``put()``
+returns (the ring grows rather than refuse it), so the death of the process
+that put it loses nothing; a bounded queue's room is counted in the ring, so
+killed consumers cannot shrink it.
 
 Differences from the stdlib, on purpose:
 
 * ``put()`` pickles in the caller: an unpicklable object raises there, instead
   of killing a background thread and being lost silently.
-* ``put()`` writes straight into the transport when it has room; only under
-  back-pressure does a feeder thread hold messages (so an unbounded ``put()``
-  never blocks, as in the stdlib).
+* ``put()`` writes straight into the transport, never into a buffer of the
+  putting process (an unbounded ``put()`` still never blocks, as in the
+  stdlib).  Only the socket transport (no robust mutexes: not Linux) keeps a
+  feeder thread for back-pressure.
 * Queues work with processes of any start method, whatever context made them.
 """
 
@@ -29,7 +33,7 @@ import threading
 import time
 import types
 import weakref
-from typing import Any
+from typing import Any, cast
 
 from . import _platform
 from . import _util as util
@@ -45,6 +49,7 @@ from ._queue_transport import (
     rebuild_channel,
     share_channel,
 )
+from ._ring import Ring
 from ._wire.pickling import ATOMS as _ATOMS
 from ._wire.pickling import PROTOCOL as _PROTOCOL
 from ._wire.pickling import get_spawning_popen
@@ -96,8 +101,10 @@ class Queue:
         if maxsize <= 0:
             maxsize = SEM_VALUE_MAX
         self._maxsize = maxsize
-        self._transport = make_transport()
-        self._sem = BoundedSemaphore(maxsize) if maxsize < SEM_VALUE_MAX else None
+        self._transport = make_transport(maxsize if maxsize < SEM_VALUE_MAX else 0)
+        # The ring keeps a bound itself; the socket transport counts room here.
+        bounded = maxsize < SEM_VALUE_MAX and not isinstance(self._transport, RingTransport)
+        self._sem = BoundedSemaphore(maxsize) if bounded else None
         self._bind()
         self._after_fork()
         util.register_after_fork(self, Queue._after_fork)
@@ -125,13 +132,13 @@ class Queue:
 
     def _bind(self) -> None:
         self._channel = self._transport.channel
-        # put()'s shortcut: straight into the ring (unbounded queues only: a
-        # bounded one takes room from its semaphore first).
         transport = self._transport
-        ring = getattr(transport, "ring", None)
-        self._fast_put = ring.put if ring is not None and self._sem is None else None
+        ring: Ring | None = getattr(transport, "ring", None)
+        self._ring = ring
+        # put()'s and get()'s shortcuts: straight into and out of the ring.
+        self._fast_put = ring.put if ring is not None else None
         self._fast_get = ring.get if ring is not None else None
-        self._receive_marked = getattr(transport, "_receive_marked", None)
+        self._receive_marked: Any = getattr(transport, "_receive_marked", None)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -140,24 +147,53 @@ class Queue:
     # -- put --------------------------------------------------------------------------------
 
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
-        """Put ``obj`` (pickled now); blocks only while a bounded queue is full."""
+        """Put ``obj`` (pickled now); blocks only while a bounded queue is full.
+
+        With the ring transport (Linux) the item is in shared memory when
+        this returns: the death of this process cannot lose it.
+        """
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
         if self._fast_put is not None and type(obj) in _ATOMS:
-            # The hot path, written out: an unbounded queue, a small plain value.
+            # The hot path, written out: a small plain value into the ring.
             message = _dumps(obj, _PROTOCOL)
             if len(message) < _MAX_INLINE:
                 self._used = True
-                with self._lock:
-                    if not self._buffer and self._fast_put(message):
-                        return
-                self._enqueue(message, None)
+                if not self._fast_put(message):  # a bounded queue, full
+                    self._put_waiting(message, None, block, timeout)
                 return
         message, fd = encode(obj)  # before taking room: a crash here costs nothing
+        self._put_encoded(message, fd, block, timeout)
+
+    def _put_encoded(
+        self, message: bytes, fd: int | None, block: bool, timeout: float | None
+    ) -> None:
+        if self._ring is not None:
+            self._used = True
+            if not self._transport.send(message, fd):
+                self._put_waiting(message, fd, block, timeout)
+            elif fd is not None:
+                os.close(fd)  # the datagram (or the ring) has the message now
+            return
         if self._sem is not None and not self._sem.acquire(block, timeout):
             _platform.close_fds(*([] if fd is None else [fd]))
             raise Full
         self._enqueue(message, fd)
+
+    def _put_waiting(
+        self, message: bytes, fd: int | None, block: bool, timeout: float | None
+    ) -> None:
+        """Put into a full bounded ring: wait for room (up to ``timeout``), or ``Full``."""
+        ring = cast(Ring, self._ring)
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        try:
+            while not self._transport.send(message, fd):
+                if not block or (deadline is not None and time.monotonic() >= deadline):
+                    raise Full
+                ring.wait_room(deadline)
+        finally:
+            if fd is not None:
+                os.close(fd)
 
     def _enqueue(self, message: bytes, fd: int | None) -> None:
         """Send an encoded item, or hand it to the feeder under back-pressure."""
@@ -214,7 +250,7 @@ class Queue:
         buffer: collections.deque[tuple[bytes, int | None]],
         notempty: threading.Condition,
         state: _FeederState,
-        transport: SocketTransport | RingTransport,
+        transport: SocketTransport,
     ) -> None:
         """The feeder thread: send buffered items in order; stop when told and drained."""
         while True:
@@ -263,8 +299,6 @@ class Queue:
         if self._fast_get is not None:  # the hot path: a small item waits in the ring
             got = self._fast_get(self._receive_marked)
             if type(got) is bytes:
-                if self._sem is not None:
-                    self._sem.release()
                 return _loads(got)
             # (else None, LOST, or the (message, fd) of a large item)
         else:
@@ -302,6 +336,8 @@ class Queue:
         return self._transport.empty()
 
     def full(self) -> bool:
+        if self._ring is not None:
+            return self._ring.full()
         return self._sem is not None and self._sem._semlock._is_zero()
 
     def close(self) -> None:
@@ -357,6 +393,21 @@ class JoinableQueue(Queue):
     def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
         self._check_open()
         message, fd = encode(obj)
+        if self._ring is not None:
+            # Counted first (a consumer may take it the moment it is in), and
+            # put without holding the condition: waiting for room under it
+            # would keep consumers out of task_done().
+            with self._cond:
+                self._unfinished_tasks.release()
+            try:
+                self._put_encoded(message, fd, block, timeout)
+            except BaseException:
+                with self._cond:
+                    self._unfinished_tasks.acquire(False)
+                    if self._unfinished_tasks._semlock._is_zero():
+                        self._cond.notify_all()
+                raise
+            return
         if self._sem is not None and not self._sem.acquire(block, timeout):
             _platform.close_fds(*([] if fd is None else [fd]))
             raise Full

@@ -8,13 +8,17 @@ stdlib, they refuse to be pickled for anything else.
 
 Beyond the stdlib: a process that dies holding a ``Lock`` or ``RLock`` does not
 block the others forever; a waiter takes the lock over within about a quarter
-of a second and an ``AbandonedLockWarning`` says so.
+of a second and an ``AbandonedLockWarning`` says so.  A process that dies
+waiting on a ``Condition`` (so on an ``Event``, or inside ``Barrier.wait()``)
+does not hang ``notify()``, ``Event.set()`` or the barrier's other parties.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -23,6 +27,7 @@ from . import _util as util
 from ._errors import AbandonedLockWarning, LockStateError
 from ._semlock import RECURSIVE_MUTEX, SEM_VALUE_MAX, SEMAPHORE
 from ._semlock import SemLock as _SemLockCore
+from ._waiters import SLOTS, Counter, WaitList, is_dead, my_start_time
 
 __all__ = (
     "SEM_VALUE_MAX",
@@ -156,20 +161,24 @@ class RLock(SemLock):
 
 
 class Condition:
-    """A condition variable across processes (``wait``/``notify`` under ``lock``)."""
+    """A condition variable across processes (``wait``/``notify`` under ``lock``).
+
+    Each waiter has a slot of its own in shared memory (see ``_waiters``):
+    ``notify(n)`` wakes the n oldest waiters still alive and never waits for
+    them, so a waiter killed while waiting cannot hang the notifier (the
+    stdlib's ``notify()`` waits for every sleeper it woke, forever).
+    """
 
     def __init__(self, lock: Any = None, *, ctx: Any = None) -> None:
         self._lock = lock or RLock(ctx=ctx)
-        self._sleeping_count = Semaphore(0, ctx=ctx)
-        self._woken_count = Semaphore(0, ctx=ctx)
-        self._wait_semaphore = Semaphore(0, ctx=ctx)
+        self._waiters = WaitList()
         self._make_methods()
 
     def __getstate__(self) -> Any:
-        return (self._lock, self._sleeping_count, self._woken_count, self._wait_semaphore)
+        return (self._lock, self._waiters)
 
     def __setstate__(self, state: Any) -> None:
-        self._lock, self._sleeping_count, self._woken_count, self._wait_semaphore = state
+        self._lock, self._waiters = state
         self._make_methods()
 
     def _make_methods(self) -> None:
@@ -182,13 +191,25 @@ class Condition:
     def __exit__(self, *args: object) -> None:
         self._lock.__exit__(*args)
 
+    # The stdlib counts sleepers in three semaphores, and CPython's suite reads
+    # them: the same numbers, from the table of waiters.
+    @property
+    def _sleeping_count(self) -> Counter:
+        return Counter(self._waiters.waiting)
+
+    @property
+    def _woken_count(self) -> Counter:
+        return Counter(int)
+
+    @property
+    def _wait_semaphore(self) -> Counter:
+        return Counter(int)
+
     def __repr__(self) -> str:
         try:
-            waiters = (
-                self._sleeping_count._semlock._get_value() - self._woken_count._semlock._get_value()
-            )
+            waiters: object = self._waiters.waiting()
         except Exception:
-            waiters = "unknown"  # type: ignore[assignment]
+            waiters = "unknown"
         return f"<{type(self).__name__}({self._lock}, {waiters})>"
 
     def _check_owned(self, what: str) -> None:
@@ -198,35 +219,32 @@ class Condition:
     def wait(self, timeout: float | None = None) -> bool:
         """Release the lock, wait for a notify (or ``timeout``), re-acquire; False on timeout."""
         self._check_owned("wait")
-        self._sleeping_count.release()  # we are about to sleep
+        deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
+        lock = self._lock
         # Release the lock completely, however many times we hold it.
-        count = self._lock._semlock._count()
-        for _ in range(count):
-            self._lock.release()
-        try:
-            return bool(self._wait_semaphore.acquire(True, timeout))
-        finally:
-            self._woken_count.release()  # we are awake (or timed out)
+        count = lock._semlock._count()
+        polls = 0
+        while True:
+            slot = self._waiters.enter()
             for _ in range(count):
-                self._lock.acquire()
+                lock.release()
+            try:
+                self._waiters.sleep(slot, deadline, polls)
+            finally:
+                for _ in range(count):
+                    lock.acquire()
+                notified = self._waiters.leave(slot)
+            if notified or slot is not None:
+                return notified
+            # No slot (too many waiters): that was one poll; go on until the deadline.
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            polls += 1
 
     def notify(self, n: int = 1) -> None:
-        """Wake up to ``n`` waiters (the caller holds the lock)."""
+        """Wake up to ``n`` waiters, oldest first (the caller holds the lock)."""
         self._check_owned("notify")
-        if self._wait_semaphore.acquire(False):
-            raise LockStateError("notify: the condition's wait semaphore was not empty")
-        # Account for waiters that timed out since the last notify.
-        while self._woken_count.acquire(False):
-            self._sleeping_count.acquire(False)
-        sleepers = 0
-        while sleepers < n and self._sleeping_count.acquire(False):
-            self._wait_semaphore.release()  # wake one sleeper
-            sleepers += 1
-        for _ in range(sleepers):
-            self._woken_count.acquire()  # wait for it to be awake
-        # A sleeper that timed out meanwhile leaves a unit behind: take it back.
-        while self._wait_semaphore.acquire(False):
-            pass
+        self._waiters.notify(n)
 
     def notify_all(self) -> None:
         """Wake every waiter."""
@@ -235,6 +253,15 @@ class Condition:
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or ``timeout`` passes; returns its last value."""
         return util.wait_for(self.wait, predicate, timeout)
+
+
+def _condition(lock: Any, slots: int) -> Condition:
+    """A ``Condition`` on ``lock`` with room for ``slots`` waiters."""
+    cond = Condition.__new__(Condition)
+    cond._lock = lock
+    cond._waiters = WaitList(slots)
+    cond._make_methods()
+    return cond
 
 
 class Event:
@@ -278,13 +305,23 @@ class Event:
         return f"<{type(self).__name__} at {id(self):#x} {state}>"
 
 
-# Barrier states, kept in shared memory next to the count of threads inside.
+# Barrier states, kept in shared memory, then a seat per party: who is inside
+# wait() (pid and start time; 0: empty).  How many are inside is how many
+# seats are taken: arriving and leaving are one store each, so a party killed
+# at any moment is either in (and noticed once dead) or not.
 _FILLING, _DRAINING, _RESETTING, _BROKEN = 0, 1, -1, -2
 _STATE = struct.Struct("ii")
+_SEAT = struct.Struct("iiQ")  # pid, pad, start
+_DEAD_PARTY_CHECK = 0.25  # seconds between looks for parties that died inside wait()
 
 
 class Barrier:
-    """``parties`` processes (or threads) wait until all have arrived, then go on together."""
+    """``parties`` processes (or threads) wait until all have arrived, then go on together.
+
+    A party killed inside ``wait()`` still counts as arrived for its cycle;
+    the others are not held up by it (its seat is cleared once the cycle is
+    over), where the stdlib's barrier would hang.
+    """
 
     def __init__(
         self,
@@ -301,8 +338,9 @@ class Barrier:
         self._parties = parties
         self._action = action
         self._timeout = timeout
-        self._cond = Condition(Lock(ctx=ctx), ctx=ctx)
-        self._shared = _heap.malloc(_STATE.size)
+        # Room for every party to wait in the condition (and a cycle's worth more).
+        self._cond = _condition(Lock(ctx=ctx), max(SLOTS, 2 * parties))
+        self._shared = _heap.malloc(_STATE.size + _SEAT.size * parties)
 
     def __getstate__(self) -> Any:
         return (self._parties, self._action, self._timeout, self._cond, self._shared)
@@ -324,11 +362,10 @@ class Barrier:
 
     @property
     def _count(self) -> int:
-        return self._get()[1]
-
-    @_count.setter
-    def _count(self, value: int) -> None:
-        _STATE.pack_into(self._shared.view(), 0, self._get()[0], value)
+        """Parties inside wait(): the seats taken (a seat is taken and left in one store)."""
+        view = self._shared.view()
+        seats = range(_STATE.size, _STATE.size + _SEAT.size * self._parties, _SEAT.size)
+        return sum(1 for offset in seats if _SEAT.unpack_from(view, offset)[0])
 
     def wait(self, timeout: float | None = None) -> int:
         """Wait for all parties; returns this party's arrival index (0 .. parties-1).
@@ -341,7 +378,7 @@ class Barrier:
         with self._cond:
             self._enter()
             index = self._count
-            self._count = index + 1
+            seat = self._sit()  # arrived: a party killed from here on still counts
             try:
                 if index + 1 == self._parties:
                     self._release()
@@ -349,14 +386,39 @@ class Barrier:
                     self._wait(timeout)
                 return index
             finally:
-                self._count = self._count - 1
+                self._stand(seat)
                 self._exit()
 
     def _enter(self) -> None:
         while self._state in (_DRAINING, _RESETTING):
-            self._cond.wait()  # the previous cycle is still leaving
+            # The previous cycle is still leaving; a party that died inside it
+            # never will: look for those now and then.
+            if not self._cond.wait(_DEAD_PARTY_CHECK):
+                self._clear_dead_seats()
         if self._state < 0:
             raise BrokenBarrierError
+
+    def _sit(self) -> int | None:
+        view = self._shared.view()
+        for seat in range(self._parties):
+            offset = _STATE.size + _SEAT.size * seat
+            if _SEAT.unpack_from(view, offset)[0] == 0:
+                _SEAT.pack_into(view, offset, os.getpid(), 0, my_start_time())
+                return seat
+        return None  # (cannot happen: at most ``parties`` are inside at once)
+
+    def _stand(self, seat: int | None) -> None:
+        if seat is not None:
+            _SEAT.pack_into(self._shared.view(), _STATE.size + _SEAT.size * seat, 0, 0, 0)
+
+    def _clear_dead_seats(self) -> None:
+        """Parties that died inside wait() leave now: the cycle can end without them."""
+        view = self._shared.view()
+        for seat in range(self._parties):
+            pid, _pad, start = _SEAT.unpack_from(view, _STATE.size + _SEAT.size * seat)
+            if pid and is_dead(pid, start):
+                self._stand(seat)
+        self._exit()
 
     def _release(self) -> None:
         try:

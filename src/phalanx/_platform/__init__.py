@@ -20,6 +20,7 @@ if sys.platform.startswith("linux"):
         pidfd_open,
         pidfd_send_signal,
         process_start_time,
+        release_pages,
     )
 elif sys.platform == "win32":  # pragma: no cover - not a supported platform yet
     raise ImportError("phalanx supports POSIX systems only (Linux, macOS); got win32")
@@ -34,6 +35,7 @@ else:  # pragma: no cover - macOS and other POSIX systems
         pidfd_open,
         pidfd_send_signal,
         process_start_time,
+        release_pages,
     )
 
 from ._libc import (
@@ -107,6 +109,7 @@ __all__ = (
     "recv_bytes_waitall",
     "recv_fds",
     "recv_into_address",
+    "release_pages",
     "sem_destroy",
     "sem_getvalue",
     "sem_init",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 import signal
 
@@ -52,6 +53,14 @@ def grow_pipe(fd: int, size: int = 1 << 20) -> None:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except OSError:
         pass  # above /proc/sys/fs/pipe-max-size for an unprivileged user
+
+
+def release_pages(mapping: mmap.mmap, offset: int, length: int) -> None:
+    """Give the memory of a shared mapping's range back (it reads as zeros after)."""
+    try:
+        mapping.madvise(mmap.MADV_REMOVE, offset, length)
+    except OSError:  # pragma: no cover - a filesystem without hole punching
+        pass
 
 
 def process_start_time(pid: int) -> int | None:

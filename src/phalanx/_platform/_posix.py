@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import mmap
 import os
 import select
 import signal
@@ -157,6 +158,10 @@ def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
 
 def grow_pipe(fd: int, size: int = 1 << 20) -> None:
     """Enlarge a pipe's buffer where the OS allows it (not on this platform)."""
+
+
+def release_pages(mapping: mmap.mmap, offset: int, length: int) -> None:
+    """Give the memory of a shared mapping's range back, where the OS can (not here)."""
 
 
 def process_start_time(pid: int) -> int | None:
