@@ -1,6 +1,7 @@
 """Fixtures shared by the whole suite.
 
 * ``start_method`` / ``ctx``: run a test once per start method.
+* ``make_pool``: pools of that start method, stopped after the test.
 * An autouse check that a test leaves no child process behind, neither a
   ``Process`` (``active_children()``) nor a raw child of this interpreter.
 """
@@ -10,16 +11,18 @@ from __future__ import annotations
 import os
 import signal
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import pytest
 
 import phalanx
-from _targets import START_METHODS
+from _targets import START_METHODS, bounded
 from phalanx import _forkserver, _tracker
+from phalanx.pool import Pool
 
 LEAK_GRACE = 5.0
+STOP_WITHIN = 10.0  # a pool's terminate() + join() must take less than this
 
 
 @pytest.fixture(params=START_METHODS, ids=START_METHODS)
@@ -30,6 +33,22 @@ def start_method(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def ctx(start_method: str) -> phalanx.context.BaseContext:
     return phalanx.get_context(start_method)
+
+
+@pytest.fixture
+def make_pool(ctx: Any) -> Iterator[Callable[..., Pool]]:
+    """``ctx.Pool(...)`` (``Pool(..., context=ctx)`` for phalanx's own keywords), stopped after."""
+    made: list[Pool] = []
+
+    def make(*args: Any, **kwargs: Any) -> Pool:
+        pool = Pool(*args, context=ctx, **kwargs) if kwargs else ctx.Pool(*args)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        pool.terminate()
+        bounded(pool.join, STOP_WITHIN)
 
 
 def _raw_children() -> dict[int, str]:

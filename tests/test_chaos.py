@@ -9,6 +9,7 @@ deadline; each test judges only the processes, ports and segments it made.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -46,21 +47,6 @@ STOP_WITHIN = 10.0
 
 def worker_pids(pool: Pool) -> set[int]:
     return {p.pid for p in pool._pool}
-
-
-@pytest.fixture
-def make_pool(ctx: Any) -> Iterator[Callable[..., Pool]]:
-    made: list[Pool] = []
-
-    def make(*args: Any, **kwargs: Any) -> Pool:
-        pool = Pool(*args, context=ctx, **kwargs)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        pool.terminate()
-        bounded(pool.join, STOP_WITHIN)
 
 
 # --- a function that is not callable (defect 2) -----------------------------------------------
@@ -294,17 +280,49 @@ if __name__ == "__main__":
 STARTUP_TIME = {"fork": 0.02, "spawn": 0.25, "forkserver": 0.2}
 
 
-def interrupt_startup(script: Path, method: str, delay: float, group: bool) -> str:
-    """Run the script, SIGINT it ``delay`` s into Pool(); its stdout. Fails on a hang or leak."""
+@contextlib.contextmanager
+def program(script: Path, *args: str, segment: str | None = None) -> Iterator[Any]:
+    """``python script args`` in a session of its own; afterwards nothing of that session
+    is left running, and ``segment`` (a /dev/shm name it makes) is gone."""
     proc = subprocess.Popen(
-        [sys.executable, str(script), method],
+        [sys.executable, str(script), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     try:
-        assert proc.stdout is not None
+        yield proc
+    finally:
+        _targets._kill_session(proc.pid)
+        if proc.returncode is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+        if segment is not None:
+            try:
+                os.unlink(f"/dev/shm/{segment}")
+            except FileNotFoundError:
+                pass
+
+
+def assert_nothing_outlives(sid: int, what: str, segment: str | None = None) -> None:
+    """No process of session ``sid`` lives on, and ``segment`` is gone, within 10 s."""
+    try:
+        wait_until(lambda: not _targets.session_members(sid), timeout=10)
+    except AssertionError:
+        survivors = _targets.session_members(sid)
+        raise AssertionError(f"{what}: processes outlived their program: {survivors}") from None
+    if segment is not None:
+        wait_until(
+            lambda: not os.path.exists(f"/dev/shm/{segment}"),
+            timeout=10,
+            what=f"{what}: segment {segment} removed",
+        )
+
+
+def interrupt_startup(script: Path, method: str, delay: float, group: bool) -> str:
+    """Run the script, SIGINT it ``delay`` s into Pool(); its stdout. Fails on a hang or leak."""
+    with program(script, method) as proc:
         assert proc.stdout.readline() == "starting\n"
         time.sleep(delay)
         try:
@@ -321,18 +339,9 @@ def interrupt_startup(script: Path, method: str, delay: float, group: bool) -> s
                 f"the program hung after SIGINT {delay * 1000:.1f} ms into Pool() "
                 f"({method}, {'group' if group else 'main'})"
             ) from None
-    finally:
-        if proc.poll() is None:
-            _targets._kill_session(proc.pid)
-            proc.communicate(timeout=10)
-    assert proc.returncode in (0, 1, -signal.SIGINT), err
-    try:
-        wait_until(lambda: not _targets.session_members(proc.pid), timeout=5, what="no orphans")
-    except AssertionError:
-        survivors = _targets.session_members(proc.pid)
-        _targets._kill_session(proc.pid)
-        raise AssertionError(f"processes outlived the interrupted program: {survivors}") from None
-    return out
+        assert proc.returncode in (0, 1, -signal.SIGINT), err
+        assert_nothing_outlives(proc.pid, "an interrupted program")
+    return str(out)
 
 
 INTERRUPTED_SCRIPT = """\
@@ -477,34 +486,15 @@ def test_daemonic_children_and_the_manager_end_with_a_killed_program(
     name = f"phalanx-orphans-{os.getpid()}-{start_method}"
     script = tmp_path / "orphans.py"
     script.write_text(ORPHANS_SCRIPT.format(tests=_targets.TESTS_DIR), encoding="utf-8")
-    proc = subprocess.Popen(
-        [sys.executable, str(script), start_method, name],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        assert proc.stdout is not None
+    with program(script, start_method, name, segment=name) as proc:
         line = proc.stdout.readline()
         assert line, proc.communicate(timeout=10)[1]
         pids = json.loads(line)
+        assert set(pids.values()) <= set(_targets.session_members(proc.pid))
         assert os.path.exists(f"/dev/shm/{name}")
         proc.kill()
         proc.communicate(timeout=DEADLINE)
-        for what, pid in pids.items():
-            wait_until(
-                lambda pid=pid: not _targets.pid_exists(pid), timeout=10, what=f"{what} gone"
-            )
-        wait_until(lambda: not os.path.exists(f"/dev/shm/{name}"), timeout=10, what="segment gone")
-    finally:
-        _targets._kill_session(proc.pid)
-        if proc.poll() is None:
-            proc.communicate(timeout=10)
-        try:
-            os.unlink(f"/dev/shm/{name}")
-        except FileNotFoundError:
-            pass
+        assert_nothing_outlives(proc.pid, start_method, segment=name)
 
 
 EVERYTHING_SCRIPT = """\
@@ -544,42 +534,12 @@ def test_stress_programs_killed_at_random_moments_leave_nothing(tmp_path: Path) 
     for method in _targets.START_METHODS:
         for round_ in range(10):
             name = f"phalanx-everything-{os.getpid()}-{method}-{round_}"
-            proc = subprocess.Popen(
-                [sys.executable, str(script), method, name],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
-            try:
-                assert proc.stdout is not None
+            with program(script, method, name, segment=name) as proc:
                 assert proc.stdout.readline() == "starting\n"
                 time.sleep(rng.uniform(0.0, 0.6))
                 proc.kill()
                 proc.communicate(timeout=DEADLINE)
-                assert_nothing_outlives(proc.pid, name, f"round {round_} ({method})")
-            finally:
-                _targets._kill_session(proc.pid)
-                if proc.poll() is None:
-                    proc.communicate(timeout=10)
-                try:
-                    os.unlink(f"/dev/shm/{name}")
-                except FileNotFoundError:
-                    pass
-
-
-def assert_nothing_outlives(sid: int, segment: str, what: str) -> None:
-    """No process of session ``sid`` lives on, and ``segment`` is gone, within 10 s."""
-    try:
-        wait_until(lambda: not _targets.session_members(sid), timeout=10)
-    except AssertionError:
-        survivors = _targets.session_members(sid)
-        raise AssertionError(f"{what}: processes outlived their program: {survivors}") from None
-    wait_until(
-        lambda: not os.path.exists(f"/dev/shm/{segment}"),
-        timeout=10,
-        what=f"{what}: segment {segment} removed",
-    )
+                assert_nothing_outlives(proc.pid, f"round {round_} ({method})", segment=name)
 
 
 # --- slow and silent peers (defects 3 and 4) --------------------------------------------------

@@ -115,22 +115,6 @@ def assert_pool_works(pool: Pool) -> None:
 
 
 @pytest.fixture
-def make_pool(ctx: Any) -> Iterator[Callable[..., Pool]]:
-    """``ctx.Pool(...)`` (``Pool(..., context=ctx)`` for phalanx's own keywords), stopped after."""
-    made: list[Pool] = []
-
-    def make(*args: Any, **kwargs: Any) -> Pool:
-        pool = Pool(*args, context=ctx, **kwargs) if kwargs else ctx.Pool(*args)
-        made.append(pool)
-        return pool
-
-    yield make
-    for pool in made:
-        pool.terminate()
-        bounded(pool.join, STOP_WITHIN)
-
-
-@pytest.fixture
 def pool(make_pool: Callable[..., Pool]) -> Pool:
     return make_pool(2)
 
