@@ -149,6 +149,7 @@ class Ring:
         self._r = view[_R_WORDS : _R_WORDS + 24].cast("Q")
         self._c = view[_C_WORDS : _C_WORDS + 16].cast("Q")
         self.maxsize = int(self._c[_MAXSIZE])
+        self._watched = bool(self.maxsize)  # a get() has more to do (see _after_get)
         self.capacity = 0
         self._map: mmap.mmap | None = None
         self._data = memoryview(b"")
@@ -171,6 +172,7 @@ class Ring:
         self._data = memoryview(mapping)
         self.capacity = capacity
         self._mask = capacity - 1
+        self._watched = bool(self.maxsize) or capacity > CAPACITY
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _rebuild, (DupFd(self._fd),)
@@ -185,9 +187,11 @@ class Ring:
     def _repair(self, writers: bool) -> None:
         """A holder of a side's mutex died: that side's record count may be one behind.
 
-        Recount from the ring (approximately, if the other side is busy: the
-        count is read by ``qsize()`` and, exactly enough, by the bound, which
-        a writer checks under the writers' mutex).
+        Recount from the ring.  Exact unless the other side commits a record
+        during the recount (each side holds only its own mutex): then the
+        count may stay one off, which ``qsize()`` (approximate by nature) and
+        a bounded queue (one item of room, either way) can live with.  That
+        takes two faults at once: a death, and a race with the repair.
         """
         if self._c[_CAP] != self.capacity:
             self._map_data()
@@ -420,7 +424,8 @@ class Ring:
                     message = self._data[pos + _LEN_SIZE : end].tobytes()
                     r[_HEAD] = head + _LEN_SIZE + word  # the commit
                     r[_GETS] += 1
-                    self._after_get()
+                    if self._watched:
+                        self._after_get()
                     return message
             head, kind, start, length = self._next(head)
             payload: bytes | bytearray

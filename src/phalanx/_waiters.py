@@ -15,6 +15,7 @@ condition's lock, except the waiting itself.
 
     offset  field (the table's header)
     0       u32 slots         how many slots follow
+    4       u32 high          slots ever used (the others need no look)
     8       u64 next_ticket
     16      u64 overflow      waiters without a slot (the table was full)
     24      u64 tokens        notifications for them, not yet taken
@@ -49,7 +50,8 @@ _HEADER = 64
 _SLOT = 64
 _SEM = 0
 _RECORD = struct.Struct("=iiQQ")  # pid, state, start, ticket at offset 32 of a slot
-_TABLE = struct.Struct("=IIQQQ")  # slots, pad, next_ticket, overflow, tokens
+_TABLE = struct.Struct("=IIQQQ")  # slots, high, next_ticket, overflow, tokens
+_HIGH = struct.Struct("=I")
 _POLL_MIN, _POLL_MAX = 0.001, 0.02  # how a waiter without a slot polls
 
 _start_times: dict[int, int] = {}
@@ -111,6 +113,9 @@ class WaitList:
     def _set_record(self, slot: int, pid: int, state: int, start: int, ticket: int) -> None:
         _RECORD.pack_into(self._view, _HEADER + _SLOT * slot + 32, pid, state, start, ticket)
 
+    def _high(self) -> int:
+        return int(_HIGH.unpack_from(self._view, 4)[0])
+
     def _sem(self, slot: int) -> ctypes.c_void_p:
         return ctypes.c_void_p(self._base + _HEADER + _SLOT * slot + _SEM)
 
@@ -125,12 +130,16 @@ class WaitList:
     def enter(self) -> int | None:
         """Register the calling thread as a waiter; its slot (None: waits without one)."""
         free = None
-        for slot in range(self._slots):
+        high = self._high()
+        for slot in range(high):
             if self._record(slot)[0] == 0:
                 free = slot
                 break
+        if free is None and high < self._slots:
+            free = high
+            _HIGH.pack_into(self._view, 4, high + 1)
         if free is None:  # take back the slots of waiters that died
-            for slot in range(self._slots):
+            for slot in range(high):
                 pid, _state, start, _ticket = self._record(slot)
                 if is_dead(pid, start):
                     self._free(slot)
@@ -187,7 +196,7 @@ class WaitList:
     def notify(self, n: int) -> int:
         """Wake up to ``n`` live waiters, oldest first; how many were woken."""
         waiting = []
-        for slot in range(self._slots):
+        for slot in range(self._high()):
             pid, state, start, ticket = self._record(slot)
             if pid and state == WAITING:
                 waiting.append((ticket, slot, pid, start))
@@ -216,7 +225,7 @@ class WaitList:
 
     def waiting(self) -> int:
         """How many wait now (dead ones included until noticed)."""
-        count = sum(1 for slot in range(self._slots) if self._record(slot)[1] == WAITING)
+        count = sum(1 for slot in range(self._high()) if self._record(slot)[1] == WAITING)
         return count + self._table()[3]
 
 
