@@ -81,6 +81,9 @@ _get_ident = threading.get_ident
 _mutex_trylock = _platform.mutex_trylock
 _mutex_unlock = _platform.mutex_unlock
 _GUARDED = _platform.HAVE_ROBUST_MUTEX  # locks under a robust guard (see the docstring)
+# A guard is held for a few bytecodes; if its holder is not running (a busy
+# machine), spinning only takes the CPU it needs: sleep on it soon.
+_GUARD_SPINS = 4
 
 _OWNER = slice(32, 56)  # owner_pid .. owner_start, written in one copy
 _OWNER_RECORD = struct.Struct("=iiQQ")
@@ -282,7 +285,7 @@ class SemLock:
                 return
         # Busy (a few instructions: wait), or its holder died (ours now; what it
         # guards is consistent at every step, see the module docstring).
-        _platform.mutex_lock(self._guard, tried)
+        _platform.mutex_lock(self._guard, tried, _GUARD_SPINS)
 
     def _acquire_guarded(self, block: bool = True, timeout: float | None = None) -> bool:
         tid = _get_ident()
@@ -309,30 +312,47 @@ class SemLock:
         return True
 
     def _wait_guarded(self, timeout: float | None, tid: int) -> bool:
-        """Sleep on the doorbell until the lock is ours (True) or ``timeout`` passes."""
+        """Sleep on the semaphore until the lock is ours (True) or ``timeout`` passes.
+
+        Registered as a waiter (so that a release posts) from the first look
+        at the lock to the last, under the guard at each look: one guard
+        round trip per wake-up.  The owner is checked for death every
+        ``OWNER_CHECK_INTERVAL`` seconds.
+        """
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         waiters = self._waiters
+        checked = time.monotonic()
+        self._take_guard()
+        waiters[0] += 1
         while True:
-            self._take_guard()
-            waiters[0] += 1
-            _mutex_unlock(self._guard)
             now = time.monotonic()
-            until = now + OWNER_CHECK_INTERVAL
-            if deadline is not None and deadline < until:
-                until = deadline
-            rang = _platform.sem_wait_until(self._sem, until)
-            self._take_guard()
-            waiters[0] = max(0, waiters[0] - 1)
             dead = 0
-            if self._owner_pid[0] == 0 or (not rang and (dead := self._owner_is_dead())):
+            if self._owner_pid[0] and now - checked >= OWNER_CHECK_INTERVAL:
+                dead = self._owner_is_dead()
+                checked = now
+            if not self._owner_pid[0] or dead:
+                waiters[0] = max(0, waiters[0] - 1)
                 self._owner_view[:] = _owner_record(tid)  # the commit
                 _mutex_unlock(self._guard)
                 if dead:
                     self._warn_taken_over(dead)
                 return True
-            _mutex_unlock(self._guard)
-            if deadline is not None and time.monotonic() >= deadline:
+            if deadline is not None and now >= deadline:
+                waiters[0] = max(0, waiters[0] - 1)
+                _mutex_unlock(self._guard)
                 return False
+            _mutex_unlock(self._guard)
+            until = checked + OWNER_CHECK_INTERVAL
+            if deadline is not None and deadline < until:
+                until = deadline
+            try:
+                _platform.sem_wait_until(self._sem, until)
+            except BaseException:  # (Ctrl-C): leave the count of waiters right
+                self._take_guard()
+                waiters[0] = max(0, waiters[0] - 1)
+                _mutex_unlock(self._guard)
+                raise
+            self._take_guard()
 
     def _warn_taken_over(self, dead: int) -> None:
         try:
