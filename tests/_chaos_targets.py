@@ -110,15 +110,30 @@ def few_fds(spare: int, handshake_timeout: float) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (in_use + 4 + spare, hard))  # 4: the listener's
 
 
-def put_then_report(q: Any, items: list[Any], path: str) -> None:
-    """Put every item, report that every put() returned, then wait to be killed."""
+def put_then_report(q: Any, items: list[Any], path: str, sndbuf: int = 0) -> None:
+    """Put every item, report that every put() returned, then wait to be killed.
+
+    ``sndbuf``: shrink the queue's socket first, so that it fills up after a
+    few large items (they then have to wait somewhere: where?).
+    """
+    if sndbuf:
+        import socket
+
+        q._channel.writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     for item in items:
         q.put(item)
     sleep_forever(path)
 
 
-def put_counting(q: Any, count: Any, sizes: list[int]) -> None:
-    """Put items ``(i, bytes of sizes[i % len])`` forever; ``count`` = puts that returned."""
+def put_counting(q: Any, count: Any, sizes: list[int], sndbuf: int = 0) -> None:
+    """Put items ``(i, bytes of sizes[i % len])`` forever; ``count`` = puts that returned.
+
+    ``sndbuf``: as for ``put_then_report``.
+    """
+    if sndbuf:
+        import socket
+
+        q._channel.writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     i = 0
     while True:
         size = sizes[i % len(sizes)]

@@ -864,16 +864,18 @@ def test_stress_consumers_killed_at_random_moments_of_a_queue_of_one() -> None:
 
 
 @pytest.mark.parametrize(
-    ("n", "size"), [(40_000, 8), (400, 100_000)], ids=["small-items", "large-items"]
+    ("n", "size", "sndbuf"),
+    [(40_000, 8, 0), (200, 100_000, 4096)],
+    ids=["small-items", "large-items"],
 )
 def test_a_killed_producer_loses_nothing_its_put_returned(
-    ctx: Any, tmp_path: Path, n: int, size: int
+    ctx: Any, tmp_path: Path, n: int, size: int, sndbuf: int
 ) -> None:
     """More than the ring (or the socket) holds, nobody reading: all of it survives the
     producer's SIGKILL (the ring grows; a large item whose socket is full goes in whole)."""
     q = ctx.Queue()
     items = [(i, bytes([i % 251]) * size) for i in range(n)]
-    p = start(ctx, c.put_then_report, q, items, str(tmp_path / "done"))
+    p = start(ctx, c.put_then_report, q, items, str(tmp_path / "done"), sndbuf)
     try:
         wait_for_json(tmp_path / "done", timeout=60)
     finally:
@@ -894,7 +896,8 @@ def test_stress_producers_killed_at_random_moments_lose_nothing() -> None:
     for round_ in range(20):
         q = ctx.Queue()
         count = ctx.Value("q", 0, lock=False)
-        p = start(ctx, c.put_counting, q, count, sizes)
+        # Every other round, a socket that fills up after a few large items.
+        p = start(ctx, c.put_counting, q, count, sizes, 4096 if round_ % 2 else 0)
         time.sleep(rng.uniform(0.01, 0.3))
         p.kill()
         p.join(DEADLINE)
