@@ -216,3 +216,21 @@ def die_at_ring_line(q: Any, action: str, line_start: str, size: int) -> None:
     finally:
         sys.settrace(None)
     os._exit(3)  # the line was never reached: the test fails on the exit code
+
+
+def produce_padded(q: Any, tag: int, n: int, pad: int) -> None:
+    """``(tag, i, pad bytes)`` for i in range(n): enough to make a ring grow."""
+    filler = b"x" * pad
+    for i in range(n):
+        q.put((tag, i, filler))
+
+
+def consume_padded(q: Any, path: str) -> None:
+    """Like ``consume``, for ``produce_padded``'s items (reports ``(tag, i)`` only)."""
+    items = []
+    while True:
+        item = q.get(timeout=DEADLINE)
+        if item is None:
+            break
+        items.append(item[:2])
+    write_json(path, items)

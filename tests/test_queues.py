@@ -36,6 +36,7 @@ from phalanx import _ring, queues
 from phalanx._channel import MAX_INLINE
 from phalanx._platform import HAVE_ROBUST_MUTEX
 from phalanx._queue_transport import SocketTransport
+from phalanx._ring import CAPACITY
 from phalanx.context import BaseContext
 from phalanx.process import BaseProcess
 from phalanx.reduction import ForkingPickler
@@ -126,6 +127,37 @@ def test_many_producers_and_consumers(ctx: BaseContext, tmp_path: Path) -> None:
             mine = [i for t, i in result if t == tag]
             assert mine == sorted(mine)
     assert q.empty()
+    closed(q)
+
+
+def test_the_ring_grows_while_others_read_and_write(
+    ctx: BaseContext, tmp_path: Path, transport: str
+) -> None:
+    """Producers outrun consumers by megabytes: the ring doubles several times while
+    every process reads and writes it; nothing lost, duplicated or reordered."""
+    if transport != "ring":
+        pytest.skip("a test of the ring")
+    n, pad = 15_000, 200
+    q = ctx.Queue()
+    paths = [str(tmp_path / f"consumer{i}") for i in range(2)]
+    producers = [start(ctx, targets.produce_padded, q, tag, n, pad) for tag in range(3)]
+    consumers = [start(ctx, targets.consume_padded, q, path) for path in paths]
+    for p in producers:
+        finish(p)
+    for _ in consumers:
+        q.put(None)
+    results = [wait_for_json(path) for path in paths]
+    for p in consumers:
+        finish(p)
+    received = [tuple(item) for result in results for item in result]
+    assert len(received) == 3 * n
+    assert set(received) == {(tag, i) for tag in range(3) for i in range(n)}
+    for result in results:
+        for tag in range(3):
+            mine = [i for t, i in result if t == tag]
+            assert mine == sorted(mine)
+    assert q._transport.ring._c[0] > CAPACITY  # it did grow
+    assert q.empty() and q.qsize() == 0
     closed(q)
 
 
