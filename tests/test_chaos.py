@@ -599,6 +599,12 @@ class Attack:
         for sock in self.socks:
             sock.close()
 
+    def __enter__(self) -> Attack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def serve_forever(listener: phalanx.connection.Listener, accepted: queue.Queue[Any]) -> None:
     """The usual server loop: a client that fails its handshake is skipped."""
@@ -645,26 +651,23 @@ def listener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
 
 
 def test_a_silent_client_does_not_delay_the_next_one(listener: Any) -> None:
-    attack = Attack(listener.address, silent=1, slow=0)
-    try:
+    with Attack(listener.address, silent=1, slow=0):
         assert timed_client(listener.address) < 1.0
-    finally:
-        attack.close()
 
 
 def test_a_client_that_drips_bytes_gets_no_more_than_the_handshake_deadline(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(phalanx._listener, "HANDSHAKE_TIMEOUT", 1.0)
-    with phalanx.connection.Listener(str(tmp_path / "l.sock"), authkey=KEY) as listener:
-        attack = Attack(listener.address, silent=0, slow=1, interval=0.2)
-        try:
-            t0 = time.monotonic()
-            with pytest.raises(phalanx.AuthenticationError, match="within 1 s"):
-                bounded(listener.accept, 10)
-            assert time.monotonic() - t0 < 2.0  # not 40 bytes x 0.2 s
-        finally:
-            attack.close()
+    address = str(tmp_path / "l.sock")
+    with (
+        phalanx.connection.Listener(address, authkey=KEY) as listener,
+        Attack(address, silent=0, slow=1, interval=0.2),
+    ):
+        t0 = time.monotonic()
+        with pytest.raises(phalanx.AuthenticationError, match="within 1 s"):
+            bounded(listener.accept, 10)
+        assert time.monotonic() - t0 < 2.0  # not 40 bytes x 0.2 s
 
 
 def test_a_server_that_drips_bytes_fails_the_client_on_time(
@@ -701,27 +704,21 @@ def test_a_server_that_drips_bytes_fails_the_client_on_time(
 def test_unauthenticated_clients_are_capped(listener: Any) -> None:
     """More silent clients than the cap: the oldest are dropped, a real client gets in."""
     cap = phalanx._listener.MAX_PENDING_HANDSHAKES
-    attack = Attack(listener.address, silent=cap + 20, slow=0)
-    try:
+    with Attack(listener.address, silent=cap + 20, slow=0) as attack:
         assert timed_client(listener.address) < 1.0
         # The first ones were closed by the listener: they read end of file.
         attack.socks[0].settimeout(DEADLINE)
         data = attack.socks[0].recv(4096)  # the challenge, then EOF
         while data:
             data = attack.socks[0].recv(4096)
-    finally:
-        attack.close()
 
 
 @pytest.mark.stress
 def test_stress_slow_and_silent_clients_against_a_listener(listener: Any) -> None:
     """200 slow and 200 silent clients: a legitimate one still connects in under a second."""
-    attack = Attack(listener.address, silent=200, slow=200)
-    try:
+    with Attack(listener.address, silent=200, slow=200):
         times = [timed_client(listener.address) for _ in range(5)]
         assert max(times) < 1.0, times
-    finally:
-        attack.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -782,14 +779,11 @@ def test_the_manager_server_out_of_fds_waits_instead_of_spinning(
 ) -> None:
     manager = make_manager(c.few_fds, (6, 2.0))
     server = manager._process.pid
-    attack = Attack(manager.address, silent=20, slow=0)
-    try:
+    with Attack(manager.address, silent=20, slow=0):
         time.sleep(0.3)
         before = cpu_seconds(server)
         time.sleep(1.0)
         assert cpu_seconds(server) - before < 0.3  # out of fds, and not spinning
-    finally:
-        attack.close()
     assert timed_manager_call(manager) < 3.0  # and serving again once fds are back
 
 
@@ -797,14 +791,11 @@ def test_the_manager_server_out_of_fds_waits_instead_of_spinning(
 def test_stress_slow_and_silent_clients_against_a_manager(make_manager: Callable[..., Any]) -> None:
     """200 slow and 200 silent clients: a legitimate one still connects in under a second."""
     manager = make_manager()
-    attack = Attack(manager.address, silent=200, slow=200)
-    try:
+    with Attack(manager.address, silent=200, slow=200):
         times = [timed_manager_call(manager) for _ in range(5)]
         assert max(times) < 1.0, times
         # Unauthenticated clients hold no thread of the server.
         assert thread_count(manager._process.pid) < 20
-    finally:
-        attack.close()
 
 
 # --- queues: room and items that outlive their process (defect 5, first README promise) -------

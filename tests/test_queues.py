@@ -89,6 +89,17 @@ def no_shm_leak() -> Iterator[None]:
     assert not new, f"left in /dev/shm: {sorted(new)}"
 
 
+def assert_each_item_once_in_order(results: list[Any], producers: int, n: int) -> None:
+    """Consumers' reports of ``(tag, i)`` items: each item once, FIFO per producer."""
+    received = [tuple(item) for result in results for item in result]
+    assert len(received) == producers * n  # no loss ...
+    assert set(received) == {(tag, i) for tag in range(producers) for i in range(n)}  # no dup
+    for result in results:  # FIFO per producer, as each consumer sees it
+        for tag in range(producers):
+            mine = [i for t, i in result if t == tag]
+            assert mine == sorted(mine)
+
+
 def closed(q: Any) -> None:
     """``close()`` and ``join_thread()`` ``q``, then close its sockets.
 
@@ -119,13 +130,7 @@ def test_many_producers_and_consumers(ctx: BaseContext, tmp_path: Path) -> None:
     results = [wait_for_json(path) for path in paths]
     for p in consumers:
         finish(p)
-    received = [tuple(item) for result in results for item in result]
-    assert len(received) == 3 * n  # no loss ...
-    assert set(received) == {(tag, i) for tag in range(3) for i in range(n)}  # ... no duplicate
-    for result in results:  # FIFO per producer, as each consumer sees it
-        for tag in range(3):
-            mine = [i for t, i in result if t == tag]
-            assert mine == sorted(mine)
+    assert_each_item_once_in_order(results, producers=3, n=n)
     assert q.empty()
     closed(q)
 
@@ -149,13 +154,7 @@ def test_the_ring_grows_while_others_read_and_write(
     results = [wait_for_json(path) for path in paths]
     for p in consumers:
         finish(p)
-    received = [tuple(item) for result in results for item in result]
-    assert len(received) == 3 * n
-    assert set(received) == {(tag, i) for tag in range(3) for i in range(n)}
-    for result in results:
-        for tag in range(3):
-            mine = [i for t, i in result if t == tag]
-            assert mine == sorted(mine)
+    assert_each_item_once_in_order(results, producers=3, n=n)
     assert q._transport.ring._c[0] > CAPACITY  # it did grow
     assert q.empty() and q.qsize() == 0
     closed(q)
