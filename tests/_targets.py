@@ -80,6 +80,16 @@ def pid_exists(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+# The names phalanx gives what it puts in /dev/shm (SharedMemory segments).  Tests
+# judge only these: other programs may create and remove entries there meanwhile.
+PHALANX_SHM_PREFIXES = ("psm_", "phalanx")
+
+
+def phalanx_shm_names() -> set[str]:
+    """The /dev/shm entries named as phalanx names them."""
+    return {n for n in os.listdir("/dev/shm") if n.startswith(PHALANX_SHM_PREFIXES)}
+
+
 def session_members(sid: int) -> list[int]:
     """Pids of the live processes in session ``sid``."""
     members = []

@@ -12,7 +12,6 @@ nobody hangs and that nothing is left in /dev/shm.
 from __future__ import annotations
 
 import gc
-import os
 import pickle
 import queue
 import random
@@ -31,7 +30,15 @@ import _queue_targets as targets
 import phalanx
 from _conn_targets import Background
 from _queue_targets import BIG, BlocksWhenUnpickled, FailsToPickle, intact, payload
-from _targets import DEADLINE, FailsToUnpickle, finish, start, wait_for_json, wait_until
+from _targets import (
+    DEADLINE,
+    FailsToUnpickle,
+    finish,
+    phalanx_shm_names,
+    start,
+    wait_for_json,
+    wait_until,
+)
 from phalanx import _ring, queues
 from phalanx._channel import MAX_INLINE
 from phalanx._platform import HAVE_ROBUST_MUTEX
@@ -81,11 +88,15 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture
 def no_shm_leak() -> Iterator[None]:
-    """Nothing may appear in /dev/shm: large messages travel in anonymous memfds."""
-    before = set(os.listdir("/dev/shm"))
+    """Queues make nothing in /dev/shm: large messages travel in anonymous memfds.
+
+    Only names phalanx would give (a shared-memory segment's) are judged:
+    other programs may create and remove entries there meanwhile.
+    """
+    before = phalanx_shm_names()
     yield
     gc.collect()
-    new = set(os.listdir("/dev/shm")) - before
+    new = phalanx_shm_names() - before
     assert not new, f"left in /dev/shm: {sorted(new)}"
 
 
