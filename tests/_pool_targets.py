@@ -294,3 +294,8 @@ def wait_for_file(path: str) -> str:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
     return "released"
+
+
+def inverse_minus_five(x: float) -> float:
+    """1 / (x - 5): raises ZeroDivisionError for 5 (the documentation's pool example)."""
+    return 1.0 / (x - 5.0)

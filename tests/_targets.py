@@ -114,6 +114,7 @@ def run_python(
     flags: Sequence[str] = (),
     cwd: str | os.PathLike[str] | None = None,
     env: dict[str, str] | None = None,
+    stdin: Any = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``sys.executable [flags] args`` in a new session; kill the session on timeout.
 
@@ -122,6 +123,7 @@ def run_python(
     """
     proc = subprocess.Popen(
         [sys.executable, *flags, *args],
+        stdin=stdin,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

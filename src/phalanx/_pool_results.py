@@ -20,6 +20,7 @@ import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from . import _platform
 from ._errors import PoolTerminatedError, TimeoutError
 
 __all__ = (
@@ -56,6 +57,33 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.tb
+
+
+_ITEM = "_phalanx_item"  # set on a task's exception by the worker, taken off by add_item_note
+
+
+def mark_item(exc: BaseException, position: int) -> None:
+    """Record (on the exception, which carries it back) which item of its chunk raised it."""
+    try:
+        setattr(exc, _ITEM, position)
+    except Exception:  # an exception type that takes no attributes: no note then
+        pass
+
+
+def add_item_note(exc: BaseException, chunk: Chunk) -> None:
+    """Name the task that raised ``exc`` in a note (PEP 678): ``raised by item 3 of map(f)``."""
+    position = exc.__dict__.pop(_ITEM, 0) if hasattr(exc, "__dict__") else 0
+    name = getattr(chunk.func, "__qualname__", None) or repr(chunk.func)
+    call = "starmap" if chunk.kind == STARMAP else chunk.job._call
+    if chunk.kind == APPLY:
+        note = f"raised by {call}({name}) in a pool worker"
+    else:
+        first = chunk.job._chunk_start(chunk.index)
+        note = f"raised by item {first + position} of {call}({name}) in a pool worker"
+    try:
+        exc.add_note(note)
+    except Exception:
+        pass
 
 
 def rebuild_exc(exc: BaseException, tb: str) -> BaseException:
@@ -163,6 +191,11 @@ def _short(value: Any, limit: int = 40) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+# A wait with no timeout blocks this long at most before it looks again: the
+# longest a Ctrl-C can go unnoticed by a waiting caller.
+INTERRUPT_CHECK = _platform.INTERRUPT_CHECK
+
+
 class _Latch:
     """A one-shot ``threading.Event``: a pre-acquired lock released once (cheaper to make).
 
@@ -188,7 +221,12 @@ class _Latch:
         if self._done:
             return True
         if timeout is None:
-            got = self._lock.acquire()
+            # In slices, not one blocking acquire: a Ctrl-C that lands just
+            # before the acquire blocks would otherwise wait for the result
+            # (CPython runs the handler only when the main thread wakes).
+            while not self._lock.acquire(timeout=INTERRUPT_CHECK):
+                pass
+            got = True
         elif timeout > 0:
             got = self._lock.acquire(timeout=timeout)
         else:
@@ -202,6 +240,7 @@ class _Job:
     """Common state of the result objects."""
 
     _pool: Any
+    _call = "apply"  # the Pool method that made it (for notes on its tasks' exceptions)
 
     def __init__(
         self,
@@ -211,6 +250,11 @@ class _Job:
     ) -> None:
         self._pool = pool
         self._job = next(job_counter)
+        # The pool's outstanding jobs, by number, as the stdlib keeps them
+        # (code reads ``pool._cache``: the documentation's own example does).
+        self._cache: dict[int, Any] | None = getattr(pool, "_cache", None)
+        if self._cache is not None:
+            self._cache[self._job] = self
         self._event = _Latch()
         self._callback = callback
         self._error_callback = error_callback
@@ -221,6 +265,13 @@ class _Job:
 
     def _dispatching(self, chunk: Chunk) -> bool:
         return True
+
+    def _forget(self) -> None:
+        """Every outcome is in: the pool no longer counts this job as outstanding."""
+        cache, self._cache = self._cache, None
+        if cache is not None:
+            cache.pop(self._job, None)
+        self._pool = None
 
     def _set(self, index: int, ok: bool, value: Any) -> None:
         raise NotImplementedError
@@ -298,8 +349,8 @@ class ApplyResult(_Job):
         self._tick(1)
         self._end_progress()
         self._run_callback(self._callback if ok else self._error_callback, value)
+        self._forget()  # before waking anyone: a woken caller sees the pool's cache without it
         self._event.set()
-        self._pool = None
 
     def __class_getitem__(cls, item: Any) -> types.GenericAlias:
         return types.GenericAlias(cls, item)
@@ -310,6 +361,8 @@ AsyncResult = ApplyResult
 
 class MapResult(ApplyResult):
     """The future list of ``map_async``/``starmap_async``: ready once every chunk is."""
+
+    _call = "map"
 
     def __init__(
         self,
@@ -326,7 +379,7 @@ class MapResult(ApplyResult):
         self._number_left = -(-length // chunksize) if length else 0
         if self._number_left == 0:
             self._event.set()
-            self._pool = None
+            self._forget()
 
     def _chunk_start(self, index: int) -> int:
         return index * self._chunksize
@@ -355,12 +408,14 @@ class MapResult(ApplyResult):
             self._run_callback(
                 self._callback if self._success else self._error_callback, self._value
             )
+            self._forget()
             self._event.set()
-            self._pool = None
 
 
 class IMapIterator(_Job):
     """The iterator of ``imap``: results in input order, as they come."""
+
+    _call = "imap"  # (for notes on the exceptions of its tasks)
 
     def __init__(self, pool: Any, chunksize: int = 1) -> None:
         super().__init__(pool, None, None)
@@ -402,10 +457,12 @@ class IMapIterator(_Job):
             with self._cond:
                 while not self._items:
                     if self._length is not None and self._next_chunk >= self._length:
-                        self._pool = None
+                        self._forget()
                         self._end_progress()
                         raise StopIteration from None
-                    if not self._cond.wait(timeout) and not self._items:
+                    if timeout is None:  # in slices: see _Latch.wait
+                        self._cond.wait(INTERRUPT_CHECK)
+                    elif not self._cond.wait(timeout) and not self._items:
                         raise TimeoutError(f"no result within {timeout} s") from None
                 batch, self._items = self._items, collections.deque()
             ok, value, last = batch.popleft()
@@ -435,6 +492,7 @@ class IMapIterator(_Job):
                 self._deliver(*self._unsorted.pop(self._next_chunk))
             if was_empty:  # nobody waits while there are items
                 self._cond.notify()
+            self._forget_if_complete()
         self._tick_outcomes(outcomes)
 
     def _tick_outcomes(self, outcomes: list[tuple[int, bool, Any]]) -> None:
@@ -454,10 +512,20 @@ class IMapIterator(_Job):
         with self._cond:
             self._length = chunks
             self._cond.notify_all()
+            self._forget_if_complete()
+
+    def _forget_if_complete(self) -> None:
+        # (Lock held.)  Every chunk is in, though perhaps not yet consumed.
+        if self._length is not None and self._next_chunk >= self._length:
+            cache, self._cache = self._cache, None
+            if cache is not None:
+                cache.pop(self._job, None)
 
 
 class IMapUnorderedIterator(IMapIterator):
     """The iterator of ``imap_unordered``: results as soon as they are ready."""
+
+    _call = "imap_unordered"
 
     def _set_many(self, outcomes: list[tuple[int, bool, Any]]) -> None:
         with self._cond:
@@ -466,6 +534,7 @@ class IMapUnorderedIterator(IMapIterator):
                 self._deliver(ok, value)
             if was_empty:  # nobody waits while there are items
                 self._cond.notify()
+            self._forget_if_complete()
         self._tick_outcomes(outcomes)
 
 

@@ -36,7 +36,7 @@ from . import _util as util
 from ._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
 from ._errors import PoolTerminatedError, WorkerLostError
 from ._pool_blame import StartFailures, blame, death_error, how, signal_of
-from ._pool_results import Chunk, deliver, fail_all
+from ._pool_results import Chunk, add_item_note, deliver, fail_all
 from ._pool_worker import (
     FAILED,
     INIT_FAILED,
@@ -599,6 +599,8 @@ class ProcessBackend:
             return None
         if worker.tasks_left is not None:
             worker.tasks_left -= 1
+        if tag == FAILED and isinstance(value, BaseException):
+            add_item_note(value, chunk)
         return chunk, tag == OK, value
 
     def _unreadable(self, worker: _Worker, head: Chunk, error: Any, reusable: bool) -> None:
@@ -648,11 +650,9 @@ class ProcessBackend:
             if chunk.segment is not None:
                 self._segments.drop(chunk.segment)
                 chunk.segment = None
+        # (Not closed: the process object may be in the user's hands, through
+        # ``Pool._pool``; its handles go with it when nothing refers to it.)
         self.workers.remove(worker)
-        try:
-            worker.process.close()
-        except ValueError:
-            pass
         if not worker.ready and not worker.init_failed:
             self._died_starting(worker, exitcode)
         inflight = list(worker.inflight)

@@ -34,6 +34,7 @@ nobody.
 from __future__ import annotations
 
 import mmap
+import operator
 import os
 import select
 import signal
@@ -45,7 +46,7 @@ from typing import Any
 
 from . import _util as util
 from ._channel import decode, encode, recv_datagram, recv_spinning, send_datagram
-from ._pool_results import APPLY, MAP, ExceptionWithTraceback, MaybeEncodingError
+from ._pool_results import APPLY, MAP, ExceptionWithTraceback, MaybeEncodingError, mark_item
 from ._wire.fds import DupFd
 
 __all__ = (
@@ -206,9 +207,16 @@ def _run(func: Any, kind: int, payload: Any) -> Any:
     if kind == APPLY:
         args, kwds = payload
         return func(*args, **kwds)
-    if kind == MAP:
-        return [func(x) for x in payload]
-    return [func(*args) for args in payload]
+    items = iter(payload)
+    try:
+        if kind == MAP:
+            return [func(x) for x in items]
+        return [func(*args) for args in items]
+    except BaseException as exc:
+        # Which item of the chunk raised: the pool names it in a note (no cost
+        # until then: a list's iterator knows how many items it has left).
+        mark_item(exc, len(payload) - 1 - operator.length_hint(items))
+        raise
 
 
 def worker_main(

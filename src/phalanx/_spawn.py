@@ -117,7 +117,10 @@ def get_preparation_data(name: str, start_method: str | None) -> dict[str, Any]:
         data["init_main_from_name"] = spec_name
     else:
         main_path = getattr(main_module, "__file__", None)
-        if isinstance(main_path, str):
+        # A script read from standard input (``python - < script``) or given
+        # with -c has no file to import again: like an interactive __main__,
+        # its functions travel by value instead (see _wire.pickling).
+        if isinstance(main_path, str) and not main_path.startswith("<"):
             if not os.path.isabs(main_path) and process.ORIGINAL_DIR is not None:
                 main_path = os.path.join(process.ORIGINAL_DIR, main_path)
             data["init_main_from_path"] = os.path.normpath(main_path)

@@ -170,7 +170,11 @@ class WaitList:
             return
         sem = self._sem(slot)
         while True:
-            until = time.monotonic() + 3600 if deadline is None else deadline
+            # In slices: a Ctrl-C that lands just before the wait blocks is
+            # seen within one (see _platform.wait_readable).
+            until = time.monotonic() + _platform.INTERRUPT_CHECK
+            if deadline is not None and deadline < until:
+                until = deadline
             if _platform.sem_wait_until(sem, until):
                 return  # notified (leave() reads it from the slot)
             if deadline is not None and time.monotonic() >= deadline:

@@ -41,6 +41,8 @@ class WorkerLostError(_errors.WorkerLostError, BrokenProcessPool):
 class _FutureJob(_Job):
     """Connects one submitted call to its ``Future``."""
 
+    _call = "submit"
+
     def __init__(self, future: Future[Any]) -> None:
         super().__init__(None, None, None)
         self.future = future

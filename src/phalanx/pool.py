@@ -120,6 +120,7 @@ class Pool:
     ) -> None:
         self._state = INIT
         self._backend: Any = None
+        self._cache: dict[int, Any] = {}  # outstanding jobs by number (see _pool_results)
         if processes is None:
             processes = os.cpu_count() or 1
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:

@@ -66,6 +66,7 @@ from ._libc import (
     shm_unlink,
 )
 from ._posix import (
+    INTERRUPT_CHECK,
     close_fds,
     cpu_count,
     exitcode_to_name,
@@ -84,6 +85,7 @@ __all__ = (
     "HAVE_PIDFD",
     "HAVE_ROBUST_MUTEX",
     "HAVE_UNNAMED_SEMAPHORES",
+    "INTERRUPT_CHECK",
     "MUTEX_SIZE",
     "SEM_T_SIZE",
     "START_METHODS",

@@ -139,21 +139,31 @@ def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, lis
 _INT_SIZE = struct.calcsize("i")
 
 
-_POLL_MAX_MS = 2**31 - 1
 
 
 def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
     """The subset of ``fds`` that is readable (or hung up) within ``timeout`` seconds.
 
-    ``timeout=None`` blocks; a negative timeout is treated as 0.
+    ``timeout=None`` blocks; a negative timeout is treated as 0.  A long wait
+    polls in slices of ``INTERRUPT_CHECK`` seconds: a signal that lands just
+    before poll() blocks is otherwise handled (Ctrl-C raised) only once the
+    wait is over, for CPython runs Python handlers when the main thread wakes.
     """
     poller = select.poll()
     for fd in fds:
         poller.register(fd, select.POLLIN)
+    slice_ms = math.ceil(INTERRUPT_CHECK * 1000)
     ms = None if timeout is None else max(0, math.ceil(timeout * 1000))
-    if ms is not None and ms > _POLL_MAX_MS:
-        ms = None  # beyond poll()'s range (24.8 days): as good as forever
+    while ms is None or ms > slice_ms:
+        ready = poller.poll(slice_ms)
+        if ready:
+            return [fd for fd, _ev in ready]
+        if ms is not None:
+            ms -= slice_ms
     return [fd for fd, _ev in poller.poll(ms)]
+
+
+INTERRUPT_CHECK = 0.25  # seconds a blocking wait goes without looking for signals
 
 
 def grow_pipe(fd: int, size: int = 1 << 20) -> None:
