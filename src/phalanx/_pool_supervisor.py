@@ -343,9 +343,10 @@ class ProcessBackend:
                 self._maxtasks,
                 close_fds,
             ),
-            name=f"PoolWorker-{next(_worker_names)}",
             daemon=True,
         )
+        # As the stdlib names them: ForkPoolWorker-3, SpawnPoolWorker-4, ...
+        process.name = process.name.replace("Process", "PoolWorker")
         process._exits_with_parent = True  # its link hangs up when we die: nested pools are safe
         try:
             process.start()
@@ -785,7 +786,6 @@ class ProcessBackend:
 
 _STOP = encode(None)[0]
 _NO_FUNC = object()
-_worker_names = itertools.count(1)
 _batches = itertools.count()
 
 

@@ -25,7 +25,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from . import _platform
+from . import _platform, _stdlib
 from . import _util as util
 from ._errors import ProcessStateError
 from ._wire.pickling import get_spawning_popen
@@ -171,6 +171,7 @@ class BaseProcess:
         # alive (bpo-30775); the child has its own copy.
         del self._target, self._args, self._kwargs
         _children.add(self)
+        _stdlib.child_started(self)
 
     def terminate(self) -> None:
         """Send SIGTERM to the child; returns at once (use ``join()`` to wait)."""
@@ -191,7 +192,7 @@ class BaseProcess:
         seconds = check_timeout(timeout)
         popen = self._check_started("join")
         if popen.wait(seconds) is not None:
-            _children.discard(self)
+            _forget_child(self)
 
     def is_alive(self) -> bool:
         """Whether the child has started and not ended yet (non-blocking)."""
@@ -204,7 +205,7 @@ class BaseProcess:
             return False
         if self._popen.poll() is None:
             return True
-        _children.discard(self)
+        _forget_child(self)
         return False
 
     def close(self) -> None:
@@ -218,7 +219,7 @@ class BaseProcess:
             self._popen.close()
             self._popen = None
             del self._sentinel
-            _children.discard(self)
+            _forget_child(self)
         self._closed = True
 
     @property
@@ -327,6 +328,7 @@ class BaseProcess:
                 # some made while its process object was unpickled.)
                 util.clear_finalizers()
                 util.run_after_forkers()
+            _stdlib.adopt_child(self, _parent_process, after_fork)
             for hook in _bootstrap_hooks:
                 hook(self)
             if parent_sentinel is not None and self._watches_parent():
@@ -477,10 +479,16 @@ def active_children() -> list[BaseProcess]:
     return list(_children)
 
 
+def _forget_child(p: BaseProcess) -> None:
+    """``p`` ended and was reaped: neither we nor the stdlib's bookkeeping list it."""
+    _children.discard(p)
+    _stdlib.child_ended(p)
+
+
 def _cleanup() -> None:
     for p in list(_children):
         if p._popen is not None and p._popen.poll() is not None:
-            _children.discard(p)
+            _forget_child(p)
 
 
 def _exit_function() -> None:

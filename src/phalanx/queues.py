@@ -480,5 +480,72 @@ class SimpleQueue:
         self._channel.close_reader()
         self._channel.close_writer()
 
+    # -- what stdlib code reaches for (``multiprocessing.pool.Pool`` and
+    # ``concurrent.futures`` given a phalanx context): the stdlib's SimpleQueue
+    # is a pipe with a ``_reader`` and a ``_writer`` connection.
+
+    @property
+    def _reader(self) -> _QueueEnd:
+        return _QueueEnd(self, reading=True)
+
+    @property
+    def _writer(self) -> _QueueEnd:
+        return _QueueEnd(self, reading=False)
+
+    def _poll(self, timeout: float | None = 0.0) -> bool:
+        return self._channel.wait_readable(timeout)
+
+    @property
+    def _rlock(self) -> threading.Lock:
+        # Readers need no lock here (datagrams are whole); stdlib code that takes
+        # it to keep workers from reading while it drains gets a lock of its own.
+        lock: threading.Lock | None = self.__dict__.get("_rlock_")
+        if lock is None:
+            lock = self.__dict__["_rlock_"] = threading.Lock()
+        return lock
+
     def __class_getitem__(cls, item: Any) -> types.GenericAlias:
         return types.GenericAlias(cls, item)
+
+
+class _QueueEnd:
+    """One end of a ``SimpleQueue`` with a ``Connection``'s face (``send``/``recv``/``poll``/
+    ``fileno``/``close``), for stdlib code that uses ``_reader``/``_writer``."""
+
+    def __init__(self, queue: SimpleQueue, reading: bool) -> None:
+        self._queue = queue
+        self._reading = reading
+
+    def __eq__(self, other: object) -> bool:  # (stdlib code tests ``reader in ready``)
+        return (
+            isinstance(other, _QueueEnd)
+            and other._queue is self._queue
+            and other._reading == self._reading
+        )
+
+    def __hash__(self) -> int:
+        return hash((id(self._queue), self._reading))
+
+    @property
+    def closed(self) -> bool:
+        return self.fileno() < 0
+
+    def fileno(self) -> int:
+        channel = self._queue._channel
+        return (channel.reader if self._reading else channel.writer).fileno()
+
+    def recv(self) -> Any:
+        return self._queue.get()
+
+    def send(self, obj: Any) -> None:
+        self._queue.put(obj)
+
+    def poll(self, timeout: float | None = 0.0) -> bool:
+        return self._queue._poll(timeout)
+
+    def close(self) -> None:
+        channel = self._queue._channel
+        if self._reading:
+            channel.close_reader()
+        else:
+            channel.close_writer()

@@ -39,6 +39,10 @@ class SpawnPopen(ChildPopen):
         self._fds.append(fd)
         return fd
 
+    def DupFd(self, handle: int) -> DupFd:
+        """The stdlib's protocol: ``popen.DupFd(popen.duplicate_for_child(fd))``."""
+        return DupFd.from_handle(handle, self.fds_by_index)
+
     def keep_open_until_started(self, fd: int) -> None:
         """``fd`` is ours to close once the child has been started."""
         self._to_close.append(fd)

@@ -35,6 +35,14 @@ class DupFd:
         self.handle: int = popen.duplicate_for_child(dup)
         self.by_index = bool(getattr(popen, "fds_by_index", False))
 
+    @classmethod
+    def from_handle(cls, handle: int, by_index: bool) -> DupFd:
+        """For a handle a Popen's ``duplicate_for_child`` already returned (the stdlib's
+        objects reduce their fds that way: see ``_stdlib``)."""
+        made = cls.__new__(cls)
+        made.handle, made.by_index = handle, by_index
+        return made
+
     @staticmethod
     def spawning() -> bool:
         """Whether the current thread is pickling for a child being started."""

@@ -26,6 +26,8 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from .. import _stdlib
+
 PROTOCOL = 5
 
 Reducer = Callable[[Any], "str | tuple[Any, ...]"]
@@ -167,9 +169,15 @@ def set_spawning_popen(popen: Any) -> None:
 
 @contextlib.contextmanager
 def spawning(popen: Any) -> Iterator[None]:
-    """Mark the current thread as pickling on behalf of ``popen``."""
+    """Mark the current thread as pickling on behalf of ``popen`` (for the stdlib too)."""
+    stdlib = _stdlib.reducers()
+    maps = Pickler.dispatch_table.maps
+    if stdlib is not None and not any(m is stdlib for m in maps):
+        maps.insert(1, stdlib)  # after ours, before copyreg's
     set_spawning_popen(popen)
+    _stdlib.set_spawning_popen(popen)
     try:
         yield
     finally:
         set_spawning_popen(None)
+        _stdlib.set_spawning_popen(None)
