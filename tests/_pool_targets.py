@@ -299,3 +299,23 @@ def wait_for_file(path: str) -> str:
 def inverse_minus_five(x: float) -> float:
     """1 / (x - 5): raises ZeroDivisionError for 5 (the documentation's pool example)."""
     return 1.0 / (x - 5.0)
+
+
+def raise_value_error(x: Any) -> None:
+    raise ValueError(x)
+
+
+def kill_me(_x: Any = None) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def put_square(q: Any, x: int) -> None:
+    q.put(x * x)
+
+
+def log_info(message: str) -> None:
+    import logging
+    import sys
+
+    logging.info(message)
+    sys.stdout.flush()

@@ -9,6 +9,7 @@ under every start method.
 from __future__ import annotations
 
 import gc
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -133,3 +134,124 @@ def test_a_script_on_standard_input(start_method: str, tmp_path: Path) -> None:
         result = run_python(["-", start_method], stdin=stdin)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split("\n")[:3] == ["[0, 1, 4, 9, 16]", "hello from", "0"]
+
+
+# --- stdlib code handed a phalanx context (the bridge: phalanx._stdlib) ----------------------
+
+
+def test_concurrent_futures_executor_on_a_phalanx_context(ctx: Any) -> None:
+    """``concurrent.futures.ProcessPoolExecutor(mp_context=...)``: its queues are the
+    stdlib's, built on our locks, pickled for our children; its manager thread waits on
+    our SimpleQueue's ``_reader``."""
+    import concurrent.futures.process as cfp
+
+    executor = cfp.ProcessPoolExecutor(2, mp_context=ctx)
+    try:
+        assert list(executor.map(t.square, range(1000))) == [x * x for x in range(1000)]
+        with pytest.raises(ValueError, match="42"):
+            executor.submit(t.raise_value_error, 42).result(timeout=DEADLINE)
+        with pytest.raises(cfp.BrokenProcessPool):
+            executor.submit(t.kill_me).result(timeout=DEADLINE)
+    finally:
+        executor.shutdown(wait=True)
+
+
+def test_stdlib_pool_on_a_phalanx_context(ctx: Any) -> None:
+    import multiprocessing.pool
+
+    with multiprocessing.pool.Pool(2, context=ctx) as pool:
+        assert pool.map(t.square, range(100)) == [x * x for x in range(100)]
+        assert list(pool.imap_unordered(t.square, range(5))) != []
+        assert pool.apply_async(t.square, (9,)).get(timeout=DEADLINE) == 81
+        with pytest.raises(ValueError):
+            pool.apply(t.raise_value_error, (1,))
+        names = {p.name for p in pool._pool}
+    prefix = {"fork": "ForkPoolWorker-", "spawn": "SpawnPoolWorker-"}
+    assert all(
+        n.startswith(prefix.get(ctx.get_start_method(), "ForkServerPoolWorker-")) for n in names
+    )
+
+
+def test_pool_workers_are_named_as_the_stdlib_names_them(make_pool: Callable[..., Pool]) -> None:
+    pool = make_pool(2)
+    method = pool._ctx.get_start_method()
+    prefix = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}[method]
+    assert all(p.name.startswith(f"{prefix}PoolWorker-") for p in pool._pool), pool._pool
+
+
+def test_the_stdlib_sees_phalanx_children_and_forgets_them(ctx: Any) -> None:
+    """``multiprocessing.active_children()`` lists them (pebble's exit hook stops them so),
+    and a joined one is let go (its pidfd closed), so nothing accumulates."""
+    import multiprocessing
+
+    p = ctx.Process(target=time.sleep, args=(30,))
+    p.start()
+    try:
+        assert p in multiprocessing.active_children()
+    finally:
+        p.kill()
+        p.join(DEADLINE)
+    assert p not in multiprocessing.process._children
+    fds = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        q = ctx.Process(target=t.square, args=(2,))
+        q.start()
+        q.join(DEADLINE)
+        del q
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) <= fds + 2
+
+
+def test_a_stdlib_queue_on_a_phalanx_context_goes_to_a_phalanx_child(ctx: Any) -> None:
+    import multiprocessing.queues
+
+    q: Any = multiprocessing.queues.Queue(ctx=ctx)
+    p = ctx.Process(target=t.put_square, args=(q, 7))
+    p.start()
+    try:
+        assert q.get(timeout=DEADLINE) == 49
+    finally:
+        p.join(DEADLINE)
+    assert p.exitcode == 0
+    q.close()
+    q.join_thread()
+
+
+LOGGING_SCRIPT = """\
+import logging, sys
+sys.path.insert(0, {tests!r})
+import phalanx
+import _pool_targets as t
+
+logging.basicConfig(format="%(processName)s|%(message)s", level=logging.INFO, stream=sys.stdout)
+
+if __name__ == "__main__":
+    if sys.argv[2] == "with-stdlib":
+        import multiprocessing
+    ctx = phalanx.get_context(sys.argv[1])
+    logging.info("main")
+    p = ctx.Process(target=t.log_info, args=("process",), name="Worker-A")
+    p.start()
+    p.join(30)
+    with ctx.Pool(1) as pool:
+        pool.apply(t.log_info, ("pool",))
+    manager = ctx.Manager()
+    print(manager._process.name + "|manager", flush=True)
+    manager.shutdown()
+"""
+
+
+@pytest.mark.parametrize("stdlib", ["with-stdlib", "without"])
+def test_logging_names_the_process(start_method: str, tmp_path: Path, stdlib: str) -> None:
+    """``%(processName)s`` in children of every kind, whether or not the program also
+    imported ``multiprocessing`` (which ``logging`` asks)."""
+    script = tmp_path / "logging_names.py"
+    script.write_text(LOGGING_SCRIPT.format(tests=TESTS_DIR), encoding="utf-8")
+    result = run_python([str(script), start_method, stdlib])
+    assert result.returncode == 0, result.stderr
+    lines = dict(line.split("|", 1)[::-1] for line in result.stdout.splitlines() if "|" in line)
+    assert lines["main"] == "MainProcess"
+    assert lines["process"] == "Worker-A"
+    prefix = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}[start_method]
+    assert lines["pool"].startswith(f"{prefix}PoolWorker-"), lines
+    assert lines["manager"].startswith("SyncManager-"), lines

@@ -14,8 +14,8 @@ with phalanx's, and touches it only where it must:
 * a phalanx child started while the stdlib is loaded appears in the stdlib's
   ``active_children()``;
 * in a phalanx child, the stdlib's ``current_process()``/``parent_process()``
-  are phalanx's, its after-fork hooks run (as its own fork children run
-  them), and ``logging`` records carry the child's ``processName``.
+  are phalanx's, its after-fork hooks and its exit handler run (as in its
+  own children), and ``logging`` records carry the child's ``processName``.
 
 Every function here is a no-op when ``multiprocessing`` is not in
 ``sys.modules``.  Layer 0: it imports nothing of phalanx.
@@ -27,7 +27,14 @@ import itertools
 import sys
 from typing import Any
 
-__all__ = ("adopt_child", "child_ended", "child_started", "reducers", "set_spawning_popen")
+__all__ = (
+    "adopt_child",
+    "child_ended",
+    "child_exiting",
+    "child_started",
+    "reducers",
+    "set_spawning_popen",
+)
 
 
 def _module(name: str) -> Any:
@@ -100,6 +107,21 @@ def adopt_child(process: Any, parent: Any, after_fork: bool) -> None:
         except Exception:
             pass
     _name_log_records(process)
+
+
+def child_exiting() -> None:
+    """A phalanx child is done: run the stdlib's exit handler, as its own children do.
+
+    (Its finalizers flush the feeder of a stdlib ``Queue`` the child put to;
+    a forked child lost the parent's atexit registration of it.)
+    """
+    util = _module("util")
+    exit_function = getattr(util, "_exit_function", None)
+    if exit_function is not None:
+        try:
+            exit_function()
+        except Exception:
+            pass
 
 
 def _name_log_records(process: Any) -> None:

@@ -339,6 +339,7 @@ class BaseProcess:
                 exitcode = 0
             finally:
                 _exit_function()
+                _stdlib.child_exiting()
         except SystemExit as exc:
             exitcode = _exit_status(exc.code)
         except BaseException:
