@@ -473,7 +473,9 @@ if __name__ == "__main__":
     manager = ctx.Manager()
     shared = manager.dict(a=1)
     segment = shared_memory.SharedMemory(name=sys.argv[2], create=True, size=4096)
-    print(json.dumps({{"daemon": daemon.pid, "manager": manager._process.pid}}), flush=True)
+    from phalanx import _forkserver
+    print(json.dumps({{"daemon": daemon.pid, "manager": manager._process.pid,
+                      "forkserver_dir": _forkserver._forkserver._dir}}), flush=True)
     time.sleep(3600)
 """
 
@@ -490,11 +492,15 @@ def test_daemonic_children_and_the_manager_end_with_a_killed_program(
         line = proc.stdout.readline()
         assert line, proc.communicate(timeout=10)[1]
         pids = json.loads(line)
+        forkserver_dir = pids.pop("forkserver_dir")
+        assert (forkserver_dir is not None) == (start_method == "forkserver")
         assert set(pids.values()) <= set(_targets.session_members(proc.pid))
         assert os.path.exists(f"/dev/shm/{name}")
         proc.kill()
         proc.communicate(timeout=DEADLINE)
         assert_nothing_outlives(proc.pid, start_method, segment=name)
+        if forkserver_dir is not None:  # the fork server removed its socket's directory
+            wait_until(lambda: not os.path.exists(forkserver_dir), timeout=5, what="fs dir gone")
 
 
 EVERYTHING_SCRIPT = """\

@@ -105,6 +105,8 @@ class ForkServer:
                 "main_path": main_path if "__main__" in self._preload else None,
                 "sys_path": _spawn.child_sys_path(),
                 "dir": os.getcwd(),
+                # The server removes it as it exits: if we are killed, nobody else will.
+                "socket_dir": directory,
             }
             fds = [listener.fileno(), alive_r, config_r]
             cmd = _spawn.get_command_line("_forkserver_main", *fds)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import os
 import selectors
+import shutil
 import signal
 import socket
 import sys
@@ -144,6 +145,9 @@ def _child(fds: list[int], listener: socket.socket, keep_closed: list[int]) -> N
 def serve(listener_fd: int, alive_r: int, config_r: int) -> None:
     config = loads(read_frame(config_r))
     os.close(config_r)
+    socket_dir = config.get("socket_dir")
+    if socket_dir:  # the owner may be SIGKILLed: the server leaves nothing behind itself
+        atexit_dirs.append(socket_dir)
     authkey: bytes = config["authkey"]
     sys.path = config["sys_path"]
     try:
@@ -252,5 +256,10 @@ def main(listener_fd: int, alive_r: int, config_r: int) -> NoReturn:
     try:
         serve(listener_fd, alive_r, config_r)
     finally:
+        for directory in atexit_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
         process.flush_std_streams()
     os._exit(0)
+
+
+atexit_dirs: list[str] = []  # removed as the server exits (its socket's directory)
