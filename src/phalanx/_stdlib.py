@@ -34,6 +34,7 @@ __all__ = (
     "child_started",
     "reducers",
     "set_spawning_popen",
+    "spawning",
 )
 
 
@@ -50,6 +51,15 @@ def set_spawning_popen(popen: Any) -> None:
             context.set_spawning_popen(popen)
         except Exception:  # a stdlib that changed its internals: do without
             pass
+
+
+def spawning() -> bool:
+    """Whether the stdlib is pickling for a child it starts (in this thread)."""
+    context = _module("context")
+    try:
+        return context is not None and context.get_spawning_popen() is not None
+    except Exception:
+        return False
 
 
 def reducers() -> dict[Any, Any] | None:

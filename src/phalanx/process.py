@@ -62,7 +62,9 @@ class AuthenticationString(bytes):
     """An authkey: bytes that refuse to be pickled except to start a child."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        if get_spawning_popen() is None:
+        # (Or for the stdlib's, which sees phalanx's current process in a
+        # phalanx child and pickles its authkey for a stdlib child.)
+        if get_spawning_popen() is None and not _stdlib.spawning():
             raise TypeError(
                 "Pickling an AuthenticationString object is disallowed for security reasons"
             )
