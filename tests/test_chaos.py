@@ -39,6 +39,7 @@ import phalanx.connection
 import phalanx.managers
 from _targets import DEADLINE, bounded, kill, start, wait_for_json, wait_until
 from phalanx._errors import AbandonedLockWarning
+from phalanx._wire.handshake import BANNER_FRAME
 from phalanx.futures import ProcessPoolExecutor
 from phalanx.pool import Pool, PoolTerminatedError, WorkerLostError
 
@@ -688,7 +689,7 @@ def test_a_server_that_drips_bytes_fails_the_client_on_time(
     def drip() -> None:
         conn, _ = server.accept()
         with conn:
-            frame = struct.pack("!Q", 58) + bytes(58)
+            frame = BANNER_FRAME + struct.pack("!Q", 58) + bytes(58)
             for i in range(len(frame)):
                 if stop.wait(0.2):
                     return

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,9 @@ from typing import Any
 import pytest
 
 import _pool_targets as t
+import phalanx
+import phalanx.connection
+import phalanx.managers
 from _targets import DEADLINE, TESTS_DIR, run_python, wait_until
 from phalanx.pool import Pool
 
@@ -222,6 +226,9 @@ import logging, sys
 sys.path.insert(0, {tests!r})
 import phalanx
 import _pool_targets as t
+import phalanx
+import phalanx.connection
+import phalanx.managers
 
 logging.basicConfig(format="%(processName)s|%(message)s", level=logging.INFO, stream=sys.stdout)
 
@@ -255,3 +262,78 @@ def test_logging_names_the_process(start_method: str, tmp_path: Path, stdlib: st
     prefix = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}[start_method]
     assert lines["pool"].startswith(f"{prefix}PoolWorker-"), lines
     assert lines["manager"].startswith("SyncManager-"), lines
+
+
+# --- the stdlib's wire protocol on the other end: a clear error, not a misleading one ----------
+
+
+@pytest.fixture
+def stdlib_listener() -> Any:
+    import multiprocessing.connection
+
+    listener = multiprocessing.connection.Listener(("127.0.0.1", 0), authkey=b"key")
+    acceptor = threading.Thread(target=_accept_quietly, args=(listener,), daemon=True)
+    acceptor.start()
+    yield listener
+    listener.close()
+
+
+def _accept_quietly(listener: Any) -> None:
+    try:
+        listener.accept()
+    except Exception:
+        pass
+
+
+def test_a_phalanx_client_of_a_stdlib_listener_is_told_so(stdlib_listener: Any) -> None:
+    with pytest.raises(phalanx.AuthenticationError, match="stdlib's multiprocessing"):
+        phalanx.connection.Client(stdlib_listener.address, authkey=b"key")
+
+
+def test_a_stdlib_client_of_a_phalanx_listener_is_told_so() -> None:
+    import multiprocessing.connection
+
+    with phalanx.connection.Listener(("127.0.0.1", 0), authkey=b"key") as listener:
+        acceptor = threading.Thread(target=_accept_quietly, args=(listener,), daemon=True)
+        acceptor.start()
+        with pytest.raises(Exception, match="phalanx Listener") as info:
+            multiprocessing.connection.Client(listener.address, authkey=b"key")
+        assert "phalanx.connection.Client" in str(info.value)
+
+
+def test_a_stdlib_message_to_a_phalanx_connection_is_recognized() -> None:
+    import multiprocessing.connection
+
+    with phalanx.connection.Listener(("127.0.0.1", 0)) as listener:
+        client = multiprocessing.connection.Client(listener.address)
+        server = listener.accept()
+        with client, server:
+            client.send({"a": 1})
+            with pytest.raises(OSError, match="wire protocol, not phalanx's"):
+                server.recv()
+
+
+def test_a_phalanx_manager_of_a_stdlib_server_is_told_so() -> None:
+    import multiprocessing.managers
+
+    stdlib_manager = multiprocessing.managers.SyncManager(authkey=b"key")
+    stdlib_manager.start()
+    try:
+        ours = phalanx.managers.SyncManager(address=stdlib_manager.address, authkey=b"key")
+        with pytest.raises(phalanx.AuthenticationError, match="stdlib manager"):
+            ours.connect()
+    finally:
+        stdlib_manager.shutdown()
+
+
+def test_a_stdlib_manager_of_a_phalanx_server_is_told_so(ctx: Any) -> None:
+    import multiprocessing.managers
+
+    ours = phalanx.managers.SyncManager(authkey=b"key", ctx=ctx)
+    ours.start()
+    try:
+        theirs = multiprocessing.managers.SyncManager(address=ours.address, authkey=b"key")
+        with pytest.raises(Exception, match="phalanx Listener"):
+            theirs.connect()
+    finally:
+        ours.shutdown()

@@ -873,6 +873,9 @@ except AuthenticationError:
 # A peer that skips the handshake and sends a pickle right away.
 sock = socket.create_connection(address)
 sock.setblocking(True)
+length = int.from_bytes(sock.recv(4, socket.MSG_WAITALL), "big")  # the server's banner
+banner = sock.recv(length, socket.MSG_WAITALL)
+assert banner.startswith(b"#PHALANX#"), banner
 conn = Connection(sock.detach())
 challenge = conn.recv_bytes(1024)
 conn.send(t.Bomb({marker!r}))

@@ -265,7 +265,9 @@ class Listener:
                 util.info("listener: %d clients authenticating: dropping the oldest", len(self._pending))  # fmt: skip  # noqa: E501
                 self._drop(next(iter(self._pending)))
             try:
-                handshake = Handshake(sock, auth.server_steps(self._authkey), HANDSHAKE_TIMEOUT)
+                handshake = Handshake(
+                    sock, auth.server_steps(self._authkey), HANDSHAKE_TIMEOUT, server=True
+                )
             except Exception as exc:
                 sock.close()
                 self._results.append((exc, addr))

@@ -17,12 +17,33 @@ from __future__ import annotations
 
 import select
 import socket
+import struct
 import time
 
 from .._errors import AuthenticationError
 from . import auth, messages
 
-__all__ = ("Handshake", "run_blocking")
+__all__ = ("BANNER_FRAME", "STDLIB_PEER", "Handshake", "run_blocking")
+
+# Before its first frame, a phalanx server sends a banner framed as the stdlib
+# frames a message (a 4-byte length): a stdlib client takes it for the
+# challenge and fails with an error that shows it, saying what to do.  A
+# phalanx client that meets the stdlib's challenge instead says so too.
+BANNER_TAG = b"#PHALANX#"
+BANNER = (
+    BANNER_TAG + b" this is a phalanx Listener, which speaks phalanx's wire protocol: "
+    b"connect with phalanx.connection.Client (multiprocessing.connection.Client "
+    b"speaks another)"
+)
+_BANNER_LENGTH = struct.Struct("!i")
+BANNER_FRAME = _BANNER_LENGTH.pack(len(BANNER)) + BANNER
+STDLIB_PEER = (
+    "the server speaks the wire protocol of the stdlib's multiprocessing (it is a "
+    "multiprocessing.connection.Listener or a stdlib manager): connect to it with "
+    "multiprocessing.connection.Client (or the stdlib's manager), or serve with phalanx"
+)
+# The stdlib's handshake messages, as a phalanx header would see them (bytes 4-7).
+_STDLIB_HANDSHAKE = {b"#CHA", b"#WEL", b"#FAI"}
 
 
 class Handshake:
@@ -34,13 +55,17 @@ class Handshake:
     ``OSError``) means it failed.  ``deadline`` is a ``time.monotonic()`` time.
     """
 
-    def __init__(self, sock: socket.socket, steps: auth.Steps, timeout: float) -> None:
+    def __init__(
+        self, sock: socket.socket, steps: auth.Steps, timeout: float, *, server: bool
+    ) -> None:
         sock.setblocking(False)
         self.sock = sock
         self.timeout = timeout
         self.deadline = time.monotonic() + timeout
         self._steps = steps
-        self._out = bytearray()  # a frame not yet sent whole
+        # A server's first bytes are the banner; a client reads it before any frame.
+        self._out = bytearray(BANNER_FRAME if server else b"")  # not yet sent whole
+        self._banner = 0 if server else -1  # client: -1, then the banner's length
         self._max = 0  # largest frame body the current step accepts
         self._buf = bytearray()
         self._body: int | None = None  # length of the frame being read, once its header is in
@@ -71,6 +96,9 @@ class Handshake:
             return
         if self._done:
             return
+        if self._banner:
+            self._read_banner()
+            return
         target = messages.HEADER.size if self._body is None else self._body
         try:
             data = self.sock.recv(target - len(self._buf))
@@ -82,6 +110,8 @@ class Handshake:
         if len(self._buf) < target:
             return
         if self._body is None:
+            if bytes(self._buf[4:8]) in _STDLIB_HANDSHAKE:
+                raise AuthenticationError(STDLIB_PEER)
             kind, length = messages.unpack_header(bytes(self._buf))
             if kind != messages.KIND_RAW or length > self._max:
                 raise AuthenticationError(
@@ -96,6 +126,36 @@ class Handshake:
         self._buf.clear()
         self._body = None
         self._advance(message)
+
+    def _read_banner(self) -> None:
+        """A client's first read: the server's banner (``BANNER_FRAME``), or the stdlib's."""
+        target = 4 if self._banner < 0 else self._banner
+        try:
+            data = self.sock.recv(target - len(self._buf))
+        except BlockingIOError:
+            return
+        if not data:
+            raise EOFError("the peer closed the connection during the handshake")
+        self._buf += data
+        if len(self._buf) < target:
+            return
+        if self._banner < 0:
+            (length,) = _BANNER_LENGTH.unpack(bytes(self._buf))
+            self._buf.clear()
+            if not 0 < length <= 1024:
+                raise AuthenticationError(
+                    "protocol error: the server did not start with phalanx's banner "
+                    "(is it a phalanx Listener?)"
+                )
+            self._banner = length
+            return
+        banner = bytes(self._buf)
+        self._buf.clear()
+        self._banner = 0
+        if banner.startswith(b"#CHALLENGE#"):
+            raise AuthenticationError(STDLIB_PEER)
+        if not banner.startswith(BANNER_TAG):
+            raise AuthenticationError(f"protocol error: unexpected banner {banner[:40]!r}")
 
     def _flush(self) -> None:
         try:
@@ -127,7 +187,7 @@ def run_blocking(sock: socket.socket, steps: auth.Steps, timeout: float) -> None
     Raises ``AuthenticationError`` (wrong key, protocol error, or the
     deadline), ``EOFError`` or ``OSError``; the caller closes ``sock`` then.
     """
-    handshake = Handshake(sock, steps, timeout)
+    handshake = Handshake(sock, steps, timeout, server=False)
     poller = select.poll()
     fd = sock.fileno()
     while not handshake.finished:

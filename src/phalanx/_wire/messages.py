@@ -62,12 +62,26 @@ def unpack_header(header: bytes) -> tuple[int, int]:
     (value,) = HEADER.unpack(header)
     kind, length = value >> _KIND_SHIFT, value & _LENGTH_MASK
     if kind > KIND_OOB:
-        raise ProtocolError(f"bad message header: unknown kind {kind}")
+        raise ProtocolError(f"bad message header: unknown kind {kind}{_stdlib_hint(header)}")
     if length > MAX_MESSAGE:
         raise ProtocolError(
             f"bad message length: {length} bytes claimed, more than this machine's memory"
+            f"{_stdlib_hint(header)}"
         )
     return kind, length
+
+
+def _stdlib_hint(header: bytes) -> str:
+    """The stdlib frames a message with a 4-byte length: a pickle's first byte follows."""
+    if header[4:8] == b"#PHA":  # a keyed phalanx Listener's banner (see _wire.handshake)
+        return " (the server authenticates its clients: connect with its authkey)"
+    (stdlib_length,) = struct.unpack_from("!i", header)
+    if stdlib_length > 0 and header[4:5] == b"\x80":
+        return (
+            " (this is how the stdlib's multiprocessing frames a pickle: the peer speaks "
+            "its wire protocol, not phalanx's; use the same library on both ends)"
+        )
+    return ""
 
 
 def pack_oob_prefix(pickle_len: int, sizes: list[int]) -> bytes:
