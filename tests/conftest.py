@@ -69,9 +69,22 @@ def _raw_children() -> dict[int, str]:
         except (FileNotFoundError, ProcessLookupError):
             continue
         pid, state, ppid = int(entry), fields[0], int(fields[1])
-        if ppid == me and pid not in services:
+        if ppid == me and pid not in services and not _is_helper_service(pid):
             found[pid] = state
     return found
+
+
+def _is_helper_service(pid: int) -> bool:
+    """A resource tracker or fork server of the stdlib, joblib or loky.
+
+    They live as long as this process, once a test has used the stdlib for comparison.
+    """
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmdline = f.read()
+    except OSError:
+        return False
+    return b"resource_tracker" in cmdline or b"multiprocessing.forkserver" in cmdline
 
 
 def check_no_leaked_children(spared: Collection[Any] = ()) -> None:

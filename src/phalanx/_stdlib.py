@@ -32,6 +32,7 @@ __all__ = (
     "child_ended",
     "child_exiting",
     "child_started",
+    "defer_exit",
     "reducers",
     "set_spawning_popen",
     "spawning",
@@ -132,6 +133,26 @@ def child_exiting() -> None:
             exit_function()
         except Exception:
             pass
+
+
+def defer_exit(exit_function: Any) -> bool:
+    """At exit, before the stdlib's exit handler has run: run ``exit_function`` within it.
+
+    True if deferred (the caller returns and is called again from the
+    stdlib's handler, among its first finalizers).  A library that imported
+    the stdlib before the program imported phalanx (pebble) registered its
+    own exit hook after the stdlib's and before phalanx's: it stops its
+    workers *before* the stdlib joins children, and phalanx must not join
+    them earlier than the stdlib would (it would wait for them forever).
+    """
+    util = _module("util")
+    if util is None or getattr(util, "_exiting", True):
+        return False
+    try:
+        util.Finalize(None, exit_function, exitpriority=0)
+    except Exception:
+        return False
+    return True
 
 
 def _name_log_records(process: Any) -> None:

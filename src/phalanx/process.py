@@ -496,7 +496,7 @@ def _cleanup() -> None:
 
 def _exit_function() -> None:
     """At exit: finalizers, then terminate daemonic children and join the others."""
-    if util.is_exiting():
+    if util.is_exiting() or _stdlib.defer_exit(_exit_function):
         return
     util.set_exiting()
     util.run_finalizers(0)
