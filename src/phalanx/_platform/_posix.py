@@ -139,8 +139,6 @@ def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, lis
 _INT_SIZE = struct.calcsize("i")
 
 
-
-
 def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
     """The subset of ``fds`` that is readable (or hung up) within ``timeout`` seconds.
 
