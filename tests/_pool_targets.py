@@ -313,6 +313,13 @@ def put_square(q: Any, x: int) -> None:
     q.put(x * x)
 
 
+class ServerLogger:
+    """Logs from wherever it lives (a manager's server process)."""
+
+    def info(self, message: str) -> None:
+        log_info(message)
+
+
 def log_info(message: str) -> None:
     import logging
     import sys

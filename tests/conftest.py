@@ -35,6 +35,16 @@ def ctx(start_method: str) -> phalanx.context.BaseContext:
     return phalanx.get_context(start_method)
 
 
+@pytest.fixture(params=["phalanx", "stdlib"])
+def any_ctx(request: pytest.FixtureRequest, start_method: str) -> Any:
+    """The same start method's context from phalanx, and from the stdlib to compare."""
+    if request.param == "phalanx":
+        return phalanx.get_context(start_method)
+    import multiprocessing
+
+    return multiprocessing.get_context(start_method)
+
+
 @pytest.fixture
 def make_pool(ctx: Any) -> Iterator[Callable[..., Pool]]:
     """``ctx.Pool(...)`` (``Pool(..., context=ctx)`` for phalanx's own keywords), stopped after."""

@@ -143,26 +143,40 @@ def test_a_script_on_standard_input(start_method: str, tmp_path: Path) -> None:
 # --- stdlib code handed a phalanx context (the bridge: phalanx._stdlib) ----------------------
 
 
-def test_concurrent_futures_executor_on_a_phalanx_context(ctx: Any) -> None:
+def test_concurrent_futures_executor_on_a_phalanx_context(any_ctx: Any) -> None:
     """``concurrent.futures.ProcessPoolExecutor(mp_context=...)``: its queues are the
     stdlib's, built on our locks, pickled for our children; its manager thread waits on
-    our SimpleQueue's ``_reader``."""
+    our SimpleQueue's ``_reader``.  (Run on the stdlib's context too, to compare.)"""
     import concurrent.futures.process as cfp
 
-    executor = cfp.ProcessPoolExecutor(2, mp_context=ctx)
+    executor = cfp.ProcessPoolExecutor(2, mp_context=any_ctx)
     try:
         assert list(executor.map(t.square, range(1000))) == [x * x for x in range(1000)]
         with pytest.raises(ValueError, match="42"):
             executor.submit(t.raise_value_error, 42).result(timeout=DEADLINE)
         with pytest.raises(cfp.BrokenProcessPool):
             executor.submit(t.kill_me).result(timeout=DEADLINE)
+        with pytest.raises(cfp.BrokenProcessPool):
+            executor.submit(t.square, 2)
     finally:
         executor.shutdown(wait=True)
+    with pytest.raises(RuntimeError):  # BrokenProcessPool still, or "after shutdown"
+        executor.submit(t.square, 2)
 
 
-def test_stdlib_pool_on_a_phalanx_context(ctx: Any) -> None:
+def test_concurrent_futures_executor_shuts_down_cleanly(any_ctx: Any) -> None:
+    import concurrent.futures.process as cfp
+
+    with cfp.ProcessPoolExecutor(2, mp_context=any_ctx) as executor:
+        futures = [executor.submit(t.sleep_then_return, 0.05, i) for i in range(20)]
+    assert [f.result(timeout=0) for f in futures] == list(range(20))
+    executor.shutdown(wait=True)  # again: nothing to do
+
+
+def test_stdlib_pool_on_a_phalanx_context(any_ctx: Any) -> None:
     import multiprocessing.pool
 
+    ctx = any_ctx
     with multiprocessing.pool.Pool(2, context=ctx) as pool:
         assert pool.map(t.square, range(100)) == [x * x for x in range(100)]
         assert list(pool.imap_unordered(t.square, range(5))) != []
@@ -232,6 +246,13 @@ import phalanx.managers
 
 logging.basicConfig(format="%(processName)s|%(message)s", level=logging.INFO, stream=sys.stdout)
 
+
+class LogManager(phalanx.managers.BaseManager):
+    pass
+
+
+LogManager.register("Logger", t.ServerLogger)
+
 if __name__ == "__main__":
     if sys.argv[2] == "with-stdlib":
         import multiprocessing
@@ -242,9 +263,8 @@ if __name__ == "__main__":
     p.join(30)
     with ctx.Pool(1) as pool:
         pool.apply(t.log_info, ("pool",))
-    manager = ctx.Manager()
-    print(manager._process.name + "|manager", flush=True)
-    manager.shutdown()
+    with LogManager(ctx=ctx) as manager:
+        manager.Logger().info("manager")
 """
 
 
@@ -261,7 +281,7 @@ def test_logging_names_the_process(start_method: str, tmp_path: Path, stdlib: st
     assert lines["process"] == "Worker-A"
     prefix = {"fork": "Fork", "spawn": "Spawn", "forkserver": "ForkServer"}[start_method]
     assert lines["pool"].startswith(f"{prefix}PoolWorker-"), lines
-    assert lines["manager"].startswith("SyncManager-"), lines
+    assert lines["manager"].startswith("LogManager-"), lines
 
 
 # --- the stdlib's wire protocol on the other end: a clear error, not a misleading one ----------

@@ -9,26 +9,17 @@ CI through ``tools/interop_pebble.py``.
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import _pool_targets as t
-import phalanx
 from _targets import DEADLINE, TESTS_DIR, run_python
 
 pytestmark = pytest.mark.interop
 
 SQUARES = [x * x for x in range(50)]
-
-
-@pytest.fixture(params=["phalanx", "stdlib"])
-def any_ctx(request: pytest.FixtureRequest, start_method: str) -> Any:
-    """The same start method's context from phalanx, and from the stdlib to compare."""
-    lib: Any = phalanx if request.param == "phalanx" else multiprocessing
-    return lib.get_context(start_method)
 
 
 def test_joblib_with_a_context_as_its_backend(any_ctx: Any) -> None:
