@@ -61,6 +61,10 @@ def make_pool(ctx: Any) -> Iterator[Callable[..., Pool]]:
         bounded(pool.join, STOP_WITHIN)
 
 
+# Helpers a test module starts for all its tests (a Dask cluster): not leaks.
+LONG_LIVED: set[int] = set()
+
+
 def _raw_children() -> dict[int, str]:
     """{pid: state} of every process whose parent is this one.
 
@@ -68,7 +72,7 @@ def _raw_children() -> dict[int, str]:
     live as long as this process.
     """
     me = os.getpid()
-    services = {_forkserver._forkserver.server_pid(), _tracker.tracker_pid()}
+    services = {_forkserver._forkserver.server_pid(), _tracker.tracker_pid(), *LONG_LIVED}
     found = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

@@ -134,12 +134,24 @@ class BaseContext:
         maxtasksperchild: int | None = None,
         *,
         retries: int = 0,
+        backend: Any = None,
     ) -> Any:
-        """A pool of worker processes (see :mod:`phalanx.pool`; ``retries`` is phalanx's)."""
+        """A pool of worker processes (see :mod:`phalanx.pool`).
+
+        ``retries`` and ``backend`` are phalanx's: ``backend="dask"``, ``"ray"``,
+        ``"dask://HOST:PORT"``, ``"ray://HOST:PORT"`` or a :mod:`phalanx.cluster`
+        object runs the same pool on a cluster engine.
+        """
         from .pool import Pool
 
         return Pool(
-            processes, initializer, initargs, maxtasksperchild, self.get_context(), retries=retries
+            processes,
+            initializer,
+            initargs,
+            maxtasksperchild,
+            self.get_context(),
+            retries=retries,
+            backend=backend,
         )
 
     def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:

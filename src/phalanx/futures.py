@@ -24,6 +24,7 @@ from typing import Any
 
 from . import _errors
 from . import _util as util
+from ._pool_backend import PoolBackend, cluster_backend
 from ._pool_results import APPLY, Chunk, _Job
 from ._pool_supervisor import ProcessBackend
 
@@ -84,6 +85,10 @@ def _chunks(
         yield chunk
 
 
+def _terminate(backend: PoolBackend) -> None:
+    backend.terminate()
+
+
 class ProcessPoolExecutor(Executor):
     """An ``Executor`` running calls in worker processes (see the module docstring)."""
 
@@ -95,7 +100,9 @@ class ProcessPoolExecutor(Executor):
         initargs: tuple[Any, ...] = (),
         *,
         max_tasks_per_child: int | None = None,
+        backend: Any = None,
     ) -> None:
+        follow_capacity = max_workers is None and backend is not None
         if max_workers is None:
             max_workers = os.cpu_count() or 1
         elif max_workers <= 0:
@@ -118,12 +125,22 @@ class ProcessPoolExecutor(Executor):
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
         self._jobs: set[_FutureJob] = set()
-        self._backend = ProcessBackend(
-            mp_context, max_workers, initializer, tuple(initargs), max_tasks_per_child
-        )
-        self._finalizer = util.Finalize(
-            self, ProcessBackend.terminate, (self._backend,), exitpriority=15
-        )
+        self._backend: PoolBackend
+        if backend is not None:
+            if max_tasks_per_child is not None:
+                raise ValueError(
+                    "max_tasks_per_child is not supported with a cluster backend: the "
+                    "engine's worker processes are its own (leave it None)"
+                )
+            self._backend = cluster_backend(
+                backend, None if follow_capacity else max_workers, initializer, tuple(initargs), 0
+            )
+            self._max_workers = self._backend.size
+        else:
+            self._backend = ProcessBackend(
+                mp_context, max_workers, initializer, tuple(initargs), max_tasks_per_child
+            )
+        self._finalizer = util.Finalize(self, _terminate, (self._backend,), exitpriority=15)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; returns its ``Future``."""

@@ -30,6 +30,7 @@ from typing import Any
 
 from . import _util as util
 from ._errors import PoolTerminatedError, TaskTimeoutError, TimeoutError, WorkerLostError
+from ._pool_backend import cluster_backend
 from ._pool_results import (
     APPLY,
     MAP,
@@ -117,10 +118,12 @@ class Pool:
         context: Any = None,
         *,
         retries: int = 0,
+        backend: Any = None,
     ) -> None:
         self._state = INIT
         self._backend: Any = None
         self._cache: dict[int, Any] = {}  # outstanding jobs by number (see _pool_results)
+        follow_capacity = processes is None and backend is not None
         if processes is None:
             processes = os.cpu_count() or 1
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
@@ -141,7 +144,18 @@ class Pool:
         self._initializer = initializer
         self._initargs = tuple(initargs)
         self._maxtasksperchild = maxtasksperchild
-        self._backend = self._make_backend(context, retries)
+        if backend is not None:
+            if maxtasksperchild is not None:
+                raise ValueError(
+                    "maxtasksperchild is not supported with a cluster backend: the engine's "
+                    "worker processes are its own (leave it None)"
+                )
+            size = None if follow_capacity else processes
+            self._backend = cluster_backend(backend, size, initializer, self._initargs, retries)
+            self._processes = self._backend.size
+            self._ctx = None
+        else:
+            self._backend = self._make_backend(context, retries)
         self._state = RUN
         # At exit, before the processes machinery joins children: stop the workers.
         self._terminate = util.Finalize(self, _terminate_backend, (self._backend,), exitpriority=15)

@@ -66,6 +66,17 @@ def _lookup(module_name: str, qualname: str) -> Any:
     return obj
 
 
+_thread_options = threading.local()
+
+
+def main_by_value_in_this_thread() -> None:
+    """This thread pickles for processes that never ran our ``__main__`` (cluster workers).
+
+    Functions and classes of ``__main__`` then travel by value from it.
+    """
+    _thread_options.main_by_value = True
+
+
 def needs_by_value(obj: types.FunctionType | type) -> bool:
     """Whether ``obj`` must be pickled by value because a reference would not resolve."""
     qualname = getattr(obj, "__qualname__", "")
@@ -75,7 +86,7 @@ def needs_by_value(obj: types.FunctionType | type) -> bool:
     if module is None:
         return False
     if module == "__main__":
-        return not main_is_reimported()
+        return getattr(_thread_options, "main_by_value", False) or not main_is_reimported()
     if module not in sys.modules:
         return False  # plain pickle will import it by name
     return _lookup(module, qualname) is not obj

@@ -1,0 +1,69 @@
+"""What an engine adapter provides to the cluster backend (Dask, Ray, the fake engine).
+
+An adapter only places work: it starts ``runner.run_task(spec, task_id)`` on
+some worker of the engine and says when that engine task has ended and how.
+Everything else (the function, the items, the results, which chunk began
+where) travels between the runner and the backend over phalanx's own
+authenticated connection (the *hub*), so that blame, retries and timeouts
+are the same on every engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+__all__ = ("Engine", "TaskEnd")
+
+
+@dataclass(frozen=True)
+class TaskEnd:
+    """How an engine task ended, as the engine tells it.
+
+    ``ok``: the runner returned.  Otherwise ``error`` is the engine's
+    exception; ``lost`` says the engine knows its worker died (Ray's
+    ``WorkerCrashedError``, Dask's ``KilledWorker``), as opposed to an error
+    raised by the runner itself (a worker without phalanx, say).
+    """
+
+    ok: bool
+    error: BaseException | None = None
+    lost: bool = False
+    cancelled: bool = False
+
+
+Done = Callable[[Any, TaskEnd], None]
+
+
+class Engine(Protocol):
+    """A thin adapter over one engine; every call may come from the backend's thread."""
+
+    name: str
+
+    def capacity(self) -> int:
+        """How many engine tasks can run at once now (its worker threads/CPUs)."""
+        ...
+
+    def hub_host(self) -> str:
+        """The address of this machine that the engine's workers can reach."""
+        ...
+
+    def submit(self, spec: Any, task_id: int, done: Done) -> Any:
+        """Start ``runner.run_task(spec, task_id)``; call ``done(handle, end)`` once it ends.
+
+        Returns a handle for ``cancel``.  ``done`` may be called from any thread.
+        """
+        ...
+
+    def cancel(self, handle: Any, force: bool) -> bool:
+        """Stop an engine task; ``force``: even a running one.  True if it is stopped."""
+        ...
+
+    def kill(self, host: str, pid: int) -> bool:
+        """Kill the engine worker process ``pid`` on ``host`` if the engine allows it."""
+        ...
+
+    def close(self) -> None:
+        """Release what the adapter started (a cluster it created); never the user's."""
+        ...

@@ -1,0 +1,1 @@
+"""Optional adapters to other systems, imported only when a program names them."""

@@ -1,0 +1,92 @@
+"""The Ray adapter of the cluster backend (``Pool(backend="ray")``).
+
+Imported only when a program names Ray (``pip install phalanx[ray]``).  Ray
+itself imports ``multiprocessing``: that is the one documented exception to
+phalanx's independence rule, and it stays inside this module.
+
+An engine task is a Ray task (not an actor) running ``run_task`` with
+``max_retries=0`` (phalanx decides what runs again) and ``num_cpus=1`` unless
+``remote_args`` says otherwise; everything else goes over the pool's hub (see
+``phalanx._cluster.runner``).  A task over its ``timeout=`` is stopped with
+``ray.cancel(force=True)``, which kills its worker process: the local pool's
+semantics exactly.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+from urllib.parse import urlsplit
+
+import ray
+
+from .._cluster.engine import Done, TaskEnd
+from .._cluster.runner import run_task
+from .dask import _local_address_towards
+
+__all__ = ("RayEngine",)
+
+_LOST = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ActorDiedError")
+
+
+class RayEngine:
+    name = "ray"
+
+    def __init__(self, options: Any) -> None:
+        self._started = False
+        self._address = options.address
+        if not ray.is_initialized():
+            if options.address:
+                ray.init(address=options.address, log_to_driver=False)
+            else:
+                ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
+            self._started = True
+        remote_args = {"num_cpus": 1, **options.remote_args, "max_retries": 0}
+        self._per_task_cpus = float(remote_args.get("num_cpus") or 0) or 1.0
+        self._remote = ray.remote(**remote_args)(run_task)
+        self._closed = False
+        self._lock = threading.Lock()
+
+    def capacity(self) -> int:
+        cpus = float(ray.cluster_resources().get("CPU", 1))
+        return max(1, int(cpus / self._per_task_cpus))
+
+    def hub_host(self) -> str:
+        if self._address and self._address.startswith("ray://"):
+            return _local_address_towards(urlsplit(self._address).hostname or "127.0.0.1")
+        return str(ray.util.get_node_ip_address())
+
+    def submit(self, spec: Any, task_id: int, done: Done) -> Any:
+        ref = self._remote.remote(spec, task_id)
+        ref.future().add_done_callback(lambda f: done(ref, _end_of(f)))
+        return ref
+
+    def cancel(self, handle: Any, force: bool) -> bool:
+        try:
+            ray.cancel(handle, force=force)
+        except Exception:
+            return False
+        return True
+
+    def kill(self, host: str, pid: int) -> bool:
+        return False  # cancel(force=True) already killed the worker process
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        if self._started:
+            ray.shutdown()
+
+
+def _end_of(future: Any) -> TaskEnd:
+    if future.cancelled():
+        return TaskEnd(False, cancelled=True)
+    error = future.exception()
+    if error is None:
+        return TaskEnd(True)
+    name = type(error).__name__
+    if name == "TaskCancelledError":
+        return TaskEnd(False, error=error, cancelled=True)
+    return TaskEnd(False, error=error, lost=name in _LOST)

@@ -1,0 +1,125 @@
+"""Functions that cluster pools run in tests (fake engine: in this process; Dask/Ray: workers).
+
+Runs are counted in ``RUNS`` (fake engine: shared with the test) or, on a
+real engine, in files under a directory the test gives (``marker_dir``).
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import threading
+import time
+from typing import Any
+
+RUNS: collections.Counter[Any] = collections.Counter()
+_lock = threading.Lock()
+ONCE: set[Any] = set()  # items that already died once
+
+
+def reset() -> None:
+    with _lock:
+        RUNS.clear()
+        ONCE.clear()
+
+
+def _count(x: Any) -> None:
+    with _lock:
+        RUNS[x] += 1
+
+
+def square(x: int) -> int:
+    _count(x)
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def fail_on(x: int, bad: int = 7) -> int:
+    if x == bad:
+        raise ValueError(f"bad item {x}")
+    return x
+
+
+def die_on(x: int, bad: frozenset[int] = frozenset({5})) -> int:
+    """The fake worker running item ``x`` dies if ``x`` is bad (every time)."""
+    from phalanx._cluster.fake import die
+
+    _count(x)
+    if x in bad:
+        die()
+    return x
+
+
+def die_once_on(x: int, bad: frozenset[int] = frozenset({5})) -> int:
+    """... dies the first time only."""
+    from phalanx._cluster.fake import die
+
+    _count(x)
+    with _lock:
+        first = x in bad and x not in ONCE
+        ONCE.add(x)
+    if first:
+        die()
+    return x
+
+
+def sleep_then(seconds: float, value: Any = None) -> Any:
+    time.sleep(seconds)
+    return value
+
+
+def slow_square(x: int, seconds: float = 0.02) -> int:
+    _count(x)
+    time.sleep(seconds)
+    return x * x
+
+
+INITIALIZED: collections.Counter[Any] = collections.Counter()
+
+
+def initializer(tag: str) -> None:
+    with _lock:
+        INITIALIZED[tag] += 1
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("initializer says no")
+
+
+# --- real engines: runs recorded as files (the workers are other processes) -----------
+
+
+def mark(marker_dir: str, x: int) -> None:
+    path = os.path.join(marker_dir, f"{x}-{os.getpid()}-{time.monotonic_ns()}")
+    with open(path, "w"):
+        pass
+
+
+def runs_of(marker_dir: str) -> collections.Counter[int]:
+    return collections.Counter(int(name.split("-")[0]) for name in os.listdir(marker_dir))
+
+
+def marked_square(args: tuple[str, int, float]) -> int:
+    marker_dir, x, seconds = args
+    mark(marker_dir, x)
+    time.sleep(seconds)
+    return x * x
+
+
+def kill_self_on(args: tuple[str, int, int]) -> int:
+    """Kills its own worker process (SIGKILL) when ``x == bad``, the first time only."""
+    import signal
+
+    marker_dir, x, bad = args
+    first = x == bad and not any(n.startswith(f"{x}-") for n in os.listdir(marker_dir))
+    mark(marker_dir, x)
+    if first:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def pid_of_worker(_: Any = None) -> int:
+    return os.getpid()

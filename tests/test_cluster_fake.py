@@ -1,0 +1,336 @@
+"""The cluster backend on the fake engine (tier 0 of issue 15: every run, no engine needed).
+
+The fake engine's workers are threads posing as processes, but they run the
+real runner over the real hub connection, so every decision of the backend
+(batching, blame, retries, timeouts, shutdown) is exercised; deaths, a
+rerunning engine and lost engine events are scripted.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import _cluster_targets as t
+from _targets import DEADLINE
+from phalanx._cluster import runner
+from phalanx._cluster.fake import FakeEngine
+from phalanx.cluster import ClusterSemanticsWarning
+from phalanx.futures import ProcessPoolExecutor
+from phalanx.pool import Pool, PoolTerminatedError, TaskTimeoutError, WorkerLostError
+
+
+@pytest.fixture(autouse=True)
+def _reset() -> Iterator[None]:
+    t.reset()
+    yield
+
+
+def make(engine: FakeEngine | None = None, **kwargs: Any) -> Pool:
+    return Pool(backend=engine or FakeEngine(2), **kwargs)
+
+
+def test_the_pool_api_gives_what_the_local_pool_gives() -> None:
+    with make() as pool:
+        assert pool.map(t.square, range(100)) == [x * x for x in range(100)]
+        assert pool.apply(t.add, (2, 3)) == 5
+        assert pool.apply_async(t.add, (4,), {"b": 5}).get(DEADLINE) == 9
+        assert pool.starmap(t.add, [(1, 2), (3, 4)]) == [3, 7]
+        assert list(pool.imap(t.square, range(50), chunksize=3)) == [x * x for x in range(50)]
+        assert sorted(pool.imap_unordered(t.square, range(50))) == [x * x for x in range(50)]
+        got: list[Any] = []
+        pool.map_async(t.square, range(5), callback=got.append).wait(DEADLINE)
+        assert got == [[0, 1, 4, 9, 16]]
+
+
+def test_processes_none_follows_the_engine_and_a_number_caps_it() -> None:
+    engine = FakeEngine(3)
+    with Pool(backend=engine) as pool:
+        assert pool._processes == 3
+    with Pool(1, backend=FakeEngine(3)) as pool:
+        assert pool._processes == 1
+        assert pool.map(t.square, range(10)) == [x * x for x in range(10)]
+
+
+def test_a_task_exception_is_raised_with_its_item_named() -> None:
+    with make() as pool, pytest.raises(ValueError, match="bad item 7") as info:
+        pool.map(t.fail_on, range(10))
+    assert info.value.__notes__ == ["raised by item 7 of map(fail_on) in a pool worker"]
+
+
+def test_a_dead_worker_fails_only_the_chunk_it_had_begun() -> None:
+    with make() as pool:
+        result = pool.map_async(t.die_on, range(40), chunksize=1)
+        with pytest.raises(WorkerLostError) as info:
+            result.get(DEADLINE)
+        error = info.value
+        assert "item 5" in str(error) and "fakehost" in str(error)
+        assert error.pid is not None and error.host == "fakehost"  # type: ignore[attr-defined]
+        # Every other item ran exactly once, and the pool goes on.
+        assert all(t.RUNS[x] == 1 for x in range(40) if x != 5), t.RUNS
+        assert pool.map(t.square, range(10)) == [x * x for x in range(10)]
+
+
+def test_each_other_item_of_an_imap_is_delivered_once() -> None:
+    with make() as pool:
+        got = []
+        it = pool.imap(t.die_on, range(30))
+        for _i in range(30):
+            try:
+                got.append(it.next(DEADLINE))
+            except WorkerLostError:
+                got.append("lost")
+        assert got == [x if x != 5 else "lost" for x in range(30)]
+
+
+def test_a_worker_killed_from_outside_blames_only_what_it_was_running() -> None:
+    engine = FakeEngine(2)
+    with make(engine) as pool:
+        slow = pool.apply_async(t.sleep_then, (1.0, "slow"))
+        time.sleep(0.3)  # it has begun on one of the two workers
+        busy = engine.running()
+        assert busy, "the slow task is running"
+        engine.kill_worker(busy[0])
+        with pytest.raises(WorkerLostError, match="sleep_then"):
+            slow.get(DEADLINE)
+        assert pool.map(t.square, range(20)) == [x * x for x in range(20)]
+
+
+def test_retries_rerun_the_culprit_and_nothing_else() -> None:
+    with make(retries=1) as pool:
+        assert pool.map(t.die_once_on, range(20), chunksize=1) == list(range(20))
+    assert t.RUNS[5] == 2
+    assert all(t.RUNS[x] == 1 for x in range(20) if x != 5)
+
+
+def test_a_poison_item_fails_after_its_retries() -> None:
+    with make(retries=2) as pool, pytest.raises(WorkerLostError, match="after 3 attempts"):
+        pool.apply(t.die_on, (5,))
+    assert t.RUNS[5] == 3
+
+
+def test_an_engine_that_reruns_a_lost_task_computes_nothing_twice() -> None:
+    """Dask reruns a task whose worker died; the hub hands that rerun nothing left to do."""
+    engine = FakeEngine(2, rerun_lost=True)
+    with make(engine) as pool:
+        result = pool.map_async(t.die_on, range(200), chunksize=1)
+        with pytest.raises(WorkerLostError):
+            result.get(DEADLINE)
+        assert pool.map(abs, range(5)) == [0, 1, 2, 3, 4]
+    assert all(t.RUNS[x] == 1 for x in range(200) if x != 5), t.RUNS
+
+
+def test_lost_engine_events_change_nothing() -> None:
+    """The backend learns outcomes from its hub, not from the engine's word."""
+    with make(FakeEngine(2, lose_ends=True)) as pool:
+        assert pool.map(t.square, range(300)) == [x * x for x in range(300)]
+        with pytest.raises(WorkerLostError):
+            pool.apply(t.die_on, (5,))
+        assert pool.apply(t.square, (3,)) == 9
+
+
+def test_a_timeout_stops_the_task_where_the_engine_can() -> None:
+    engine = FakeEngine(2, can_kill=True)
+    with make(engine) as pool:
+        pids = set(engine.pids())
+        start = time.monotonic()
+        with pytest.raises(TaskTimeoutError, match="was stopped"):
+            pool.apply(t.sleep_then, (5,), timeout=0.3)
+        assert time.monotonic() - start < 1.5
+        assert set(engine.pids()) != pids or _eventually_new_pid(engine, pids)
+        assert [pool.apply(t.square, (i,)) for i in range(20)] == [i * i for i in range(20)]
+
+
+def _eventually_new_pid(engine: FakeEngine, pids: set[int]) -> bool:
+    return any(w.dead for w in engine._workers)
+
+
+def test_a_timeout_on_an_engine_that_cannot_stop_it_warns() -> None:
+    with make(FakeEngine(2, can_kill=False)) as pool:
+        start = time.monotonic()
+        with (
+            pytest.warns(ClusterSemanticsWarning, match="runs on"),
+            pytest.raises(TaskTimeoutError, match="runs on"),
+        ):
+            pool.apply(t.sleep_then, (1.5,), timeout=0.2)
+        assert time.monotonic() - start < 1.2
+        assert pool.apply(t.square, (4,)) == 16
+
+
+def test_engine_tasks_that_fail_before_starting_break_the_pool_clearly() -> None:
+    engine = FakeEngine(2, fail_before_start=ModuleNotFoundError("No module named 'phalanx'"))
+    pool = make(engine)
+    try:
+        with pytest.raises(PoolTerminatedError, match="is phalanx installed"):
+            pool.map(t.square, range(10))
+        with pytest.raises(PoolTerminatedError):
+            pool.apply(t.square, (1,))
+    finally:
+        pool.terminate()
+
+
+def test_workers_of_another_phalanx_version_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(runner, "VERSION", "0.0.0-other")
+    pool = make()
+    try:
+        with pytest.raises(PoolTerminatedError, match=r"runs phalanx 0\.0\.0-other"):
+            pool.map(t.square, range(4))
+    finally:
+        pool.terminate()
+
+
+def test_the_initializer_runs_once_per_worker_process() -> None:
+    engine = FakeEngine(2)
+    with make(engine, initializer=t.initializer, initargs=("a",)) as pool:
+        pool.map(t.square, range(200), chunksize=1)
+    assert 1 <= t.INITIALIZED["a"] <= 2
+    t.INITIALIZED.clear()
+
+
+def test_a_failing_initializer_breaks_the_pool() -> None:
+    pool = make(initializer=t.failing_initializer)
+    try:
+        with pytest.raises(PoolTerminatedError, match="initializer says no"):
+            pool.map(t.square, range(4))
+    finally:
+        pool.terminate()
+
+
+def test_terminate_fails_what_is_outstanding_and_returns() -> None:
+    engine = FakeEngine(2)
+    pool = make(engine)
+    result = pool.map_async(t.sleep_then, [0.5] * 20, chunksize=1)
+    time.sleep(0.1)
+    start = time.monotonic()
+    pool.terminate()
+    assert time.monotonic() - start < 2
+    with pytest.raises(PoolTerminatedError):
+        result.get(DEADLINE)
+    assert engine.closed
+
+
+def test_close_and_join_finish_the_work_and_release_the_engine() -> None:
+    engine = FakeEngine(2)
+    pool = make(engine)
+    result = pool.map_async(t.square, range(100))
+    pool.close()
+    pool.join()
+    assert result.get(0) == [x * x for x in range(100)]
+    assert engine.closed
+
+
+def test_imap_reads_its_input_lazily() -> None:
+    with make() as pool:
+        it = pool.imap(t.square, itertools.count())
+        assert [next(it) for _ in range(100)] == [x * x for x in range(100)]
+
+
+def test_tiny_tasks_are_combined_into_few_engine_tasks() -> None:
+    engine = FakeEngine(2)
+    with make(engine) as pool:
+        n = 20_000
+        assert sorted(pool.imap_unordered(t.square, range(n))) == [x * x for x in range(n)]
+    assert engine.submitted < n / 20, engine.submitted
+
+
+def test_the_executor_runs_on_the_engine_too() -> None:
+    engine = FakeEngine(2)
+    with ProcessPoolExecutor(backend=engine) as executor:
+        assert list(executor.map(t.square, range(20))) == [x * x for x in range(20)]
+        assert executor.submit(t.add, 1, 2).result(DEADLINE) == 3
+        with pytest.raises(WorkerLostError):
+            executor.submit(t.die_on, 5).result(DEADLINE)
+        assert executor.submit(t.add, 2, 2).result(DEADLINE) == 4
+    assert engine.closed
+
+
+def test_bad_backends_are_named() -> None:
+    with pytest.raises(ValueError, match="unknown backend 'spark'"):
+        Pool(backend="spark")
+    with pytest.raises(TypeError, match="backend must be"):
+        Pool(backend=42)
+    with pytest.raises(ValueError, match="maxtasksperchild"):
+        Pool(maxtasksperchild=2, backend=FakeEngine(1))
+
+
+def test_neither_phalanx_nor_a_cluster_pool_imports_an_engine() -> None:
+    code = (
+        "import sys, phalanx\n"
+        "from phalanx._cluster.fake import FakeEngine\n"
+        "with phalanx.Pool(2) as p: p.map(abs, range(10))\n"
+        "with phalanx.Pool(backend=FakeEngine(1)) as p: p.map(abs, range(10))\n"
+        "bad = [m for m in ('dask', 'distributed', 'ray', 'multiprocessing') if m in sys.modules]\n"
+        "print(bad)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    n=st.integers(1, 60),
+    bad=st.frozensets(st.integers(0, 59), max_size=4),
+    workers=st.integers(1, 3),
+    retries=st.integers(0, 1),
+    rerun=st.booleans(),
+)
+def test_any_schedule_of_deaths_blames_exactly(
+    n: int, bad: frozenset[int], workers: int, retries: int, rerun: bool
+) -> None:
+    """Whatever dies where: each item that did not kill its worker ran once and
+    gave its result; each that did failed alone (or, with a retry, ran twice)."""
+    t.reset()
+    engine = FakeEngine(workers, rerun_lost=rerun)
+    with make(engine, retries=retries) as pool:
+        it = pool.imap(_DieOnceOn(bad), range(n))
+        outcomes: list[Any] = []
+        for _ in range(n):
+            try:
+                outcomes.append(it.next(DEADLINE))
+            except WorkerLostError:
+                outcomes.append("lost")
+    for x in range(n):
+        if x in bad:
+            assert outcomes[x] == (x if retries else "lost")
+            assert t.RUNS[x] == (2 if retries else 1)
+        else:
+            assert outcomes[x] == x and t.RUNS[x] == 1, (x, outcomes, t.RUNS)
+
+
+class _DieOnceOn:
+    def __init__(self, bad: frozenset[int]) -> None:
+        self.bad = bad
+
+    def __call__(self, x: int) -> int:
+        return t.die_once_on(x, self.bad)
+
+
+def test_nothing_is_left_running() -> None:
+    before = {th.name for th in threading.enumerate()}
+    with make() as pool:
+        pool.map(t.square, range(10))
+    time.sleep(0.3)
+    after = {th.name for th in threading.enumerate()} - before
+    assert not {n for n in after if n.startswith("phalanx-cluster")}, after
+
+
+@pytest.fixture(autouse=True)
+def _no_warnings_leak() -> Iterator[None]:
+    with warnings.catch_warnings():
+        yield
