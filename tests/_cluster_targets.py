@@ -123,3 +123,53 @@ def kill_self_on(args: tuple[str, int, int]) -> int:
 
 def pid_of_worker(_: Any = None) -> int:
     return os.getpid()
+
+
+def row_sum(args: tuple[Any, int]) -> float:
+    array, i = args
+    return float(array[i].sum())
+
+
+def is_writeable(array: Any) -> bool:
+    return bool(array.flags.writeable)
+
+
+def add_under_lock(args: tuple[Any, Any, int]) -> None:
+    lock, value, n = args
+    for _ in range(n):
+        with lock:
+            value.value += 1
+
+
+def my_ip(toward: str) -> str:
+    """This worker's address on the route to ``toward`` (multi-host tests)."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect((toward, 9))
+        return str(probe.getsockname()[0])
+
+
+def count_on_remote_manager(args: tuple[str, int, int, str]) -> str:
+    """Adds 1 to a shared counter ``n`` times under the server's lock; returns where it ran."""
+    from phalanx.managers import RemoteManager
+
+    host, port, n, toward = args
+    manager = RemoteManager(address=(host, port))  # the key: $PHALANX_AUTHKEY
+    manager.connect()
+    lock, counts = manager.get_lock("lock"), manager.get_dict("counts")
+    for _ in range(n):
+        with lock:
+            counts["n"] = counts.get("n", 0) + 1
+    return my_ip(toward)
+
+
+def connect_with_wrong_key(args: tuple[str, int]) -> str:
+    from phalanx import AuthenticationError
+    from phalanx.managers import RemoteManager
+
+    try:
+        RemoteManager(address=args, authkey=b"not the key").connect()
+    except AuthenticationError:
+        return "refused"
+    return "accepted"

@@ -283,3 +283,11 @@ def test_a_cluster_phalanx_starts_is_stopped_with_the_pool(tmp_path: Path) -> No
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["[3, 2, 1] True", "[]"], out.stdout
+
+
+def test_a_64_mib_array_shared_by_64_tasks_is_scattered_once(pool: Pool) -> None:
+    np = pytest.importorskip("numpy")
+    big = np.arange(64 * 1024 * 1024 // 8, dtype=np.float64).reshape(64, -1)
+    sums = pool.map(t.row_sum, [(big, i) for i in range(64)], chunksize=1)
+    assert sums == [float(big[i].sum()) for i in range(64)]
+    assert pool._backend.store.puts == 1

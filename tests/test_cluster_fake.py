@@ -9,6 +9,7 @@ rerunning engine and lost engine events are scripted.
 from __future__ import annotations
 
 import itertools
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import _cluster_targets as t
+import phalanx
 from _targets import DEADLINE
 from phalanx._cluster import runner
 from phalanx._cluster.fake import FakeEngine
@@ -334,3 +336,53 @@ def test_nothing_is_left_running() -> None:
 def _no_warnings_leak() -> Iterator[None]:
     with warnings.catch_warnings():
         yield
+
+
+def test_a_large_array_shared_by_many_tasks_is_stored_once() -> None:
+    np = pytest.importorskip("numpy")
+    big = np.arange(8 * 1024 * 1024 // 8, dtype=np.float64).reshape(64, -1)  # 8 MiB
+    engine = FakeEngine(2)
+    with make(engine) as pool:
+        sums = pool.map(t.row_sum, [(big, i) for i in range(64)], chunksize=1)
+        assert sums == [float(big[i].sum()) for i in range(64)]
+        assert engine.puts == 1
+        assert pool.apply(len, (b"x" * (2 << 20),)) == 2 << 20  # large bytes: stored too
+        assert engine.puts == 2
+        assert pool.map(t.square, range(10)) == [x * x for x in range(10)]  # small: inline
+        assert engine.puts == 2
+        assert pool.apply(t.is_writeable, (big,)) is False  # read-only, as documented
+
+
+def test_an_unpicklable_argument_fails_its_task_only() -> None:
+    with make() as pool:
+        with pytest.raises(TypeError, match="pickle"):
+            pool.apply(t.add, (threading.Lock(), 1))
+        assert pool.apply(t.add, (1, 1)) == 2
+
+
+def test_tasks_use_a_local_manager_under_its_lock() -> None:
+    with phalanx.Manager() as manager, make(FakeEngine(3)) as pool:
+        lock, value = manager.Lock(), manager.Value("i", 0)
+        pool.map(t.add_under_lock, [(lock, value, 50)] * 6, chunksize=1)
+        assert value.value == 300
+
+
+def _routable_address() -> str | None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 9))
+            host = str(probe.getsockname()[0])
+        except OSError:
+            return None
+    return None if host.startswith("127.") else host
+
+
+def test_a_loopback_manager_proxy_is_refused_for_a_remote_cluster() -> None:
+    host = _routable_address()
+    if host is None:
+        pytest.skip("this machine has no address but loopback")
+    with phalanx.Manager() as manager, make(FakeEngine(2, hub_host=host)) as pool:
+        value = manager.Value("i", 0)
+        with pytest.raises(ValueError, match="cannot be sent to a task of a cluster on other"):
+            pool.apply(t.add_under_lock, ((manager.Lock(), value, 1),))
+        assert pool.apply(t.add, (1, 2)) == 3

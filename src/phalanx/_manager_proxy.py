@@ -442,9 +442,18 @@ class BaseProxy:
 
     def __reduce__(self) -> tuple[Any, ...]:
         kwds: dict[str, Any] = {}
-        from ._wire.pickling import get_spawning_popen
+        from ._wire import pickling
 
-        if get_spawning_popen() is not None:
+        cluster = pickling.cluster_destination()
+        if cluster == pickling.REMOTE_CLUSTER and _machine_local(self._token.address):
+            raise ValueError(
+                f"a proxy of the manager at {self._token.address!r} cannot be sent to a task "
+                "of a cluster on other machines: that address is reachable only from this "
+                "one.  Serve the manager on an address the workers can reach (phalanx manager "
+                "serve --address 0.0.0.0:PORT, with $PHALANX_AUTHKEY set on the workers) and "
+                "use phalanx.managers.RemoteManager"
+            )
+        if pickling.get_spawning_popen() is not None or cluster == pickling.LOCAL_CLUSTER:
             kwds["authkey"] = self._authkey
         func: Any = type(self)
         if getattr(self, "_isauto", False):
@@ -463,6 +472,19 @@ class BaseProxy:
             return str(self._callmethod("__repr__"))
         except Exception:
             return repr(self)[:-1] + "; '__str__()' failed>"
+
+
+def _machine_local(address: Any) -> bool:
+    """Whether a server at ``address`` is reachable from this machine only."""
+    if not isinstance(address, tuple):
+        return True  # an AF_UNIX path or abstract name
+    import ipaddress
+
+    host = str(address[0])
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def _adopt(proxy: Any, address: Any, ident: str) -> None:

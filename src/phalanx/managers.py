@@ -16,6 +16,7 @@ reuse one connection per thread and server; proxy classes are built without
 from __future__ import annotations
 
 import array
+import os
 import queue
 import signal
 import threading
@@ -698,6 +699,22 @@ class RemoteManager(SyncManager):
     get_queue: Callable[[str], Any]
     get_namespace: Callable[[str], Any]
     get_lock: Callable[[str], Any]
+
+    def __init__(
+        self,
+        address: Any = None,
+        authkey: bytes | None = None,
+        serializer: str = "pickle",
+        ctx: Any = None,
+        *,
+        shutdown_timeout: float = 1.0,
+    ) -> None:
+        """As ``SyncManager``; ``authkey`` defaults to ``$PHALANX_AUTHKEY`` when that is set
+        (as ``phalanx manager serve`` reads it: tasks on a cluster's workers need no key in
+        their arguments)."""
+        if authkey is None:
+            authkey = os.environb.get(b"PHALANX_AUTHKEY") or None
+        super().__init__(address, authkey, serializer, ctx, shutdown_timeout=shutdown_timeout)
 
 
 RemoteManager.register("get_dict", _named_dict, DictProxy)

@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import collections
 import functools
+import ipaddress
 import itertools
 import math
 import os
 import secrets
 import selectors
+import socket
 import threading
 import time
 import warnings
@@ -44,6 +46,7 @@ from .._pool_results import Chunk, add_item_note, deliver, fail_all
 from .._wire import pickling
 from .engine import Engine, TaskEnd
 from .runner import HubSpec
+from .store import Store, encode
 
 __all__ = ("ClusterBackend", "ClusterSemanticsWarning")
 
@@ -59,15 +62,24 @@ CAPACITY_EVERY = 1.0  # how often the engine's capacity is asked again
 QUEUED, ASSIGNED, BEGUN, DONE = range(4)
 
 
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 class ClusterSemanticsWarning(RuntimeWarning):
     """A promise of the local pool that this engine cannot keep here (the message says which)."""
 
 
 class _Entry:
-    __slots__ = ("begun_at", "chunk", "peer", "state", "task")
+    __slots__ = ("begun_at", "big", "chunk", "data", "peer", "state", "task")
 
     def __init__(self, chunk: Chunk) -> None:
         self.chunk = chunk
+        self.data: bytes | None = None  # its items, pickled (once, as first dispatched)
+        self.big: list[Any] = []  # the store's references to its large buffers
         self.state = QUEUED
         self.task: _Task | None = None
         self.peer: _Peer | None = None
@@ -75,11 +87,12 @@ class _Entry:
 
 
 class _Task:
-    __slots__ = ("chunks", "engine_failed", "handle", "id", "peer", "started")
+    __slots__ = ("chunks", "engine_failed", "handle", "id", "peer", "refs", "started")
 
     def __init__(self, task_id: int, chunks: list[int]) -> None:
         self.id = task_id
         self.chunks = chunks
+        self.refs: list[Any] = []  # the store's references its chunks need, in order
         self.handle: Any = None
         self.peer: _Peer | None = None
         self.started = False
@@ -89,13 +102,29 @@ class _Task:
 class _Peer:
     """One runner's connection (one worker thread of one engine process)."""
 
-    __slots__ = ("conn", "host", "pid", "task")
+    __slots__ = ("conn", "host", "ip", "pid", "task")
 
     def __init__(self, conn: Any) -> None:
         self.conn = conn
-        self.host = "?"
+        self.host = "?"  # its machine's name, as it says, and its address as the hub sees it
+        self.ip = _peer_ip(conn)
         self.pid: int | None = None
         self.task: _Task | None = None
+
+    @property
+    def where(self) -> str:
+        """``vm`` for a worker on this machine, ``node7 (10.0.0.7)`` for one elsewhere."""
+        if self.ip is None or _is_loopback(self.ip):
+            return self.host
+        return f"{self.host} ({self.ip})"
+
+
+def _peer_ip(conn: Any) -> str | None:
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            return str(sock.getpeername()[0])
+    except (OSError, IndexError, TypeError):
+        return None
 
 
 class ClusterBackend:
@@ -151,6 +180,7 @@ class ClusterBackend:
         self.tasks_submitted = 0  # engine tasks so far (benchmarks compare against it)
         self._refused: str | None = None
         self._warned = False
+        self.store = Store(engine)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ)
         self._acceptor = threading.Thread(
@@ -231,7 +261,11 @@ class ClusterBackend:
             self._wake()
 
     def _run(self) -> None:
-        pickling.main_by_value_in_this_thread()  # engine workers never ran our __main__
+        pickling.pickle_for_cluster_in_this_thread(
+            pickling.LOCAL_CLUSTER
+            if _is_loopback(self._spec.address[0])
+            else pickling.REMOTE_CLUSTER
+        )
         try:
             while self._step():
                 pass
@@ -348,7 +382,7 @@ class ClusterBackend:
 
     def _on_start(self, peer: _Peer, task_id: int, held: list[int]) -> None:
         task = self._tasks.get(task_id)
-        chunks: list[tuple[int, int, int, Any]] = []
+        chunks: list[tuple[int, int, int, Any, list[int]]] = []
         shipped: dict[int, bytes] = {}
         if task is not None:
             task.started = True
@@ -364,7 +398,8 @@ class ClusterBackend:
                 if fid not in have:
                     shipped[fid] = data
                     have.add(fid)
-                chunks.append((cid, fid, entry.chunk.kind, entry.chunk.payload))
+                where = [task.refs.index(ref) for ref in entry.big]
+                chunks.append((cid, fid, entry.chunk.kind, entry.data, where))
         try:
             peer.conn.send(("run", chunks, shipped))
         except (OSError, EOFError):
@@ -393,7 +428,7 @@ class ClusterBackend:
         if task is None or self._tasks.get(task.id) is not task:
             return
         del self._tasks[task.id]
-        where = f"host {peer.host}, pid {peer.pid}"
+        where = f"host {peer.where}, pid {peer.pid}"
         for cid in task.chunks:
             entry = self._entries.get(cid)
             if entry is None or entry.task is not task:
@@ -474,7 +509,7 @@ class ClusterBackend:
             self._requeue(cid, entry)
             return
         peer = entry.peer
-        host = peer.host if peer is not None else "?"
+        host = peer.where if peer is not None else "?"
         tries = f" (after {chunk.attempts} attempts)" if chunk.attempts > 1 else ""
         error = WorkerLostError(
             f"a {self.engine.name} worker (host {host}, pid {pid}) was lost while running "
@@ -515,8 +550,8 @@ class ClusterBackend:
                 and (self.engine.cancel(task.handle, force=True))
             )
             if not stopped and peer is not None and peer.pid is not None:
-                stopped = self.engine.kill(peer.host, peer.pid)
-            where = f"on {peer.host} (pid {peer.pid})" if peer is not None else ""
+                stopped = self.engine.kill(peer.ip or peer.host, peer.pid)
+            where = f"on {peer.where} (pid {peer.pid})" if peer is not None else ""
             if stopped:
                 how = "it was stopped"
             else:
@@ -582,6 +617,8 @@ class ClusterBackend:
                     del self._entries[cid]
                     entry.chunk.release()
                     continue
+                if entry.data is None and not self._encode(cid, entry):
+                    continue  # its items cannot be pickled: it failed
                 fid, _data = self._function(entry.chunk.func)
                 if fid != self._last_fid:  # a new function: measure it afresh
                     self._last_fid = fid
@@ -600,12 +637,15 @@ class ClusterBackend:
                 entry = self._entries[cid]
                 entry.state = ASSIGNED
                 entry.task = task
+                for ref in entry.big:
+                    if not any(ref is known for known in task.refs):
+                        task.refs.append(ref)
             self._tasks[task.id] = task
             self.tasks_submitted += 1
             task_id = task.id
             try:
                 task.handle = self.engine.submit(
-                    self._spec, task_id, functools.partial(self._task_ended, task_id)
+                    self._spec, task_id, functools.partial(self._task_ended, task_id), task.refs
                 )
             except Exception as exc:  # the engine is gone (its scheduler or head lost)
                 error = PoolTerminatedError(
@@ -616,6 +656,16 @@ class ClusterBackend:
                 return
 
     # -- the end ------------------------------------------------------------------------
+
+    def _encode(self, cid: int, entry: _Entry) -> bool:
+        """Pickle a chunk's items, its large buffers put in the engine's store."""
+        try:
+            entry.data, big = encode(entry.chunk.payload)
+            entry.big = [self.store.ref(raw) for raw in big]
+        except Exception as exc:  # an unpicklable argument fails its chunk, here
+            self._finish(cid, entry, False, exc)
+            return False
+        return True
 
     def _break(self, error: BaseException) -> None:
         with self._lock:
@@ -654,6 +704,7 @@ class ClusterBackend:
         while self._new_peers:
             self._new_peers.popleft().close()
         self._selector.close()
+        self.store.clear()
         try:
             self.engine.close()
         finally:

@@ -49,10 +49,16 @@ class Engine(Protocol):
         """The address of this machine that the engine's workers can reach."""
         ...
 
-    def submit(self, spec: Any, task_id: int, done: Done) -> Any:
-        """Start ``runner.run_task(spec, task_id)``; call ``done(handle, end)`` once it ends.
+    def put(self, data: memoryview) -> Any:
+        """Put a large buffer in the engine's store; a reference that ``submit`` takes."""
+        ...
 
-        Returns a handle for ``cancel``.  ``done`` may be called from any thread.
+    def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> Any:
+        """Start ``runner.run_task(spec, task_id, *stored)``; call ``done(handle, end)`` at its end.
+
+        ``stored``: the data behind ``refs`` (references from ``put``), which the
+        engine resolves on the worker.  Returns a handle for ``cancel``.  ``done``
+        may be called from any thread.
         """
         ...
 

@@ -44,7 +44,8 @@ def die() -> None:
 
 
 class _Handle:
-    def __init__(self, spec: Any, task_id: int, done: Done) -> None:
+    def __init__(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> None:
+        self.refs = refs
         self.spec = spec
         self.task_id = task_id
         self.done = done
@@ -83,13 +84,16 @@ class FakeEngine:
         rerun_lost: bool = False,
         lose_ends: bool = False,
         fail_before_start: BaseException | None = None,
+        hub_host: str = "127.0.0.1",
     ) -> None:
+        self._hub_host = hub_host
         self.can_kill = can_kill
         self.rerun_lost = rerun_lost
         self.lose_ends = lose_ends
         self.fail_before_start = fail_before_start
         self.closed = False
         self.submitted = 0
+        self.puts = 0
         self._queue: queue.Queue[_Handle | None] = queue.Queue()
         self._lock = threading.Lock()
         self._workers = [_Worker(host, i) for i in range(workers)]
@@ -106,12 +110,16 @@ class FakeEngine:
         return len(self._workers)
 
     def hub_host(self) -> str:
-        return "127.0.0.1"
+        return self._hub_host
 
-    def submit(self, spec: Any, task_id: int, done: Done) -> _Handle:
+    def put(self, data: memoryview) -> bytes:
+        self.puts += 1
+        return bytes(data)
+
+    def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> _Handle:
         if self.closed:
             raise RuntimeError("the fake engine is closed")
-        handle = _Handle(spec, task_id, done)
+        handle = _Handle(spec, task_id, done, refs)
         self.submitted += 1
         self._queue.put(handle)
         return handle
@@ -132,7 +140,7 @@ class FakeEngine:
         if not self.can_kill:
             return False
         for worker in self._workers:
-            if worker.pid == pid and worker.host == host:
+            if worker.pid == pid:
                 self._die(worker)
                 return True
         return False
@@ -191,7 +199,7 @@ class FakeEngine:
             try:
                 if self.fail_before_start is not None:
                     raise self.fail_before_start
-                runner.run_task(handle.spec, handle.task_id, identity)
+                runner.run_task(handle.spec, handle.task_id, *handle.refs, identity=identity)
             except BaseException as exc:
                 lost = worker.dead
                 if lost and self.rerun_lost:

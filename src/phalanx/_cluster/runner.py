@@ -10,7 +10,7 @@ from then on everything goes over that connection::
     ("hello", host, pid, version)        ->
                                          <-   ("welcome", initializer) | ("refuse", why)
     ("start", task_id, functions held)   ->
-                                         <-   ("run", [(chunk_id, fid, kind, payload)],
+                                         <-   ("run", [(chunk_id, fid, kind, items, where)],
                                                 {fid: pickled function})
     ("begun", chunk_id)                  ->   (before each chunk)
     ("done", chunk_id, ok, value, secs)  ->   (after each chunk)
@@ -21,7 +21,9 @@ dies (its connection ends), exactly the chunk it had begun and not finished
 is to blame, on every engine.  The hub answers ``start`` only with chunks
 still assigned to that engine task, so an engine that reruns a task on
 another worker (Dask does, after a death) never computes a chunk twice.
-Results go back as each chunk ends, never through the engine.
+Results go back as each chunk ends, never through the engine.  A chunk's
+items come pickled; their large buffers come from the engine's store, as the
+engine task's arguments (``where`` says which, see ``store``).
 
 The function of a pool is pickled once, sent once per worker process and
 kept (the last ``_FUNCTIONS`` of them).  An initializer runs once per worker
@@ -118,8 +120,11 @@ def forget(pool: str, identity: tuple[str, int]) -> None:
             sock.close()
 
 
-def run_task(spec: HubSpec, task_id: int, identity: tuple[str, int] | None = None) -> int:
-    """Run the chunks the hub assigns to engine task ``task_id``; returns how many ran."""
+def run_task(spec: HubSpec, task_id: int, *stored: Any, identity: Any = None) -> int:
+    """Run the chunks the hub assigns to engine task ``task_id``; returns how many ran.
+
+    ``stored``: the large buffers of its chunks' items, from the engine's store.
+    """
     link, process = _link(spec, identity)
     conn = link.conn
     if link.initializer is not None and (spec.pool, process) not in _initialized:
@@ -141,21 +146,23 @@ def run_task(spec: HubSpec, task_id: int, identity: tuple[str, int] | None = Non
             _functions.move_to_end((spec.pool, fid))
         while len(_functions) > _FUNCTIONS:
             _functions.popitem(last=False)
-        funcs = {fid: _functions[(spec.pool, fid)] for _cid, fid, _k, _p in chunks}
+        funcs = {fid: _functions[(spec.pool, fid)] for _cid, fid, _k, _p, _w in chunks}
     chunks.reverse()  # pop() from the end: each chunk's items go as soon as it is done
     ran = 0
     while chunks:
-        chunk_id, fid, kind, payload = chunks.pop()
+        chunk_id, fid, kind, data, where = chunks.pop()
         conn.send(("begun", chunk_id))
         start = time.perf_counter()
         try:
+            payload = pickling.loads(data, buffers=[stored[i] for i in where])
+            del data
             value: Any = _run(funcs[fid], kind, payload)
             ok = True
         except BaseException as exc:
             value = ExceptionWithTraceback(exc, exc.__traceback__)
             ok = False
             del exc
-        del payload
+        payload = None
         elapsed = time.perf_counter() - start
         try:
             conn.send(("done", chunk_id, ok, value, elapsed))

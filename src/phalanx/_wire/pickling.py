@@ -67,14 +67,22 @@ def _lookup(module_name: str, qualname: str) -> Any:
 
 
 _thread_options = threading.local()
+LOCAL_CLUSTER = "local cluster"  # engine workers on this machine
+REMOTE_CLUSTER = "remote cluster"  # engine workers that may be on other machines
 
 
-def main_by_value_in_this_thread() -> None:
-    """This thread pickles for processes that never ran our ``__main__`` (cluster workers).
+def pickle_for_cluster_in_this_thread(where: str) -> None:
+    """This thread pickles for a cluster engine's workers (``LOCAL_CLUSTER``/``REMOTE_CLUSTER``).
 
-    Functions and classes of ``__main__`` then travel by value from it.
+    They never ran our ``__main__``: its functions and classes travel by value.
+    Manager proxies check where they go (see ``BaseProxy.__reduce__``).
     """
-    _thread_options.main_by_value = True
+    _thread_options.cluster = where
+
+
+def cluster_destination() -> str | None:
+    """Where this thread pickles for, if for a cluster's workers."""
+    return getattr(_thread_options, "cluster", None)
 
 
 def needs_by_value(obj: types.FunctionType | type) -> bool:
@@ -86,7 +94,7 @@ def needs_by_value(obj: types.FunctionType | type) -> bool:
     if module is None:
         return False
     if module == "__main__":
-        return getattr(_thread_options, "main_by_value", False) or not main_is_reimported()
+        return cluster_destination() is not None or not main_is_reimported()
     if module not in sys.modules:
         return False  # plain pickle will import it by name
     return _lookup(module, qualname) is not obj

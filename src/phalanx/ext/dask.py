@@ -42,19 +42,19 @@ class DaskEngine:
         if options.client is not None:
             client = options.client
         elif options.address:
-            client = distributed.Client(options.address)  # type: ignore[no-untyped-call]
+            client = distributed.Client(options.address)  # type: ignore[no-untyped-call,unused-ignore]
             self._owns_client = True
         else:
             try:
                 client = distributed.get_client()
             except ValueError:  # no client yet: a local cluster of our own
-                self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call]
+                self._cluster = distributed.LocalCluster(  # type: ignore[no-untyped-call,unused-ignore]
                     n_workers=options.n_workers or os.cpu_count() or 1,
                     threads_per_worker=options.threads_per_worker,
                     processes=True,
                     dashboard_address=None,
                 )
-                client = distributed.Client(self._cluster)  # type: ignore[no-untyped-call]
+                client = distributed.Client(self._cluster)  # type: ignore[no-untyped-call,unused-ignore]
                 self._owns_client = True
         self.client = client
         self._kill_overdue = bool(options.kill_overdue or self._cluster is not None)
@@ -70,9 +70,12 @@ class DaskEngine:
         host = urlsplit(self.client.scheduler.address).hostname or "127.0.0.1"
         return _local_address_towards(host)
 
-    def submit(self, spec: Any, task_id: int, done: Done) -> Any:
+    def put(self, data: memoryview) -> Any:
+        return self.client.scatter(bytes(data), hash=False)
+
+    def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> Any:
         future = self.client.submit(
-            run_task, spec, task_id, pure=False, key=f"phalanx-{spec.pool}-{task_id}"
+            run_task, spec, task_id, *refs, pure=False, key=f"phalanx-{spec.pool}-{task_id}"
         )
         future.add_done_callback(lambda f: done(f, _end_of(f)))
         return future

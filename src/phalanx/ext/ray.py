@@ -48,16 +48,19 @@ class RayEngine:
         self._lock = threading.Lock()
 
     def capacity(self) -> int:
-        cpus = float(ray.cluster_resources().get("CPU", 1))
+        cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call,unused-ignore]
         return max(1, int(cpus / self._per_task_cpus))
 
     def hub_host(self) -> str:
         if self._address and self._address.startswith("ray://"):
             return _local_address_towards(urlsplit(self._address).hostname or "127.0.0.1")
-        return str(ray.util.get_node_ip_address())
+        return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call,unused-ignore]
 
-    def submit(self, spec: Any, task_id: int, done: Done) -> Any:
-        ref = self._remote.remote(spec, task_id)
+    def put(self, data: memoryview) -> Any:
+        return ray.put(bytes(data))
+
+    def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> Any:
+        ref = self._remote.remote(spec, task_id, *refs)
         ref.future().add_done_callback(lambda f: done(ref, _end_of(f)))
         return ref
 

@@ -1,0 +1,224 @@
+"""The cluster backend on a real local Ray (tier 2 of issue 15; needs phalanx[ray]).
+
+One Ray head (``ray start --head --num-cpus 2 --block``, its own temp
+directory) runs in a process of its own for the whole module; this process
+joins it as a driver.  Kills go by pid, never ``ray stop`` (machine-wide).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import _cluster_targets as t
+import conftest
+import phalanx
+from _targets import DEADLINE, TESTS_DIR
+from phalanx.cluster import Ray
+from phalanx.futures import ProcessPoolExecutor
+from phalanx.pool import Pool, TaskTimeoutError, WorkerLostError
+
+ray = pytest.importorskip("ray")
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="phx-ray-")
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    env = {**os.environ, "PYTHONPATH": TESTS_DIR, "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.Popen(
+        [
+            ray_cli,
+            "start",
+            "--head",
+            "--block",
+            "--num-cpus",
+            "2",
+            "--port",
+            str(port),
+            "--node-ip-address",
+            "127.0.0.1",
+            "--temp-dir",
+            temp,
+            "--include-dashboard",
+            "false",
+            "--disable-usage-stats",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,  # its processes are a group of their own: killed as one
+    )
+    conftest.LONG_LIVED.add(proc.pid)
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                ray.init(address=address, log_to_driver=False)
+                break
+            except Exception:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(1)
+        yield address
+    finally:
+        ray.shutdown()
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        except (ProcessLookupError, subprocess.TimeoutExpired):
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        conftest.LONG_LIVED.discard(proc.pid)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture
+def pool(address: str) -> Iterator[Pool]:
+    p = Pool(backend=Ray())
+    yield p
+    p.terminate()
+
+
+def test_the_pool_api_on_ray(pool: Pool) -> None:
+    assert pool._processes == 2
+    assert pool.map(abs, range(-50, 50)) == [abs(x) for x in range(-50, 50)]
+    assert pool.apply(t.add, (2, 3)) == 5
+    assert pool.starmap(t.add, [(1, 2), (3, 4)]) == [3, 7]
+    assert list(pool.imap(abs, range(-20, 0))) == [abs(x) for x in range(-20, 0)]
+    assert sorted(pool.imap_unordered(abs, range(30))) == list(range(30))
+    with pytest.raises(ValueError, match="bad item 7") as info:
+        pool.map(t.fail_on, range(10))
+    assert info.value.__notes__ == ["raised by item 7 of map(fail_on) in a pool worker"]
+
+
+def test_sigkill_of_a_worker_fails_only_its_begun_chunk(pool: Pool, tmp_path: Path) -> None:
+    items = [(str(tmp_path), x, 13) for x in range(60)]
+    result = pool.map_async(t.kill_self_on, items, chunksize=1)
+    with pytest.raises(WorkerLostError) as info:
+        result.get(DEADLINE)
+    assert "item 13" in str(info.value)
+    runs = t.runs_of(str(tmp_path))
+    assert all(n == 1 for n in runs.values()), runs
+    assert pool.map(abs, range(10)) == list(range(10))
+
+
+def test_retries_rerun_the_killed_chunk_only(address: str, tmp_path: Path) -> None:
+    with Pool(backend=Ray(), retries=1) as pool:
+        items = [(str(tmp_path), x, 13) for x in range(40)]
+        assert pool.map(t.kill_self_on, items, chunksize=1) == list(range(40))
+    runs = t.runs_of(str(tmp_path))
+    assert runs[13] == 2
+    assert all(runs[x] == 1 for x in range(40) if x != 13), runs
+
+
+def test_a_timeout_kills_the_overdue_task(pool: Pool) -> None:
+    start = time.monotonic()
+    with pytest.raises(TaskTimeoutError, match="was stopped") as info:
+        pool.apply(t.sleep_then, (30,), timeout=1)
+    assert time.monotonic() - start < 2.5
+    pid = int(str(info.value).split("(pid ")[1].split(")")[0])
+    deadline = time.monotonic() + 2
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(pid), f"the overdue task's worker {pid} still runs"
+    assert [pool.apply(abs, (-i,)) for i in range(20)] == list(range(20))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_nested_local_pool_inside_a_ray_task(pool: Pool) -> None:
+    assert pool.apply(_nested_sum, (10,)) == sum(x * x for x in range(10))
+
+
+def _nested_sum(n: int) -> int:
+    with phalanx.Pool(2) as inner:
+        return sum(inner.map(t.square, range(n)))
+
+
+def test_the_executor_on_ray(address: str) -> None:
+    with ProcessPoolExecutor(backend=Ray()) as executor:
+        assert list(executor.map(abs, range(-5, 0))) == [5, 4, 3, 2, 1]
+        assert executor.submit(t.add, 1, 2).result(DEADLINE) == 3
+
+
+def test_ctrl_c_to_the_driver_returns_within_a_second(address: str, tmp_path: Path) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            sys.path.insert(0, {TESTS_DIR!r})
+            import phalanx, _cluster_targets as t
+            from phalanx.cluster import Ray
+            pool = phalanx.Pool(backend=Ray(address={address!r}))
+            print("ready", flush=True)
+            try:
+                pool.map(t.marked_square, [({str(marks)!r}, x, 0.2) for x in range(200)], 1)
+            except KeyboardInterrupt:
+                print("interrupted", time.monotonic(), flush=True)
+            """
+        ),
+        encoding="utf-8",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(2)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    interrupted = [line for line in out.splitlines() if line.startswith("interrupted")]
+    assert interrupted, out
+    assert float(interrupted[0].split()[1]) - sent < 1.0
+    started = sum(t.runs_of(str(marks)).values())
+    time.sleep(1)
+    assert sum(t.runs_of(str(marks)).values()) <= started + 2
+    assert started < 200
+
+
+def test_a_64_mib_array_shared_by_64_tasks_is_put_once(pool: Pool) -> None:
+    np = pytest.importorskip("numpy")
+    big = np.arange(64 * 1024 * 1024 // 8, dtype=np.float64).reshape(64, -1)
+    sums = pool.map(t.row_sum, [(big, i) for i in range(64)], chunksize=1)
+    assert sums == [float(big[i].sum()) for i in range(64)]
+    assert pool._backend.store.puts == 1
