@@ -45,7 +45,7 @@ from .._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from .._pool_results import Chunk, add_item_note, deliver, fail_all
 from .._wire import pickling
 from .engine import Engine, TaskEnd
-from .runner import HubSpec
+from .runner import HubSpec, no_delay
 from .store import Store, encode
 
 __all__ = ("ClusterBackend", "ClusterSemanticsWarning")
@@ -290,6 +290,7 @@ class ClusterBackend:
                 self._read_peer(key.data)
         while self._new_peers:
             conn = self._new_peers.popleft()
+            no_delay(conn)
             peer = _Peer(conn)
             self._peers[conn.fileno()] = peer
             self._selector.register(conn.fileno(), selectors.EVENT_READ, peer)

@@ -68,12 +68,22 @@ class _Link:
         from .._listener import Client
 
         self.conn = Client(spec.address, authkey=spec.authkey)
+        no_delay(self.conn)
         self.conn.send(("hello", host, pid, VERSION))
         reply = self.conn.recv()
         if reply[0] != "welcome":
             self.conn.close()
             raise RuntimeError(reply[1])
         self.initializer: bytes | None = reply[1]
+
+
+def no_delay(conn: Any) -> None:
+    """Small messages go at once (no Nagle delay: a request and its answer are small)."""
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass
 
 
 _local = threading.local()
