@@ -173,3 +173,14 @@ def connect_with_wrong_key(args: tuple[str, int]) -> str:
     except AuthenticationError:
         return "refused"
     return "accepted"
+
+
+def kill_self_always_on(args: tuple[str, int, int]) -> int:
+    """Kills its own worker process (SIGKILL) every time ``x == bad`` (a poison item)."""
+    import signal
+
+    marker_dir, x, bad = args
+    mark(marker_dir, x)
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x

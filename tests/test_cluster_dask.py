@@ -25,7 +25,7 @@ import phalanx
 from _targets import DEADLINE, TESTS_DIR
 from phalanx.cluster import ClusterSemanticsWarning, Dask
 from phalanx.futures import ProcessPoolExecutor
-from phalanx.pool import Pool, TaskTimeoutError, WorkerLostError
+from phalanx.pool import Pool, PoolTerminatedError, TaskTimeoutError, WorkerLostError
 
 distributed = pytest.importorskip("distributed")
 
@@ -291,3 +291,75 @@ def test_a_64_mib_array_shared_by_64_tasks_is_scattered_once(pool: Pool) -> None
     sums = pool.map(t.row_sum, [(big, i) for i in range(64)], chunksize=1)
     assert sums == [float(big[i].sum()) for i in range(64)]
     assert pool._backend.store.puts == 1
+
+
+def test_a_poison_item_fails_after_its_retries(client: Any, tmp_path: Path) -> None:
+    _wait_for_workers(client)
+    with Pool(backend=Dask(client=client), retries=2) as pool:
+        with pytest.raises(WorkerLostError, match="after 3 attempts"):
+            pool.apply(t.kill_self_always_on, ((str(tmp_path), 7, 7),))
+        assert t.runs_of(str(tmp_path))[7] == 3
+        _wait_for_workers(client)
+        assert pool.apply(abs, (-2,)) == 2
+
+
+def test_losing_the_scheduler_fails_the_pool_instead_of_hanging(tmp_path: Path) -> None:
+    port = _free_port()
+    dask = os.path.join(os.path.dirname(sys.executable), "dask")
+    procs = [
+        subprocess.Popen(
+            [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        ),
+        subprocess.Popen(
+            [
+                dask,
+                "worker",
+                f"tcp://127.0.0.1:{port}",
+                "--nthreads",
+                "1",
+                "--no-dashboard",
+                "--local-directory",
+                str(tmp_path),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+            env={**os.environ, "PYTHONPATH": TESTS_DIR},
+        ),
+    ]
+    for proc in procs:
+        conftest.LONG_LIVED.add(proc.pid)
+    c = None
+    try:
+        c = distributed.Client(f"tcp://127.0.0.1:{port}", timeout=60)
+        c.wait_for_workers(1, timeout=60)
+        pool = Pool(backend=Dask(client=c))
+        result = pool.map_async(t.sleep_then, [0.2] * 100, chunksize=1)
+        time.sleep(1)
+        os.killpg(procs[0].pid, signal.SIGKILL)  # the scheduler
+        start = time.monotonic()
+        with pytest.raises(PoolTerminatedError, match="lost the dask engine"):
+            result.get(DEADLINE)
+        assert time.monotonic() - start < 10
+        pool.terminate()
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(30)
+            conftest.LONG_LIVED.discard(proc.pid)
+        if c is not None:
+            c.close(timeout=5)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -386,3 +386,20 @@ def test_a_loopback_manager_proxy_is_refused_for_a_remote_cluster() -> None:
         with pytest.raises(ValueError, match="cannot be sent to a task of a cluster on other"):
             pool.apply(t.add_under_lock, ((manager.Lock(), value, 1),))
         assert pool.apply(t.add, (1, 2)) == 3
+
+
+def test_losing_the_engine_fails_the_pool_instead_of_hanging() -> None:
+    engine = FakeEngine(2)
+    pool = make(engine)
+    try:
+        result = pool.map_async(t.sleep_then, [0.2] * 50, chunksize=1)
+        time.sleep(0.3)
+        engine.lost_reason = "the scheduler is gone"
+        start = time.monotonic()
+        with pytest.raises(PoolTerminatedError, match="the scheduler is gone"):
+            result.get(DEADLINE)
+        assert time.monotonic() - start < 2.5
+        with pytest.raises(PoolTerminatedError):
+            pool.apply(t.add, (1, 2))
+    finally:
+        pool.terminate()

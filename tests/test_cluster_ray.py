@@ -222,3 +222,11 @@ def test_a_64_mib_array_shared_by_64_tasks_is_put_once(pool: Pool) -> None:
     sums = pool.map(t.row_sum, [(big, i) for i in range(64)], chunksize=1)
     assert sums == [float(big[i].sum()) for i in range(64)]
     assert pool._backend.store.puts == 1
+
+
+def test_a_poison_item_fails_after_its_retries(address: str, tmp_path: Path) -> None:
+    with Pool(backend=Ray(), retries=2) as pool:
+        with pytest.raises(WorkerLostError, match="after 3 attempts"):
+            pool.apply(t.kill_self_always_on, ((str(tmp_path), 7, 7),))
+        assert t.runs_of(str(tmp_path))[7] == 3
+        assert pool.apply(abs, (-2,)) == 2

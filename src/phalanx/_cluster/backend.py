@@ -310,6 +310,7 @@ class ClusterBackend:
             self._stop_everything(self.broken)
             return False
         now = time.monotonic()
+        self._slots(now)  # (asks the engine, once a second, whether it is still there)
         self._check_timeouts(now)
         self._check_failed_tasks(now)
         self._dispatch(now, feeders)
@@ -581,15 +582,22 @@ class ClusterBackend:
         self._per_chunk = sample if old is None else 0.8 * old + 0.2 * sample
 
     def _slots(self, now: float) -> int:
-        if self._cap is not None:
-            return self._cap
         if now - self._capacity_at >= CAPACITY_EVERY:
             self._capacity_at = now
-            try:
-                self._capacity = max(1, self.engine.capacity())
-            except Exception:
-                pass
-        return self._capacity
+            reason = self.engine.lost()
+            if reason is not None:
+                self._break(
+                    PoolTerminatedError(
+                        f"lost the {self.engine.name} engine ({reason}): the pool cannot go on"
+                    )
+                )
+                return self._capacity
+            if self._cap is None:
+                try:
+                    self._capacity = max(1, self.engine.capacity())
+                except Exception:
+                    pass
+        return self._cap if self._cap is not None else self._capacity
 
     def _chunks_per_task(self, slots: int, feeders: int) -> int:
         if self._per_chunk is None:

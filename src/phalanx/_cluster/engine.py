@@ -66,6 +66,10 @@ class Engine(Protocol):
         """Stop an engine task; ``force``: even a running one.  True if it is stopped."""
         ...
 
+    def lost(self) -> str | None:
+        """Why the engine can no longer run anything (its scheduler or head is gone), or None."""
+        ...
+
     def kill(self, host: str, pid: int) -> bool:
         """Kill the engine worker process ``pid`` on ``host`` if the engine allows it."""
         ...

@@ -92,6 +92,7 @@ class FakeEngine:
         self.lose_ends = lose_ends
         self.fail_before_start = fail_before_start
         self.closed = False
+        self.lost_reason: str | None = None  # set by a test: the engine is gone
         self.submitted = 0
         self.puts = 0
         self._queue: queue.Queue[_Handle | None] = queue.Queue()
@@ -135,6 +136,9 @@ class FakeEngine:
             handle.end(TaskEnd(False, cancelled=True), self.lose_ends)
             return True
         return False  # a thread cannot be stopped; kill() its "process" instead
+
+    def lost(self) -> str | None:
+        return self.lost_reason
 
     def kill(self, host: str, pid: int) -> bool:
         if not self.can_kill:

@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -31,6 +32,8 @@ from .._cluster.engine import Done, TaskEnd
 from .._cluster.runner import run_task
 
 __all__ = ("DaskEngine",)
+
+LOST_AFTER = 5.0  # seconds without its scheduler before a pool gives up
 
 
 class DaskEngine:
@@ -60,11 +63,15 @@ class DaskEngine:
         self._kill_overdue = bool(options.kill_overdue or self._cluster is not None)
         self._closed = False
         self._lock = threading.Lock()
+        self._disconnected_at: float | None = None
+        self._capacity = 1
 
     # -- the Engine protocol ----------------------------------------------------------
 
     def capacity(self) -> int:
-        return max(1, int(sum(self.client.nthreads().values())))
+        if str(self.client.status) == "running":  # (else the call would wait for a scheduler)
+            self._capacity = max(1, int(sum(self.client.nthreads().values())))
+        return self._capacity
 
     def hub_host(self) -> str:
         host = urlsplit(self.client.scheduler.address).hostname or "127.0.0.1"
@@ -79,6 +86,23 @@ class DaskEngine:
         )
         future.add_done_callback(lambda f: done(f, _end_of(f)))
         return future
+
+    def lost(self) -> str | None:
+        status = str(self.client.status)
+        if status == "running":
+            self._disconnected_at = None
+            return None
+        if status in ("closing", "closed", "failed"):
+            return f"the client is {status}"
+        now = time.monotonic()
+        if self._disconnected_at is None:
+            self._disconnected_at = now
+        elif now - self._disconnected_at > LOST_AFTER:
+            return (
+                f"no scheduler at {self.client.scheduler.address} for "
+                f"{now - self._disconnected_at:.0f} s"
+            )
+        return None
 
     def cancel(self, handle: Any, force: bool) -> bool:
         try:

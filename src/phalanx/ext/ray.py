@@ -71,6 +71,11 @@ class RayEngine:
             return False
         return True
 
+    def lost(self) -> str | None:
+        if not ray.is_initialized():
+            return "ray was shut down in this process"
+        return None
+
     def kill(self, host: str, pid: int) -> bool:
         return False  # cancel(force=True) already killed the worker process
 
