@@ -184,3 +184,11 @@ def kill_self_always_on(args: tuple[str, int, int]) -> int:
     if x == bad:
         os.kill(os.getpid(), signal.SIGKILL)
     return x
+
+
+def nested_sum(n: int) -> int:
+    """A local phalanx pool inside a cluster task."""
+    import phalanx
+
+    with phalanx.Pool(2) as inner:
+        return sum(inner.map(square, range(n)))

@@ -363,3 +363,41 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def test_a_function_of_a_module_the_workers_cannot_import_travels_by_value(
+    client: Any, tmp_path: Path
+) -> None:
+    """The user's local module is not on the workers: its function goes by value."""
+    local = tmp_path / "mylocal"
+    local.mkdir()
+    (local / "helpers.py").write_text(
+        "class Box:\n"
+        "    def __init__(self, v):\n"
+        "        self.v = v\n\n"
+        "def unbox_twice(box):\n"
+        "    return 2 * box.v\n",
+        encoding="utf-8",
+    )
+    address = client.scheduler.address.split("://")[1]
+    script = tmp_path / "uses_local.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(local)!r})
+            import helpers
+            import phalanx
+
+            if __name__ == "__main__":
+                with phalanx.Pool(backend="dask://{address}") as pool:
+                    print(pool.map(helpers.unbox_twice, [helpers.Box(i) for i in range(5)]))
+            """
+        ),
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "[0, 2, 4, 6, 8]"

@@ -13,6 +13,7 @@ import secrets
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -189,3 +190,101 @@ print("wrong key", pool.apply(t.connect_with_wrong_key, (({host!r}, {port}),)))
     assert lines[2] == "wrong key refused", lines
     where = eval(lines[0].split(" ", 1)[1])
     assert set(where) <= {hosts.ip["h2"], hosts.ip["h3"]}
+
+
+def test_retries_a_poison_item_a_timeout_a_large_array_and_a_nested_pool_across_hosts(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    poison = tmp_path / "poison"
+    poison.mkdir()
+    lines = drive(
+        cluster,
+        f"""\
+import numpy as np
+from phalanx.pool import TaskTimeoutError
+with phalanx.Pool(backend=Dask(client=client), retries=1) as again:
+    items = [({str(marks)!r}, x, 13) for x in range(40)]
+    ok = again.map(t.kill_self_on, items, chunksize=1) == list(range(40))
+    runs = t.runs_of({str(marks)!r})
+    print("retries", ok, runs[13], max(n for x, n in runs.items() if x != 13))
+client.wait_for_workers(2, timeout=120)
+with phalanx.Pool(backend=Dask(client=client), retries=2) as again:
+    try:
+        again.apply(t.kill_self_always_on, (({str(poison)!r}, 7, 7),))
+    except WorkerLostError as e:
+        print("poison", "after 3 attempts" in str(e), t.runs_of({str(poison)!r})[7])
+client.wait_for_workers(2, timeout=120)
+with phalanx.Pool(backend=Dask(client=client, kill_overdue=True)) as timed:
+    start = time.monotonic()
+    try:
+        timed.apply(t.sleep_then, (60,), timeout=1)
+    except TaskTimeoutError as e:
+        print("timeout", "was stopped" in str(e), round(time.monotonic() - start, 1) < 3)
+client.wait_for_workers(2, timeout=120)
+big = np.arange(64 * 1024 * 1024 // 8, dtype=np.float64).reshape(64, -1)
+sums = pool.map(t.row_sum, [(big, i) for i in range(64)], chunksize=1)
+print("array", sums == [float(big[i].sum()) for i in range(64)], pool._backend.store.puts)
+print("nested", pool.apply(t.nested_sum, (10,)))
+""",
+        tmp_path,
+    )
+    assert lines == [
+        "retries True 2 1",
+        "poison True 3",
+        "timeout True True",
+        "array True 1",
+        f"nested {sum(x * x for x in range(10))}",
+    ], lines
+
+
+def test_ctrl_c_to_a_driver_on_another_host_returns_within_a_second(
+    cluster: dict[str, Any], tmp_path: Path
+) -> None:
+    import signal
+
+    hosts = cluster["hosts"]
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "driver.py"
+    script.write_text(
+        DRIVER.format(
+            tests=TESTS_DIR,
+            scheduler=cluster["scheduler"],
+            body=textwrap.indent(
+                f"""\
+print("ready", flush=True)
+try:
+    pool.map(t.marked_square, [({str(marks)!r}, x, 0.2) for x in range(200)], 1)
+except KeyboardInterrupt:
+    print("interrupted", time.monotonic(), flush=True)
+""",
+                "    ",
+            ),
+        ),
+        encoding="utf-8",
+    )
+    proc = hosts.popen(
+        "h1",
+        [sys.executable, str(script)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=hosts.env("h1", PYTHONPATH=TESTS_DIR, PHALANX_AUTHKEY=KEY),
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(2)
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    proc.wait(60)
+    out = proc.stdout.read()
+    interrupted = [line for line in out.splitlines() if line.startswith("interrupted")]
+    assert interrupted, out
+    assert float(interrupted[0].split()[1]) - sent < 1.0
+    import _cluster_targets as t
+
+    started = sum(t.runs_of(str(marks)).values())
+    time.sleep(1)
+    assert sum(t.runs_of(str(marks)).values()) <= started + 2
+    assert started < 200

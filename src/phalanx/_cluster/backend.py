@@ -353,6 +353,10 @@ class ClusterBackend:
             self._finish(cid, entry, ok, value)
         elif tag == "start":
             self._on_start(peer, message[1], message[2])
+        elif tag == "by-value":
+            self._send_by_value(peer, message[1])
+        elif tag == "items-by-value":
+            self._send_items_by_value(peer, message[1], message[2])
         elif tag == "end":
             task = self._tasks.pop(message[1], None)
             peer.task = None
@@ -404,6 +408,41 @@ class ClusterBackend:
                 chunks.append((cid, fid, entry.chunk.kind, entry.data, where))
         try:
             peer.conn.send(("run", chunks, shipped))
+        except (OSError, EOFError):
+            self._on_peer_lost(peer)
+
+    def _send_by_value(self, peer: _Peer, fid: int) -> None:
+        """A worker cannot import a function's module (the user's own): send it by value.
+
+        From then on the module's functions and classes (in arguments too)
+        travel by value to this pool's workers.
+        """
+        entry = next((e for e in self._functions.values() if e[0] == fid), None)
+        if entry is None:
+            return
+        func = entry[1]
+        module = getattr(func, "__module__", None)
+        if module is not None:
+            pickling.by_value_in_this_thread(module)
+        data = pickling.dumps_by_value(func)
+        self._functions[id(func)] = (fid, func, data)
+        try:
+            peer.conn.send(("function", fid, data))
+        except (OSError, EOFError):
+            self._on_peer_lost(peer)
+
+    def _send_items_by_value(self, peer: _Peer, cid: int, module: str | None) -> None:
+        entry = self._entries.get(cid)
+        data = b""
+        if entry is not None and module is not None:
+            pickling.by_value_in_this_thread(module)
+            try:
+                entry.data, _big = encode(entry.chunk.payload)
+                data = entry.data
+            except Exception:
+                pass  # the runner fails the chunk with what unpickling raises
+        try:
+            peer.conn.send(("items", cid, data))
         except (OSError, EOFError):
             self._on_peer_lost(peer)
 

@@ -12,6 +12,10 @@ from then on everything goes over that connection::
     ("start", task_id, functions held)   ->
                                          <-   ("run", [(chunk_id, fid, kind, items, where)],
                                                 {fid: pickled function})
+    ("by-value", fid, module)            ->   (a function whose module is not importable here)
+                                         <-   ("function", fid, pickled by value)
+    ("items-by-value", chunk_id, module) ->   (the same for a chunk's items)
+                                         <-   ("items", chunk_id, pickled with it by value)
     ("begun", chunk_id)                  ->   (before each chunk)
     ("done", chunk_id, ok, value, secs)  ->   (after each chunk)
     ("end", task_id)                     ->
@@ -130,6 +134,26 @@ def forget(pool: str, identity: tuple[str, int]) -> None:
             sock.close()
 
 
+def _load_function(conn: Any, fid: int, data: bytes) -> Any:
+    """A shipped function; if its module is not importable here, ask for it by value."""
+    try:
+        return pickling.loads(data)
+    except ImportError as exc:  # ModuleNotFoundError: the user's local module
+        conn.send(("by-value", fid, getattr(exc, "name", None)))
+        reply = conn.recv()
+        return pickling.loads(reply[2])
+
+
+def _load_items(conn: Any, chunk_id: int, data: bytes, buffers: list[Any]) -> Any:
+    """A chunk's items; if they need a module not importable here, ask for them by value."""
+    try:
+        return pickling.loads(data, buffers=buffers)
+    except ImportError as exc:
+        conn.send(("items-by-value", chunk_id, getattr(exc, "name", None)))
+        reply = conn.recv()
+        return pickling.loads(reply[2], buffers=buffers)
+
+
 def run_task(spec: HubSpec, task_id: int, *stored: Any, identity: Any = None) -> int:
     """Run the chunks the hub assigns to engine task ``task_id``; returns how many ran.
 
@@ -152,7 +176,7 @@ def run_task(spec: HubSpec, task_id: int, *stored: Any, identity: Any = None) ->
     _tag, chunks, shipped = reply
     with _state_lock:
         for fid, data in shipped.items():
-            _functions[(spec.pool, fid)] = pickling.loads(data)
+            _functions[(spec.pool, fid)] = _load_function(conn, fid, data)
             _functions.move_to_end((spec.pool, fid))
         while len(_functions) > _FUNCTIONS:
             _functions.popitem(last=False)
@@ -164,7 +188,7 @@ def run_task(spec: HubSpec, task_id: int, *stored: Any, identity: Any = None) ->
         conn.send(("begun", chunk_id))
         start = time.perf_counter()
         try:
-            payload = pickling.loads(data, buffers=[stored[i] for i in where])
+            payload = _load_items(conn, chunk_id, data, [stored[i] for i in where])
             del data
             value: Any = _run(funcs[fid], kind, payload)
             ok = True

@@ -85,6 +85,20 @@ def cluster_destination() -> str | None:
     return getattr(_thread_options, "cluster", None)
 
 
+def by_value_in_this_thread(module_name: str) -> None:
+    """What this thread pickles from ``module_name`` travels by value (its destination
+    cannot import that module: a cluster worker without the user's local modules)."""
+    modules = getattr(_thread_options, "modules_by_value", None)
+    if modules is None:
+        modules = _thread_options.modules_by_value = set()
+    modules.add(module_name)
+
+
+def dumps_by_value(obj: Any) -> bytes:
+    """``obj`` pickled by value, with whatever of modules marked so (see above)."""
+    return _dumps_by_value(obj)
+
+
 def needs_by_value(obj: types.FunctionType | type) -> bool:
     """Whether ``obj`` must be pickled by value because a reference would not resolve."""
     qualname = getattr(obj, "__qualname__", "")
@@ -93,6 +107,8 @@ def needs_by_value(obj: types.FunctionType | type) -> bool:
     module = getattr(obj, "__module__", None)
     if module is None:
         return False
+    if module in getattr(_thread_options, "modules_by_value", ()):
+        return True
     if module == "__main__":
         return cluster_destination() is not None or not main_is_reimported()
     if module not in sys.modules:
@@ -120,6 +136,12 @@ def _dumps_by_value(obj: Any) -> bytes:
             (cloudpickle.Pickler,),
             {"dispatch_table": collections.ChainMap(_registry, cloudpickle.Pickler.dispatch_table)},
         )
+    import cloudpickle
+
+    for name in getattr(_thread_options, "modules_by_value", ()):
+        module = sys.modules.get(name)
+        if module is not None and name not in cloudpickle.list_registry_pickle_by_value():
+            cloudpickle.register_pickle_by_value(module)
     buf = io.BytesIO()
     _cloud_pickler(buf, protocol=PROTOCOL).dump(obj)
     return buf.getvalue()

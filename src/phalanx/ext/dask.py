@@ -129,10 +129,15 @@ class DaskEngine:
                 except ProcessLookupError:
                     pass
                 return True
-            try:
-                self.client.restart_workers([address])
-            except Exception:
-                return False
+            # Its own event loop ends the process at once (its nanny starts another);
+            # the call never gets an answer, so it waits in a thread of its own.
+            threading.Thread(
+                target=_quietly,
+                args=(self.client.run, os._exit, 1),
+                kwargs={"workers": [address]},
+                name="phalanx-dask-kill",
+                daemon=True,
+            ).start()
             return True
         return False
 
@@ -145,6 +150,13 @@ class DaskEngine:
             self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def _quietly(func: Any, *args: Any, **kwargs: Any) -> None:
+    try:
+        func(*args, **kwargs)
+    except Exception:
+        pass
 
 
 def _end_of(future: Any) -> TaskEnd:
