@@ -401,3 +401,8 @@ def test_a_function_of_a_module_the_workers_cannot_import_travels_by_value(
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert out.stdout.strip() == "[0, 2, 4, 6, 8]"
+
+
+def test_maxtasksperchild_is_refused_on_dask(client: Any) -> None:
+    with pytest.raises(ValueError, match="not supported on dask"):
+        Pool(backend=Dask(client=client), maxtasksperchild=2)

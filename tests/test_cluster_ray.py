@@ -230,3 +230,10 @@ def test_a_poison_item_fails_after_its_retries(address: str, tmp_path: Path) -> 
             pool.apply(t.kill_self_always_on, ((str(tmp_path), 7, 7),))
         assert t.runs_of(str(tmp_path))[7] == 3
         assert pool.apply(abs, (-2,)) == 2
+
+
+def test_maxtasksperchild_retires_worker_processes(address: str) -> None:
+    with Pool(backend=Ray(), maxtasksperchild=1) as pool:
+        pids = pool.map(t.pid_of_worker, range(6), chunksize=1)
+        assert pool.map(abs, range(-3, 0)) == [3, 2, 1]
+    assert len(set(pids)) == 6, pids

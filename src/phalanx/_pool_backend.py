@@ -53,9 +53,23 @@ def cluster_backend(
     initializer: Any,
     initargs: tuple[Any, ...],
     retries: int,
+    maxtasks: int | None = None,
 ) -> PoolBackend:
-    """A backend on the cluster engine that ``backend=`` names (imported only then)."""
+    """A backend on the cluster engine that ``backend=`` names (imported only then).
+
+    ``maxtasks`` (``maxtasksperchild``): only engines whose worker processes can be
+    retired after n tasks take it (Ray's ``max_calls``); others raise ``ValueError``.
+    """
     from ._cluster.backend import ClusterBackend
     from .cluster import engine_for
 
-    return ClusterBackend(engine_for(spec), processes, initializer, initargs, retries)
+    engine = engine_for(spec)
+    if maxtasks is not None:
+        limit = getattr(engine, "limit_tasks_per_process", None)
+        if limit is None or not limit(maxtasks):
+            engine.close()
+            raise ValueError(
+                f"maxtasksperchild is not supported on {engine.name}: its worker processes "
+                "are the engine's own, phalanx cannot retire them (leave it None)"
+            )
+    return ClusterBackend(engine, processes, initializer, initargs, retries, maxtasks)

@@ -127,13 +127,13 @@ class ProcessPoolExecutor(Executor):
         self._jobs: set[_FutureJob] = set()
         self._backend: PoolBackend
         if backend is not None:
-            if max_tasks_per_child is not None:
-                raise ValueError(
-                    "max_tasks_per_child is not supported with a cluster backend: the "
-                    "engine's worker processes are its own (leave it None)"
-                )
             self._backend = cluster_backend(
-                backend, None if follow_capacity else max_workers, initializer, tuple(initargs), 0
+                backend,
+                None if follow_capacity else max_workers,
+                initializer,
+                tuple(initargs),
+                0,
+                max_tasks_per_child,
             )
             self._max_workers = self._backend.size
         else:

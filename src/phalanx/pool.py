@@ -145,13 +145,10 @@ class Pool:
         self._initargs = tuple(initargs)
         self._maxtasksperchild = maxtasksperchild
         if backend is not None:
-            if maxtasksperchild is not None:
-                raise ValueError(
-                    "maxtasksperchild is not supported with a cluster backend: the engine's "
-                    "worker processes are its own (leave it None)"
-                )
             size = None if follow_capacity else processes
-            self._backend = cluster_backend(backend, size, initializer, self._initargs, retries)
+            self._backend = cluster_backend(
+                backend, size, initializer, self._initargs, retries, maxtasksperchild
+            )
             self._processes = self._backend.size
             self._ctx = None
         else:

@@ -137,6 +137,7 @@ class ClusterBackend:
         initializer: Any,
         initargs: tuple[Any, ...],
         retries: int,
+        maxtasks: int | None = None,
     ) -> None:
         from .. import __version__
         from .._listener import Listener
@@ -148,6 +149,7 @@ class ClusterBackend:
         self.broken: BaseException | None = None
         self.workers: list[Any] = []
         self._retries = retries
+        self._one_chunk_per_task = maxtasks is not None  # tasks are counted as the local pool does
         self._init = pickling.dumps((initializer, initargs)) if initializer is not None else None
         authkey = secrets.token_bytes(32)
         self._listener = Listener((engine.hub_host(), 0), authkey=authkey)
@@ -639,6 +641,8 @@ class ClusterBackend:
         return self._cap if self._cap is not None else self._capacity
 
     def _chunks_per_task(self, slots: int, feeders: int) -> int:
+        if self._one_chunk_per_task:
+            return 1
         if self._per_chunk is None:
             k = 1
         else:

@@ -43,9 +43,15 @@ class RayEngine:
             self._started = True
         remote_args = {"num_cpus": 1, **options.remote_args, "max_retries": 0}
         self._per_task_cpus = float(remote_args.get("num_cpus") or 0) or 1.0
+        self._remote_args = remote_args
         self._remote = ray.remote(**remote_args)(run_task)
         self._closed = False
         self._lock = threading.Lock()
+
+    def limit_tasks_per_process(self, n: int) -> bool:
+        """``maxtasksperchild``: a worker process retires after ``n`` tasks (``max_calls``)."""
+        self._remote = ray.remote(**self._remote_args, max_calls=n)(run_task)
+        return True
 
     def capacity(self) -> int:
         cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call,unused-ignore]
