@@ -38,6 +38,7 @@ __all__ = (
     "RemoteTraceback",
     "deliver",
     "fail_all",
+    "refuse",
 )
 
 # How a chunk's payload calls the function.
@@ -554,6 +555,16 @@ def deliver(outcomes: list[tuple[Chunk, bool, Any]]) -> None:
         for chunk, _ok, _value in outcomes[start:end]:
             chunk.release()
         start = end
+
+
+def refuse(chunks: list[Chunk], broken: BaseException | None) -> None:
+    """Fail chunks handed to a backend that is over: with its error if it broke."""
+    if broken is None:
+        fail_all(chunks, "pool terminated")
+        return
+    for chunk in chunks:
+        chunk.job._set(chunk.index, False, broken)
+        chunk.release()
 
 
 def fail_all(chunks: list[Chunk], why: str) -> None:

@@ -11,7 +11,7 @@ import threading
 from typing import Any
 
 from ._errors import PoolTerminatedError
-from ._pool_results import APPLY, MAP, Chunk, fail_all
+from ._pool_results import APPLY, MAP, Chunk, fail_all, refuse
 
 __all__ = ("ThreadBackend",)
 
@@ -55,12 +55,7 @@ class ThreadBackend:
                 self._cond.notify(len(chunks))
                 return
             broken = self.broken
-        if broken is not None:
-            for chunk in chunks:
-                chunk.job._set(chunk.index, False, broken)
-                chunk.release()
-            return
-        fail_all(chunks, "pool terminated")
+        refuse(chunks, broken)
 
     def feeder_started(self) -> None:
         with self._cond:

@@ -42,7 +42,7 @@ import warnings
 from typing import Any
 
 from .._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
-from .._pool_results import Chunk, add_item_note, deliver, fail_all
+from .._pool_results import Chunk, add_item_note, deliver, fail_all, refuse
 from .._wire import pickling
 from .engine import Engine, TaskEnd
 from .runner import HubSpec, no_delay
@@ -203,12 +203,7 @@ class ClusterBackend:
                 self._wake()
                 return
             broken = self.broken
-        if broken is not None:
-            for chunk in chunks:
-                chunk.job._set(chunk.index, False, broken)
-                chunk.release()
-            return
-        fail_all(chunks, "pool terminated")
+        refuse(chunks, broken)
 
     def feeder_started(self) -> None:
         with self._lock:
