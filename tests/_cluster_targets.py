@@ -192,3 +192,31 @@ def nested_sum(n: int) -> int:
 
     with phalanx.Pool(2) as inner:
         return sum(inner.map(square, range(n)))
+
+
+def check_ctrl_c(proc: Any, marks: str, settle: float) -> None:
+    """A driver ``proc`` printed "ready" and maps ``marked_square`` over 200 items: SIGINT
+    it after ``settle`` s; it must print "interrupted <monotonic time>" within 1 s (one
+    clock for the machine), and no chunk may start after that."""
+    import signal
+
+    try:
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(settle)
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+    interrupted = [line for line in out.splitlines() if line.startswith("interrupted")]
+    assert interrupted, out
+    assert float(interrupted[0].split()[1]) - sent < 1.0
+    started = sum(runs_of(marks).values())
+    time.sleep(1)
+    assert sum(runs_of(marks).values()) <= started + 2  # no chunk starts after
+    assert started < 200
