@@ -40,10 +40,9 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def address() -> Iterator[str]:
+def _start_head(temp: str) -> tuple[subprocess.Popen[bytes], str]:
+    """A Ray head of our own, its processes one group (killed as one)."""
     port = _free_port()
-    temp = tempfile.mkdtemp(prefix="phx-ray-")
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
     env = {**os.environ, "PYTHONPATH": TESTS_DIR, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
@@ -67,10 +66,49 @@ def address() -> Iterator[str]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=env,
-        start_new_session=True,  # its processes are a group of their own: killed as one
+        start_new_session=True,
     )
     conftest.LONG_LIVED.add(proc.pid)
-    address = f"127.0.0.1:{port}"
+    return proc, f"127.0.0.1:{port}"
+
+
+def _stop_head(proc: subprocess.Popen[bytes], temp: str) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except ProcessLookupError:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # anything the head left in its group
+    except ProcessLookupError:
+        pass
+    conftest.LONG_LIVED.discard(proc.pid)
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+def _pids_in_group(pgid: int, word: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) != pgid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if word.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    temp = tempfile.mkdtemp(prefix="phx-ray-")
+    proc, address = _start_head(temp)
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -84,14 +122,7 @@ def address() -> Iterator[str]:
         yield address
     finally:
         ray.shutdown()
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(30)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        conftest.LONG_LIVED.discard(proc.pid)
-        shutil.rmtree(temp, ignore_errors=True)
+        _stop_head(proc, temp)
 
 
 @pytest.fixture
@@ -217,3 +248,82 @@ def test_maxtasksperchild_retires_worker_processes(address: str) -> None:
         pids = pool.map(t.pid_of_worker, range(6), chunksize=1)
         assert pool.map(abs, range(-3, 0)) == [3, 2, 1]
     assert len(set(pids)) == 6, pids
+
+
+def test_losing_the_head_fails_the_pool_instead_of_hanging(address: str, tmp_path: Path) -> None:
+    """The head's control store (GCS) dies while a map runs: PoolTerminatedError within
+    seconds.  (Ray's client would wait for it 60 s, then end the driver process.)"""
+    temp = tempfile.mkdtemp(prefix="phx-ray-")
+    head, other = _start_head(temp)
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys, time
+            sys.path.insert(0, {TESTS_DIR!r})
+            import ray
+            import phalanx, _cluster_targets as t
+            from phalanx.cluster import Ray
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    ray.init(address={other!r}, log_to_driver=False)
+                    break
+                except Exception:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(1)
+            pool = phalanx.Pool(backend=Ray())
+            assert pool.map(abs, [-1, -2]) == [1, 2]
+            result = pool.map_async(t.sleep_then, [0.2] * 200, chunksize=1)
+            print("ready", flush=True)
+            sys.stdin.readline()
+            start = time.monotonic()
+            try:
+                result.get(60)
+            except phalanx.pool.PoolTerminatedError as exc:
+                print("terminated", time.monotonic() - start, exc, flush=True)
+            pool.terminate()
+            print("ended", flush=True)
+            """
+        ),
+        encoding="utf-8",
+    )
+    driver = subprocess.Popen(
+        [sys.executable, str(script)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert driver.stdout is not None and driver.stdin is not None
+        assert driver.stdout.readline().strip() == "ready"
+        (gcs,) = _pids_in_group(head.pid, "gcs_server")
+        os.kill(gcs, signal.SIGKILL)
+        driver.stdin.write("go\n")
+        driver.stdin.flush()
+        out, _ = driver.communicate(timeout=45)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+            driver.wait()
+        _stop_head(head, temp)
+    lines = out.splitlines()
+    terminated = [line for line in lines if line.startswith("terminated")]
+    assert terminated and "lost the ray engine (no Ray head at" in terminated[0], out
+    assert float(terminated[0].split()[1]) < 10, out
+    assert lines[-1] == "ended", out
+
+
+def test_the_ray_adapter_imports_no_dask() -> None:
+    """``phalanx[ray]`` alone must do: the Ray adapter shares nothing with the Dask one."""
+    code = (
+        "import sys, phalanx.ext.ray\n"
+        "print([m for m in ('dask', 'distributed') if m in sys.modules])\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stderr

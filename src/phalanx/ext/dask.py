@@ -29,11 +29,10 @@ from urllib.parse import urlsplit
 import distributed
 
 from .._cluster.engine import Done, TaskEnd
+from .._cluster.net import LOST_AFTER, local_address_towards
 from .._cluster.runner import run_task
 
 __all__ = ("DaskEngine",)
-
-LOST_AFTER = 5.0  # seconds without its scheduler before a pool gives up
 
 
 class DaskEngine:
@@ -75,7 +74,7 @@ class DaskEngine:
 
     def hub_host(self) -> str:
         host = urlsplit(self.client.scheduler.address).hostname or "127.0.0.1"
-        return _local_address_towards(host)
+        return local_address_towards(host)
 
     def put(self, data: memoryview) -> Any:
         return self.client.scatter(bytes(data), hash=False)
@@ -185,18 +184,3 @@ def _own_addresses() -> set[str]:
         return {str(info[4][0]) for info in socket.getaddrinfo(socket.gethostname(), None)}
     except OSError:
         return set()
-
-
-def _local_address_towards(host: str) -> str:
-    """This machine's address on the route to ``host`` (where its workers can reach us)."""
-    try:
-        if ipaddress.ip_address(host).is_loopback:
-            return "127.0.0.1"
-    except ValueError:
-        pass
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            probe.connect((host, 9))  # no packet is sent: only a route is chosen
-            return str(probe.getsockname()[0])
-        except OSError:
-            return "127.0.0.1"

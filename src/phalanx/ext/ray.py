@@ -15,14 +15,15 @@ semantics exactly.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import ray
 
 from .._cluster.engine import Done, TaskEnd
+from .._cluster.net import LOST_AFTER, HeadWatch, local_address_towards
 from .._cluster.runner import run_task
-from .dask import _local_address_towards
 
 __all__ = ("RayEngine",)
 
@@ -47,6 +48,13 @@ class RayEngine:
         self._remote = ray.remote(**remote_args)(run_task)
         self._closed = False
         self._lock = threading.Lock()
+        self._capacity = self._ask_capacity()
+        self._watch = _watch_head(options.address)
+        # The head is asked in a thread of its own: with the head gone, Ray's
+        # calls wait for it, and the pool's supervisor must not.
+        threading.Thread(
+            target=self._follow_capacity, name="phalanx-ray-capacity", daemon=True
+        ).start()
 
     def limit_tasks_per_process(self, n: int) -> bool:
         """``maxtasksperchild``: a worker process retires after ``n`` tasks (``max_calls``)."""
@@ -54,12 +62,25 @@ class RayEngine:
         return True
 
     def capacity(self) -> int:
+        return self._capacity
+
+    def _ask_capacity(self) -> int:
         cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call,unused-ignore]
         return max(1, int(cpus / self._per_task_cpus))
 
+    def _follow_capacity(self) -> None:
+        while not self._closed:
+            time.sleep(1.0)
+            if self._closed or (self._watch is not None and self._watch.silent_for() > 0):
+                continue
+            try:
+                self._capacity = self._ask_capacity()
+            except Exception:
+                pass  # ray shut down meanwhile: lost() says so
+
     def hub_host(self) -> str:
         if self._address and self._address.startswith("ray://"):
-            return _local_address_towards(urlsplit(self._address).hostname or "127.0.0.1")
+            return local_address_towards(urlsplit(self._address).hostname or "127.0.0.1")
         return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call,unused-ignore]
 
     def put(self, data: memoryview) -> Any:
@@ -80,6 +101,13 @@ class RayEngine:
     def lost(self) -> str | None:
         if not ray.is_initialized():
             return "ray was shut down in this process"
+        if self._watch is not None:
+            silent = self._watch.silent_for()
+            if silent > LOST_AFTER:
+                # Ray's own client ends this process once the head has been
+                # gone for gcs_rpc_server_reconnect_timeout_s (60 s): the pool
+                # says so long before.
+                return f"no Ray head at {self._watch.address} for {silent:.0f} s"
         return None
 
     def kill(self, host: str, pid: int) -> bool:
@@ -90,8 +118,27 @@ class RayEngine:
             if self._closed:
                 return
             self._closed = True
+        if self._watch is not None:
+            self._watch.stop()
         if self._started:
             ray.shutdown()
+
+
+def _watch_head(address: str | None) -> HeadWatch | None:
+    """Watch the Ray Client server for ``ray://`` addresses, else the head's GCS."""
+    if address and address.startswith("ray://"):
+        parts = urlsplit(address)
+        host, port = parts.hostname, parts.port or 10001
+    else:
+        try:
+            gcs = str(ray.get_runtime_context().gcs_address)
+        except Exception:
+            return None
+        host, _, port_text = gcs.rpartition(":")
+        port = int(port_text) if port_text.isdigit() else 0
+    if not host or not port:
+        return None
+    return HeadWatch(host, port)
 
 
 def _end_of(future: Any) -> TaskEnd:
