@@ -141,10 +141,12 @@ def add_under_lock(args: tuple[Any, Any, int]) -> None:
             value.value += 1
 
 
-def my_ip(toward: str) -> str:
-    """This worker's address on the route to ``toward`` (multi-host tests)."""
+def my_ip(toward: str, seconds: float = 0.05) -> str:
+    """This worker's address on the route to ``toward`` (multi-host tests), after
+    ``seconds``: work long enough that a map keeps both worker hosts busy."""
     import socket
 
+    time.sleep(seconds)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.connect((toward, 9))
         return str(probe.getsockname()[0])

@@ -1,13 +1,15 @@
-"""Multi-host tests on network namespaces (tier 3 of issue 15): Dask across "hosts".
+"""Multi-host tests on network namespaces (tier 3 of issue 15): Dask and Ray across "hosts".
 
-The test builds three hosts on a private bridge (``_netns.Hosts``): h1 runs
-the Dask scheduler, a phalanx manager server and the driver; h2 and h3 run one
-one-thread Dask worker each (under a nanny).  Skipped, saying why, without
-root or ``ip``.
+The test builds three hosts on a private bridge (``_netns.Hosts``) per engine:
+h1 runs the Dask scheduler or the Ray head (no CPUs of its own), a phalanx
+manager server and the driver; h2 and h3 run one one-thread Dask worker each
+(under a nanny), or one one-CPU Ray node each.  Every test runs on both
+engines.  Skipped, saying why, without root or ``ip``.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import subprocess
@@ -23,7 +25,6 @@ import _cluster_targets as t
 import _netns
 from _targets import TESTS_DIR
 
-pytest.importorskip("distributed")
 _why = _netns.usable()
 pytestmark = [
     pytest.mark.cluster,
@@ -35,50 +36,96 @@ BIN = os.path.dirname(sys.executable)
 KEY = secrets.token_hex(16)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[dict[str, Any]]:
-    import conftest
+ENGINES = [
+    name
+    for name, module in (("dask", "distributed"), ("ray", "ray"))
+    if importlib.util.find_spec(module)
+]
 
-    hosts = _netns.Hosts()
-    try:
-        env = {"PYTHONPATH": TESTS_DIR, "PHALANX_AUTHKEY": KEY}
-        scheduler = f"{hosts.ip['h1']}:8786"
+
+def _start_dask(hosts: _netns.Hosts, env: dict[str, str]) -> str:
+    """A scheduler on h1, one one-thread worker (under a nanny) on each of h2 and h3."""
+    hosts.popen(
+        "h1",
+        [
+            os.path.join(BIN, "dask"),
+            "scheduler",
+            "--host",
+            hosts.ip["h1"],
+            "--port",
+            "8786",
+            "--no-dashboard",
+        ],
+        env=hosts.env("h1", **env),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    scheduler = f"{hosts.ip['h1']}:8786"
+    for name in ("h2", "h3"):
         hosts.popen(
-            "h1",
+            name,
             [
                 os.path.join(BIN, "dask"),
-                "scheduler",
+                "worker",
+                f"tcp://{scheduler}",
+                "--nthreads",
+                "1",
+                "--nworkers",
+                "1",
                 "--host",
-                hosts.ip["h1"],
-                "--port",
-                "8786",
+                hosts.ip[name],
                 "--no-dashboard",
+                "--local-directory",
+                hosts.tmp[name],
             ],
-            env=hosts.env("h1", **env),
+            env=hosts.env(name, **env),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for name in ("h2", "h3"):
-            hosts.popen(
-                name,
-                [
-                    os.path.join(BIN, "dask"),
-                    "worker",
-                    f"tcp://{scheduler}",
-                    "--nthreads",
-                    "1",
-                    "--nworkers",
-                    "1",
-                    "--host",
-                    hosts.ip[name],
-                    "--no-dashboard",
-                    "--local-directory",
-                    hosts.tmp[name],
-                ],
-                env=hosts.env(name, **env),
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+    return scheduler
+
+
+def _start_ray(hosts: _netns.Hosts, env: dict[str, str]) -> str:
+    """A head with no CPUs on h1 (tasks never run there), a one-CPU node on h2 and h3."""
+    env = {**env, "RAY_USAGE_STATS_ENABLED": "0"}
+    head = f"{hosts.ip['h1']}:6379"
+    for name in ("h1", "h2", "h3"):
+        role = (
+            ["--head", "--port", "6379", "--num-cpus", "0", "--include-dashboard", "false"]
+            if name == "h1"
+            else ["--address", head, "--num-cpus", "1"]
+        )
+        hosts.popen(
+            name,
+            [
+                os.path.join(BIN, "ray"),
+                "start",
+                "--block",
+                *role,
+                "--node-ip-address",
+                hosts.ip[name],
+                "--temp-dir",
+                hosts.tmp[name],
+                "--object-store-memory",
+                str(300 * 1024 * 1024),
+                "--disable-usage-stats",
+            ],
+            env=hosts.env(name, **env),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    return head
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    import conftest
+
+    engine = request.param
+    hosts = _netns.Hosts()
+    try:
+        env = {"PYTHONPATH": TESTS_DIR, "PHALANX_AUTHKEY": KEY}
+        head = (_start_dask if engine == "dask" else _start_ray)(hosts, env)
         manager = (hosts.ip["h1"], 7400)
         hosts.popen(
             "h1",
@@ -95,7 +142,7 @@ def cluster() -> Iterator[dict[str, Any]]:
         )
         for proc in hosts._procs:
             conftest.LONG_LIVED.add(proc.pid)
-        yield {"hosts": hosts, "scheduler": scheduler, "manager": manager}
+        yield {"engine": engine, "hosts": hosts, "head": head, "manager": manager}
     finally:
         hosts.close()
         import conftest as c
@@ -104,32 +151,81 @@ def cluster() -> Iterator[dict[str, Any]]:
             c.LONG_LIVED.discard(proc.pid)
 
 
+# What differs between the engines, in the driver: how it connects, waits for
+# both worker hosts, and names its backend (``backend(kill_overdue=True)`` is
+# Dask's option; a Ray task over its timeout is always stopped).
+CONNECT = {
+    "dask": """\
+import distributed
+from phalanx.cluster import Dask
+
+client = distributed.Client("tcp://{head}", timeout=60)
+
+
+def wait_for_workers():
+    client.wait_for_workers(2, timeout=120)
+
+
+def backend(**options):
+    return Dask(client=client, **options)
+
+
+def finish():
+    client.close()
+""",
+    "ray": """\
+import ray
+from phalanx.cluster import Ray
+
+deadline = time.monotonic() + 120
+while True:
+    try:
+        ray.init(address="{head}", log_to_driver=False)
+        break
+    except Exception:
+        if time.monotonic() > deadline:
+            raise
+        time.sleep(1)
+
+
+def wait_for_workers():
+    deadline = time.monotonic() + 120
+    while ray.cluster_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
+def backend(kill_overdue=False):
+    return Ray()
+
+
+def finish():
+    ray.shutdown()
+""",
+}
+
 DRIVER = """\
 import sys, time
 sys.path.insert(0, {tests!r})
-import distributed
 import phalanx
 import _cluster_targets as t
-from phalanx.cluster import Dask
 from phalanx.pool import WorkerLostError
-
-client = distributed.Client("tcp://{scheduler}", timeout=60)
-client.wait_for_workers(2, timeout=120)
-with phalanx.Pool(backend=Dask(client=client)) as pool:
+{connect}
+wait_for_workers()
+with phalanx.Pool(backend=backend()) as pool:
 {body}
-client.close()
+finish()
 """
+
+
+def driver_script(cluster: dict[str, Any], body: str) -> str:
+    connect = CONNECT[cluster["engine"]].format(head=cluster["head"])
+    return DRIVER.format(tests=TESTS_DIR, connect=connect, body=textwrap.indent(body, "    "))
 
 
 def drive(cluster: dict[str, Any], body: str, tmp_path: Path) -> list[str]:
     hosts = cluster["hosts"]
     script = tmp_path / "driver.py"
-    script.write_text(
-        DRIVER.format(
-            tests=TESTS_DIR, scheduler=cluster["scheduler"], body=textwrap.indent(body, "    ")
-        ),
-        encoding="utf-8",
-    )
+    script.write_text(driver_script(cluster, body), encoding="utf-8")
     out = hosts.run(
         "h1",
         [sys.executable, str(script)],
@@ -137,7 +233,9 @@ def drive(cluster: dict[str, Any], body: str, tmp_path: Path) -> list[str]:
         env=hosts.env("h1", PYTHONPATH=TESTS_DIR, PHALANX_AUTHKEY=KEY),
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    return out.stdout.splitlines()
+    # Ray's driver prints its raylets' reports of dead workers (which these tests
+    # cause on purpose) to stdout, in colour: the tests read only their own lines.
+    return [line for line in out.stdout.splitlines() if "(raylet)" not in line]
 
 
 def test_a_pool_runs_across_hosts_and_blames_a_killed_worker_exactly(
@@ -204,25 +302,25 @@ def test_retries_a_poison_item_a_timeout_a_large_array_and_a_nested_pool_across_
         f"""\
 import numpy as np
 from phalanx.pool import TaskTimeoutError
-with phalanx.Pool(backend=Dask(client=client), retries=1) as again:
+with phalanx.Pool(backend=backend(), retries=1) as again:
     items = [({str(marks)!r}, x, 13) for x in range(40)]
     ok = again.map(t.kill_self_on, items, chunksize=1) == list(range(40))
     runs = t.runs_of({str(marks)!r})
     print("retries", ok, runs[13], max(n for x, n in runs.items() if x != 13))
-client.wait_for_workers(2, timeout=120)
-with phalanx.Pool(backend=Dask(client=client), retries=2) as again:
+wait_for_workers()
+with phalanx.Pool(backend=backend(), retries=2) as again:
     try:
         again.apply(t.kill_self_always_on, (({str(poison)!r}, 7, 7),))
     except WorkerLostError as e:
         print("poison", "after 3 attempts" in str(e), t.runs_of({str(poison)!r})[7])
-client.wait_for_workers(2, timeout=120)
-with phalanx.Pool(backend=Dask(client=client, kill_overdue=True)) as timed:
+wait_for_workers()
+with phalanx.Pool(backend=backend(kill_overdue=True)) as timed:
     start = time.monotonic()
     try:
         timed.apply(t.sleep_then, (60,), timeout=1)
     except TaskTimeoutError as e:
         print("timeout", "was stopped" in str(e), round(time.monotonic() - start, 1) < 3)
-client.wait_for_workers(2, timeout=120)
+wait_for_workers()
 big = np.arange(64 * 1024 * 1024 // 8, dtype=np.float64).reshape(64, -1)
 sums = pool.map(t.row_sum, [(big, i) for i in range(64)], chunksize=1)
 print("array", sums == [float(big[i].sum()) for i in range(64)], pool._backend.store.puts)
@@ -247,23 +345,14 @@ def test_ctrl_c_to_a_driver_on_another_host_returns_within_a_second(
     marks = tmp_path / "marks"
     marks.mkdir()
     script = tmp_path / "driver.py"
-    script.write_text(
-        DRIVER.format(
-            tests=TESTS_DIR,
-            scheduler=cluster["scheduler"],
-            body=textwrap.indent(
-                f"""\
+    body = f"""\
 print("ready", flush=True)
 try:
     pool.map(t.marked_square, [({str(marks)!r}, x, 0.2) for x in range(200)], 1)
 except KeyboardInterrupt:
     print("interrupted", time.monotonic(), flush=True)
-""",
-                "    ",
-            ),
-        ),
-        encoding="utf-8",
-    )
+"""
+    script.write_text(driver_script(cluster, body), encoding="utf-8")
     proc = hosts.popen(
         "h1",
         [sys.executable, str(script)],
