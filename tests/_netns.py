@@ -91,6 +91,11 @@ class Hosts:
             **kwargs,
         )
 
+    def cut(self, name: str) -> None:
+        """Take ``name`` off the network, the way a host loses power: no FIN, no RST."""
+        index = list(self.ns).index(name)
+        _ip("-n", self.ns[name], "link", "set", f"{self.tag}{index}a", "down")
+
     def pids(self, name: str) -> list[int]:
         out = subprocess.run(
             ["ip", "netns", "pids", self.ns[name]], capture_output=True, text=True, timeout=30

@@ -9,6 +9,7 @@ engines.  Skipped, saying why, without root or ``ip``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import secrets
@@ -117,11 +118,10 @@ def _start_ray(hosts: _netns.Hosts, env: dict[str, str]) -> str:
     return head
 
 
-@pytest.fixture(scope="module", params=ENGINES)
-def cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+@contextlib.contextmanager
+def _cluster_on_hosts(engine: str) -> Iterator[dict[str, Any]]:
     import conftest
 
-    engine = request.param
     hosts = _netns.Hosts()
     try:
         env = {"PYTHONPATH": TESTS_DIR, "PHALANX_AUTHKEY": KEY}
@@ -145,10 +145,14 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
         yield {"engine": engine, "hosts": hosts, "head": head, "manager": manager}
     finally:
         hosts.close()
-        import conftest as c
-
         for proc in hosts._procs:
-            c.LONG_LIVED.discard(proc.pid)
+            conftest.LONG_LIVED.discard(proc.pid)
+
+
+@pytest.fixture(scope="module", params=ENGINES)
+def cluster(request: pytest.FixtureRequest) -> Iterator[dict[str, Any]]:
+    with _cluster_on_hosts(request.param) as built:
+        yield built
 
 
 # What differs between the engines, in the driver: how it connects, waits for
@@ -361,3 +365,53 @@ except KeyboardInterrupt:
         env=hosts.env("h1", PYTHONPATH=TESTS_DIR, PHALANX_AUTHKEY=KEY),
     )
     t.check_ctrl_c(proc, str(marks), 2)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_host_cut_off_the_network_fails_its_begun_chunk_and_the_rest_completes(
+    engine: str, tmp_path: Path
+) -> None:
+    """No FIN ever comes from a host that lost power or its network: its begun chunk
+    fails once the hub has heard nothing from it for PEER_SILENT_AFTER (15 s); the
+    chunks the engine had queued there run elsewhere once the engine drops the host
+    (Dask: its comm timeout, 30 s; Ray: its health checks).  Own hosts: the cut host
+    does not come back."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    with _cluster_on_hosts(engine) as cluster:
+        hosts = cluster["hosts"]
+        body = f"""\
+result = pool.map_async(t.marked_square, [({str(marks)!r}, x, 3.0) for x in range(8)], 1)
+time.sleep(1.5)
+print("cut now", flush=True)
+sys.stdin.readline()
+start = time.monotonic()
+try:
+    result.get(150)
+except WorkerLostError as e:
+    print("lost", round(time.monotonic() - start), e, flush=True)
+"""
+        script = tmp_path / "driver.py"
+        script.write_text(driver_script(cluster, body), encoding="utf-8")
+        proc = hosts.popen(
+            "h1",
+            [sys.executable, str(script)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            env=hosts.env("h1", PYTHONPATH=TESTS_DIR, PHALANX_AUTHKEY=KEY),
+        )
+        assert proc.stdout is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "cut now"
+        hosts.cut("h2")
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=200)
+    lines = [line for line in out.splitlines() if line.startswith("lost")]
+    assert lines, out
+    _, seconds, message = lines[0].split(" ", 2)
+    assert "its host stopped answering for 15 s" in message and hosts.ip["h2"] in message
+    assert int(seconds) < 90, lines[0]
+    runs = t.runs_of(str(marks))
+    assert set(runs) == set(range(8)) and max(runs.values()) == 1, runs

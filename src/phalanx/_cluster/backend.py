@@ -28,6 +28,7 @@ The engine itself is reached only through an ``engine.Engine`` adapter.
 from __future__ import annotations
 
 import collections
+import errno
 import functools
 import ipaddress
 import itertools
@@ -45,7 +46,7 @@ from .._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from .._pool_results import Chunk, add_item_note, deliver, fail_all, refuse
 from .._wire import pickling
 from .engine import Engine, TaskEnd
-from .runner import HubSpec, no_delay
+from .runner import PEER_SILENT_AFTER, HubSpec, tune_link
 from .store import Store, encode
 
 __all__ = ("ClusterBackend", "ClusterSemanticsWarning")
@@ -287,7 +288,7 @@ class ClusterBackend:
                 self._read_peer(key.data)
         while self._new_peers:
             conn = self._new_peers.popleft()
-            no_delay(conn)
+            tune_link(conn)
             peer = _Peer(conn)
             self._peers[conn.fileno()] = peer
             self._selector.register(conn.fileno(), selectors.EVENT_READ, peer)
@@ -328,8 +329,10 @@ class ClusterBackend:
                 self._on_message(peer, message)
                 if not conn.poll(0):
                     return
-        except (EOFError, OSError):
+        except EOFError:
             self._on_peer_lost(peer)
+        except OSError as exc:
+            self._on_peer_lost(peer, silent=exc.errno == errno.ETIMEDOUT)
 
     def _on_message(self, peer: _Peer, message: tuple[Any, ...]) -> None:
         tag = message[0]
@@ -451,8 +454,9 @@ class ClusterBackend:
             self._functions[id(func)] = known
         return known[0], known[2]
 
-    def _on_peer_lost(self, peer: _Peer) -> None:
-        """A runner's connection ended: its process died (or the engine stopped it)."""
+    def _on_peer_lost(self, peer: _Peer, silent: bool = False) -> None:
+        """A runner's connection ended: its process died (or the engine stopped it), or
+        (``silent``) its host stopped answering: down, or cut off the network."""
         fd = next((fd for fd, p in self._peers.items() if p is peer), None)
         if fd is None:
             return
@@ -472,7 +476,12 @@ class ClusterBackend:
             if entry is None or entry.task is not task:
                 continue
             if entry.state == BEGUN and entry.peer is peer:
-                self._blame(cid, entry, f"its process ({where}) died", peer.pid)
+                why = (
+                    f"its host stopped answering for {PEER_SILENT_AFTER:.0f} s ({where})"
+                    if silent
+                    else f"its process ({where}) died"
+                )
+                self._blame(cid, entry, why, peer.pid)
             elif entry.state in (ASSIGNED, BEGUN):
                 self._requeue(cid, entry)
         if task.handle is not None:

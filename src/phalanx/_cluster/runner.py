@@ -44,7 +44,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__
+from .. import __version__, _platform
 from .._pool_results import ExceptionWithTraceback, MaybeEncodingError
 from .._pool_worker import _run
 from .._wire import pickling
@@ -72,7 +72,7 @@ class _Link:
         from .._listener import Client
 
         self.conn = Client(spec.address, authkey=spec.authkey)
-        no_delay(self.conn)
+        tune_link(self.conn)
         self.conn.send(("hello", host, pid, VERSION))
         reply = self.conn.recv()
         if reply[0] != "welcome":
@@ -81,11 +81,20 @@ class _Link:
         self.initializer: bytes | None = reply[1]
 
 
-def no_delay(conn: Any) -> None:
-    """Small messages go at once (no Nagle delay: a request and its answer are small)."""
+# A runner or a pool whose peer's host went silent (power lost, cut off the
+# network: no FIN ever comes) gives the connection up after this long, and the
+# chunk that had begun there is blamed or rerun like one whose process died.
+PEER_SILENT_AFTER = 15.0
+
+
+def tune_link(conn: Any) -> None:
+    """A hub connection: small messages go at once (no Nagle delay: a request and its
+    answer are small), and a peer that went silent is noticed (``PEER_SILENT_AFTER``)."""
     try:
         with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if sock.family in (socket.AF_INET, socket.AF_INET6):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _platform.drop_silent_peer(sock, PEER_SILENT_AFTER)
     except OSError:
         pass
 

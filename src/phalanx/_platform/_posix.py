@@ -181,3 +181,35 @@ def process_start_time(pid: int) -> int | None:
     except PermissionError:
         pass
     return 0
+
+
+def drop_silent_peer(sock: socket.socket, after: float) -> None:
+    """Fail ``sock`` once its peer has not answered for about ``after`` seconds.
+
+    For connections across machines: a peer whose host lost power or was cut
+    off the network sends no FIN, and without this a reader waits for it for
+    hours.  Keep-alive probes (answered by the peer's kernel, however busy its
+    process) cover an idle connection; ``TCP_USER_TIMEOUT`` (Linux) covers
+    data sent and never acknowledged.  Options the system lacks are skipped.
+    """
+    idle = max(1, int(after / 3))
+    interval = max(1, int(after / 6))
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        # macOS names the idle time TCP_KEEPALIVE
+        (
+            socket.IPPROTO_TCP,
+            getattr(socket, "TCP_KEEPIDLE", getattr(socket, "TCP_KEEPALIVE", None)),
+            idle,
+        ),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), interval),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), int(after * 1000)),
+    ]
+    for level, name, value in options:
+        if name is None:
+            continue
+        try:
+            sock.setsockopt(level, name, value)
+        except OSError:
+            pass
