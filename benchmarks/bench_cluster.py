@@ -1,11 +1,12 @@
 """Pools on a cluster engine: phalanx's ``Pool(backend=...)`` against the engine's own API.
 
-    python benchmarks/bench_cluster.py [--engine dask|ray] [--repeat 5] [--n 10000]
+    python benchmarks/bench_cluster.py [--engine dask|ray] [--repeat 5] [--n 10000] [--busy]
 
 One cluster for the whole run (Dask: a LocalCluster of two one-thread worker
 processes; Ray: ``ray.init(num_cpus=2)``), pools warm, the cases interleaved
 ``--repeat`` times; medians.  Ratios are phalanx's time over the other's
-(below 1.0: phalanx is faster):
+(below 1.0: phalanx is faster).  ``--busy`` keeps every core busy with one
+``yes > /dev/null`` each for the timed part (the cluster is started first):
 
 * per-element: ``Pool.map(triv, range(n))`` / the engine's own per-element map
   (Dask ``client.gather(client.map(triv, ..., pure=False))``; Ray one task per
@@ -28,6 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import phalanx
+from _load import busy
 from phalanx.cluster import Dask, Ray
 
 
@@ -125,17 +127,20 @@ def main() -> None:
     parser.add_argument("--engine", choices=["dask", "ray"], default="dask")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--n", type=int, default=10_000)
+    parser.add_argument("--busy", action="store_true", help="every core kept busy meanwhile")
     args = parser.parse_args()
     cases, close = (dask_cases if args.engine == "dask" else ray_cases)(args.n)
     times: dict[str, list[float]] = {name: [] for name in cases}
     try:
-        for _ in range(args.repeat):
-            for name, case in cases.items():
-                times[name].append(timed(case))
+        with busy(args.busy) as hogs:
+            for _ in range(args.repeat):
+                for name, case in cases.items():
+                    times[name].append(timed(case))
     finally:
         close()
     med = {name: statistics.median(ts) for name, ts in times.items()}
-    print(f"{args.engine}, n={args.n}, {args.repeat} repetitions, medians:")
+    load = f", {hogs} CPU-bound processes beside" if hogs else ", idle"
+    print(f"{args.engine}, n={args.n}, {args.repeat} repetitions{load}, medians:")
     for name, value in med.items():
         print(f"  {name:22s} {value * 1000:10.2f} ms")
     ratios = [

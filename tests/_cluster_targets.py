@@ -141,6 +141,12 @@ def add_under_lock(args: tuple[Any, Any, int]) -> None:
             value.value += 1
 
 
+def slow_row_sum(args: tuple[Any, int, float]) -> float:
+    big, i, seconds = args
+    time.sleep(seconds)
+    return float(big[i].sum())
+
+
 def my_ip(toward: str, seconds: float = 0.05) -> str:
     """This worker's address on the route to ``toward`` (multi-host tests), after
     ``seconds``: work long enough that a map keeps both worker hosts busy."""

@@ -7,6 +7,7 @@ worker processes, which their nannies restart.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,8 +33,9 @@ distributed = pytest.importorskip("distributed")
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
 
-@pytest.fixture(scope="module")
-def address() -> Iterator[str]:
+@contextlib.contextmanager
+def _own_cluster() -> Iterator[str]:
+    """A LocalCluster of two one-thread workers in a process of its own: its address."""
     proc = subprocess.Popen(
         [sys.executable, os.path.join(TESTS_DIR, "_dask_cluster.py"), "2"],
         stdin=subprocess.PIPE,
@@ -57,6 +59,12 @@ def address() -> Iterator[str]:
         if proc.stdout is not None:
             proc.stdout.close()
         conftest.LONG_LIVED.discard(proc.pid)
+
+
+@pytest.fixture(scope="module")
+def address() -> Iterator[str]:
+    with _own_cluster() as address:
+        yield address
 
 
 def _readline(proc: subprocess.Popen[str], timeout: float) -> str:
@@ -271,6 +279,25 @@ def test_a_64_mib_array_shared_by_64_tasks_is_scattered_once(pool: Pool) -> None
     sums = pool.map(t.row_sum, [(big, i) for i in range(64)], chunksize=1)
     assert sums == [float(big[i].sum()) for i in range(64)]
     assert pool._backend.store.puts == 1
+
+
+def test_scattered_data_lost_with_its_workers_is_scattered_again() -> None:
+    """Both workers die mid-map: Dask loses the scattered array ("can't be
+    recovered"); the pool scatters it again and the map completes (it spun
+    resubmitting tasks with the lost future before).  A cluster of its own: the
+    module's is spared two deaths at once."""
+    np = pytest.importorskip("numpy")
+    big = np.arange(8 * 1024 * 1024 // 8, dtype=np.float64).reshape(64, -1)
+    with _own_cluster() as address, distributed.Client(address) as client:
+        _wait_for_workers(client)
+        with Pool(backend=Dask(client=client), retries=1) as pool:
+            items = [(big, i, 0.1) for i in range(64)]
+            result = pool.map_async(t.slow_row_sum, items, chunksize=1)
+            time.sleep(1.0)
+            for pid in client.run(os.getpid).values():
+                os.kill(pid, signal.SIGKILL)
+            assert result.get(DEADLINE) == [float(big[i].sum()) for i in range(64)]
+            assert pool._backend.store.puts == 2
 
 
 def test_a_poison_item_fails_after_its_retries(client: Any, tmp_path: Path) -> None:

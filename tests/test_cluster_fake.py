@@ -353,6 +353,27 @@ def test_a_large_array_shared_by_many_tasks_is_stored_once() -> None:
         assert pool.apply(t.is_writeable, (big,)) is False  # read-only, as documented
 
 
+def test_stored_data_the_engine_lost_is_put_again() -> None:
+    """Dask loses scattered data with the workers that held it: the tasks that need it
+    end before they start; the pool puts the data again instead of resubmitting them
+    with the lost reference forever (it did: a livelock)."""
+    np = pytest.importorskip("numpy")
+    big = np.arange(2 * 1024 * 1024 // 8, dtype=np.float64).reshape(64, -1)  # 2 MiB
+    engine = FakeEngine(2)
+    with make(engine) as pool:
+        sums = []
+        items = [(big, i, 0.01) for i in range(64)]
+        for i, value in enumerate(pool.imap(t.slow_row_sum, items, chunksize=1)):
+            sums.append(value)
+            if i == 5:
+                engine.lose_stored()
+        assert sums == [float(big[i].sum()) for i in range(64)]
+        assert engine.puts == 2
+        submitted = engine.submitted
+        assert pool.apply(t.row_sum, ((big, 3),)) == float(big[3].sum())
+        assert engine.submitted == submitted + 1  # settled: no resubmission storm
+
+
 def test_an_unpicklable_argument_fails_its_task_only() -> None:
     with make() as pool:
         with pytest.raises(TypeError, match="pickle"):

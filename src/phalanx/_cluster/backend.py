@@ -58,6 +58,9 @@ IN_FLIGHT_PER_SLOT = 2
 MAX_CHUNKS_PER_TASK = 4096
 START_FAILURES = 3  # engine tasks failing before they start, in a row, that break the pool
 GRACE = 1.0  # after an engine says a started task failed, wait this long for its runner's news
+# A chunk whose engine tasks keep ending before they start (an engine that cancels
+# them, say) fails after this many, rather than being resubmitted forever.
+UNSTARTED_LIMIT = 20
 CAPACITY_EVERY = 1.0  # how often the engine's capacity is asked again
 
 QUEUED, ASSIGNED, BEGUN, DONE = range(4)
@@ -75,7 +78,7 @@ class ClusterSemanticsWarning(RuntimeWarning):
 
 
 class _Entry:
-    __slots__ = ("begun_at", "big", "chunk", "data", "peer", "state", "task")
+    __slots__ = ("begun_at", "big", "chunk", "data", "peer", "state", "task", "unstarted")
 
     def __init__(self, chunk: Chunk) -> None:
         self.chunk = chunk
@@ -85,6 +88,7 @@ class _Entry:
         self.task: _Task | None = None
         self.peer: _Peer | None = None
         self.begun_at = 0.0
+        self.unstarted = 0  # engine tasks carrying it that ended before they started
 
 
 class _Task:
@@ -504,10 +508,22 @@ class ClusterBackend:
             task.engine_failed = (time.monotonic(), end)
             return
         del self._tasks[task_id]
+        lost_data = [ref for ref in task.refs if self.engine.stored_lost(ref)]
+        if lost_data:  # the workers holding stored data died: put it again
+            self.store.drop(lost_data)
+            for waiting in self._entries.values():
+                if waiting.state in (QUEUED, ASSIGNED) and any(
+                    ref is gone for ref in waiting.big for gone in lost_data
+                ):
+                    waiting.data, waiting.big = None, []
         for cid in task.chunks:
             entry = self._entries.get(cid)
             if entry is not None and entry.task is task and entry.state == ASSIGNED:
-                self._requeue(cid, entry)
+                entry.unstarted += 1
+                if entry.unstarted >= UNSTARTED_LIMIT:
+                    self._finish(cid, entry, False, self._never_started(entry, end))
+                else:
+                    self._requeue(cid, entry)
         if end.cancelled or end.lost:
             return  # the engine lost a worker before the task began: nobody to blame
         self._start_failures += 1
@@ -520,6 +536,18 @@ class ClusterBackend:
             error = PoolTerminatedError(why)
             error.__cause__ = end.error
             self._break(error)
+
+    def _never_started(self, entry: _Entry, end: TaskEnd) -> WorkerLostError:
+        how = (
+            "cancelled by the engine"
+            if end.cancelled
+            else f"{type(end.error).__name__}: {end.error}"
+        )
+        return WorkerLostError(
+            f"{entry.chunk.describe()} never began: the {self.engine.name} tasks carrying it "
+            f"ended {entry.unstarted} times before they started (the last: {how})",
+            task=entry.chunk.describe(),
+        )
 
     def _check_failed_tasks(self, now: float) -> None:
         for task in [t for t in self._tasks.values() if t.engine_failed]:

@@ -53,6 +53,11 @@ class Engine(Protocol):
         """Put a large buffer in the engine's store; a reference that ``submit`` takes."""
         ...
 
+    def stored_lost(self, ref: Any) -> bool:
+        """Whether the data behind ``ref`` is gone from the store (Dask loses scattered
+        data with the workers that held it); the backend then puts it again."""
+        ...
+
     def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> Any:
         """Start ``runner.run_task(spec, task_id, *stored)``; call ``done(handle, end)`` at its end.
 

@@ -62,6 +62,14 @@ class _Handle:
             self.done(self, end)
 
 
+class _Stored:
+    """A buffer in the fake engine's store (``lose_stored()`` loses them all)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.lost = False
+
+
 class _Worker:
     def __init__(self, host: str, number: int) -> None:
         self.host = host
@@ -95,6 +103,7 @@ class FakeEngine:
         self.lost_reason: str | None = None  # set by a test: the engine is gone
         self.submitted = 0
         self.puts = 0
+        self._stored: list[_Stored] = []
         self._queue: queue.Queue[_Handle | None] = queue.Queue()
         self._lock = threading.Lock()
         self._workers = [_Worker(host, i) for i in range(workers)]
@@ -113,9 +122,14 @@ class FakeEngine:
     def hub_host(self) -> str:
         return self._hub_host
 
-    def put(self, data: memoryview) -> bytes:
+    def put(self, data: memoryview) -> _Stored:
         self.puts += 1
-        return bytes(data)
+        stored = _Stored(bytes(data))
+        self._stored.append(stored)
+        return stored
+
+    def stored_lost(self, ref: Any) -> bool:
+        return bool(ref.lost)
 
     def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> _Handle:
         if self.closed:
@@ -163,6 +177,12 @@ class FakeEngine:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
 
+    def lose_stored(self) -> None:
+        """Lose everything put so far, as Dask does when the workers holding scattered
+        data die: a task that needs it ends, cancelled, before it starts."""
+        for stored in self._stored:
+            stored.lost = True
+
     def kill_worker(self, number: int) -> int:
         """Kill worker ``number`` from outside (as SIGKILL would); returns the pid killed."""
         worker = self._workers[number]
@@ -203,7 +223,11 @@ class FakeEngine:
             try:
                 if self.fail_before_start is not None:
                     raise self.fail_before_start
-                runner.run_task(handle.spec, handle.task_id, *handle.refs, identity=identity)
+                if any(ref.lost for ref in handle.refs):
+                    handle.end(TaskEnd(False, cancelled=True), self.lose_ends)
+                    continue
+                stored = [ref.data for ref in handle.refs]
+                runner.run_task(handle.spec, handle.task_id, *stored, identity=identity)
             except BaseException as exc:
                 lost = worker.dead
                 if lost and self.rerun_lost:

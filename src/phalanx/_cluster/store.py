@@ -98,5 +98,12 @@ class Store:
             self._refs.popitem(last=False)
         return ref
 
+    def drop(self, lost: list[Any]) -> None:
+        """Forget the references in ``lost`` (their data left the store): the next chunk
+        that needs that data puts it again."""
+        for key, (_owner, ref) in list(self._refs.items()):
+            if any(ref is gone for gone in lost):
+                del self._refs[key]
+
     def clear(self) -> None:
         self._refs.clear()

@@ -79,6 +79,9 @@ class DaskEngine:
     def put(self, data: memoryview) -> Any:
         return self.client.scatter(bytes(data), hash=False)
 
+    def stored_lost(self, ref: Any) -> bool:
+        return str(ref.status) != "finished"
+
     def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> Any:
         future = self.client.submit(
             run_task, spec, task_id, *refs, pure=False, key=f"phalanx-{spec.pool}-{task_id}"

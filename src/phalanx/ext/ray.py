@@ -86,6 +86,9 @@ class RayEngine:
     def put(self, data: memoryview) -> Any:
         return ray.put(bytes(data))
 
+    def stored_lost(self, ref: Any) -> bool:
+        return False  # ray.put keeps the data where this driver runs, as long as it runs
+
     def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> Any:
         ref = self._remote.remote(spec, task_id, *refs)
         ref.future().add_done_callback(lambda f: done(ref, _end_of(f)))
