@@ -228,3 +228,40 @@ def check_ctrl_c(proc: Any, marks: str, settle: float) -> None:
     time.sleep(1)
     assert sum(runs_of(marks).values()) <= started + 2  # no chunk starts after
     assert started < 200
+
+
+def check_pool_api(pool: Any, capfd: Any) -> None:
+    """The Pool API on a cluster pool of two slots, as the local pool's tests check it:
+    results, the item named in an exception, progress bars, callbacks."""
+    import threading
+
+    import pytest
+
+    assert pool._processes == 2
+    assert pool.map(abs, range(-50, 50)) == [abs(x) for x in range(-50, 50)]
+    assert pool.apply(add, (2, 3)) == 5
+    assert pool.starmap(add, [(1, 2), (3, 4)]) == [3, 7]
+    assert list(pool.imap(abs, range(-20, 0))) == [abs(x) for x in range(-20, 0)]
+    assert sorted(pool.imap_unordered(abs, range(30))) == list(range(30))
+    with pytest.raises(ValueError, match="bad item 7") as info:
+        pool.map(fail_on, range(10))
+    assert info.value.__notes__ == ["raised by item 7 of map(fail_on) in a pool worker"]
+
+    capfd.readouterr()
+    assert pool.map(square, range(20), progress=True) == [x * x for x in range(20)]
+    assert list(pool.imap(square, range(20), progress="squaring")) == [x * x for x in range(20)]
+    err = capfd.readouterr().err
+    assert "square: 100%" in err and "squaring: 100%" in err and "20/20" in err, err
+
+    got: list[Any] = []
+    called = threading.Event()
+
+    def keep(value: Any) -> None:
+        got.append(value)
+        called.set()
+
+    pool.map_async(square, range(5), callback=keep).get(60)
+    assert called.wait(60) and got == [[0, 1, 4, 9, 16]]
+    called.clear()
+    pool.apply_async(fail_on, (7,), error_callback=keep)
+    assert called.wait(60) and isinstance(got[1], ValueError)

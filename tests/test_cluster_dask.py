@@ -99,16 +99,8 @@ def _wait_for_workers(client: Any, n: int = 2) -> None:
     client.wait_for_workers(n, timeout=60)
 
 
-def test_the_pool_api_on_dask(pool: Pool) -> None:
-    assert pool._processes == 2
-    assert pool.map(abs, range(-50, 50)) == [abs(x) for x in range(-50, 50)]
-    assert pool.apply(t.add, (2, 3)) == 5
-    assert pool.starmap(t.add, [(1, 2), (3, 4)]) == [3, 7]
-    assert list(pool.imap(abs, range(-20, 0))) == [abs(x) for x in range(-20, 0)]
-    assert sorted(pool.imap_unordered(abs, range(30))) == list(range(30))
-    with pytest.raises(ValueError, match="bad item 7") as info:
-        pool.map(t.fail_on, range(10))
-    assert info.value.__notes__ == ["raised by item 7 of map(fail_on) in a pool worker"]
+def test_the_pool_api_on_dask(pool: Pool, capfd: pytest.CaptureFixture[str]) -> None:
+    t.check_pool_api(pool, capfd)
 
 
 def test_a_function_of_main_travels_by_value(client: Any, tmp_path: Path) -> None:
@@ -300,14 +292,18 @@ def test_scattered_data_lost_with_its_workers_is_scattered_again() -> None:
             assert pool._backend.store.puts == 2
 
 
-def test_a_poison_item_fails_after_its_retries(client: Any, tmp_path: Path) -> None:
-    _wait_for_workers(client)
-    with Pool(backend=Dask(client=client), retries=2) as pool:
-        with pytest.raises(WorkerLostError, match="after 3 attempts"):
-            pool.apply(t.kill_self_always_on, ((str(tmp_path), 7, 7),))
-        assert t.runs_of(str(tmp_path))[7] == 3
+def test_a_poison_item_fails_after_its_retries(tmp_path: Path) -> None:
+    """A cluster of its own: Dask's nannies sometimes stop restarting a worker that
+    dies again soon after its restart (seen in CI: "Only 1/2 workers arrived"),
+    which would leave the module's cluster a worker short for the tests after."""
+    with _own_cluster() as address, distributed.Client(address) as client:
         _wait_for_workers(client)
-        assert pool.apply(abs, (-2,)) == 2
+        with Pool(backend=Dask(client=client), retries=2) as pool:
+            with pytest.raises(WorkerLostError, match="after 3 attempts"):
+                pool.apply(t.kill_self_always_on, ((str(tmp_path), 7, 7),))
+            assert t.runs_of(str(tmp_path))[7] == 3
+            _wait_for_workers(client, 1)
+            assert pool.apply(abs, (-2,)) == 2
 
 
 def test_losing_the_scheduler_fails_the_pool_instead_of_hanging(tmp_path: Path) -> None:

@@ -353,6 +353,11 @@ def test_a_large_array_shared_by_many_tasks_is_stored_once() -> None:
         assert pool.apply(t.is_writeable, (big,)) is False  # read-only, as documented
 
 
+def test_the_pool_api_on_the_fake_engine(capfd: pytest.CaptureFixture[str]) -> None:
+    with make(FakeEngine(2)) as pool:
+        t.check_pool_api(pool, capfd)
+
+
 def test_stored_data_the_engine_lost_is_put_again() -> None:
     """Dask loses scattered data with the workers that held it: the tasks that need it
     end before they start; the pool puts the data again instead of resubmitting them

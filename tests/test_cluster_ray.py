@@ -40,9 +40,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+CLIENT_PORT: dict[str, int] = {}  # head address -> its Ray Client server's port
+
+
 def _start_head(temp: str) -> tuple[subprocess.Popen[bytes], str]:
-    """A Ray head of our own, its processes one group (killed as one)."""
+    """A Ray head of our own, its processes one group (killed as one), with a Ray
+    Client server (``ray://``) on a port of its own."""
     port = _free_port()
+    client_port = _free_port()
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
     env = {**os.environ, "PYTHONPATH": TESTS_DIR, "RAY_USAGE_STATS_ENABLED": "0"}
     proc = subprocess.Popen(
@@ -62,6 +67,8 @@ def _start_head(temp: str) -> tuple[subprocess.Popen[bytes], str]:
             "--include-dashboard",
             "false",
             "--disable-usage-stats",
+            "--ray-client-server-port",
+            str(client_port),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -69,6 +76,7 @@ def _start_head(temp: str) -> tuple[subprocess.Popen[bytes], str]:
         start_new_session=True,
     )
     conftest.LONG_LIVED.add(proc.pid)
+    CLIENT_PORT[f"127.0.0.1:{port}"] = client_port
     return proc, f"127.0.0.1:{port}"
 
 
@@ -132,16 +140,8 @@ def pool(address: str) -> Iterator[Pool]:
     p.terminate()
 
 
-def test_the_pool_api_on_ray(pool: Pool) -> None:
-    assert pool._processes == 2
-    assert pool.map(abs, range(-50, 50)) == [abs(x) for x in range(-50, 50)]
-    assert pool.apply(t.add, (2, 3)) == 5
-    assert pool.starmap(t.add, [(1, 2), (3, 4)]) == [3, 7]
-    assert list(pool.imap(abs, range(-20, 0))) == [abs(x) for x in range(-20, 0)]
-    assert sorted(pool.imap_unordered(abs, range(30))) == list(range(30))
-    with pytest.raises(ValueError, match="bad item 7") as info:
-        pool.map(t.fail_on, range(10))
-    assert info.value.__notes__ == ["raised by item 7 of map(fail_on) in a pool worker"]
+def test_the_pool_api_on_ray(pool: Pool, capfd: pytest.CaptureFixture[str]) -> None:
+    t.check_pool_api(pool, capfd)
 
 
 def test_sigkill_of_a_worker_fails_only_its_begun_chunk(pool: Pool, tmp_path: Path) -> None:
@@ -192,6 +192,38 @@ def test_a_nested_local_pool_inside_a_ray_task(pool: Pool) -> None:
 def _nested_sum(n: int) -> int:
     with phalanx.Pool(2) as inner:
         return sum(inner.map(t.square, range(n)))
+
+
+def test_a_ray_client_address(address: str, tmp_path: Path) -> None:
+    """``backend="ray://HOST:PORT"``: a driver that is not a Ray node, through Ray Client
+    (in a process of its own: this one is a driver of the head already)."""
+    client = f"ray://127.0.0.1:{CLIENT_PORT[address]}"
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    script = tmp_path / "driver.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {TESTS_DIR!r})
+            import phalanx, _cluster_targets as t
+            from phalanx.pool import WorkerLostError
+            with phalanx.Pool(backend={client!r}) as pool:
+                print(pool.map(t.square, range(50)) == [x * x for x in range(50)])
+                try:
+                    pool.map(t.kill_self_on, [({str(marks)!r}, x, 13) for x in range(30)], 1)
+                except WorkerLostError as e:
+                    print("item 13" in str(e))
+            """
+        ),
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=180, cwd=tmp_path
+    )
+    lines = [line for line in out.stdout.splitlines() if "(raylet)" not in line]
+    assert lines == ["True", "True"], out.stderr[-3000:]
+    assert max(t.runs_of(str(marks)).values()) == 1
 
 
 def test_the_executor_on_ray(address: str) -> None:
