@@ -1,6 +1,6 @@
 """Connections: phalanx against the stdlib in one run.
 
-    python benchmarks/bench_connection.py [--repeat N]
+    python benchmarks/bench_connection.py [--repeat N] [--busy]
 
 * ping-pong: round trip of a small object between two processes (latency);
 * bytes: one 64 MiB ``send_bytes`` to a child that reads it with ``recv_bytes``;
@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import phalanx
+from _load import busy
 
 SIZE = 64 * 1024 * 1024
 PINGS = 2000
@@ -99,26 +100,33 @@ def bulk_numpy(conn: Any) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
+    )
     args = parser.parse_args()
-    cases = [
-        ("ping-pong", echo, ping_pong, lambda t: f"{t * 1e6:8.1f}us"),
-        ("bytes 64MiB", sink_bytes, bulk_bytes, lambda t: f"{SIZE / t / 1e9:6.2f}GB/s"),
-    ]
-    try:
-        import numpy  # noqa: F401
+    with busy(args.busy) as hogs:
+        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        cases = [
+            ("ping-pong", echo, ping_pong, lambda t: f"{t * 1e6:8.1f}us"),
+            ("bytes 64MiB", sink_bytes, bulk_bytes, lambda t: f"{SIZE / t / 1e9:6.2f}GB/s"),
+        ]
+        try:
+            import numpy  # noqa: F401
 
-        cases.append(("numpy 64MiB", sink_obj, bulk_numpy, lambda t: f"{SIZE / t / 1e9:6.2f}GB/s"))
-    except ImportError:
-        print("numpy not installed: numpy case skipped")
-    print(f"{'case':<12} {'stdlib':>10} {'phalanx':>10} {'time ratio':>10}")
-    for name, target, body, fmt in cases:
-        samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
-        for _ in range(args.repeat):
-            samples["stdlib"].append(run_child(multiprocessing, target, body))
-            samples["phalanx"].append(run_child(phalanx, target, body))
-        std = statistics.median(samples["stdlib"])
-        ours = statistics.median(samples["phalanx"])
-        print(f"{name:<12} {fmt(std):>10} {fmt(ours):>10} {ours / std:>10.2f}")
+            cases.append(
+                ("numpy 64MiB", sink_obj, bulk_numpy, lambda t: f"{SIZE / t / 1e9:6.2f}GB/s")
+            )
+        except ImportError:
+            print("numpy not installed: numpy case skipped")
+        print(f"{'case':<12} {'stdlib':>10} {'phalanx':>10} {'time ratio':>10}")
+        for name, target, body, fmt in cases:
+            samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
+            for _ in range(args.repeat):
+                samples["stdlib"].append(run_child(multiprocessing, target, body))
+                samples["phalanx"].append(run_child(phalanx, target, body))
+            std = statistics.median(samples["stdlib"])
+            ours = statistics.median(samples["phalanx"])
+            print(f"{name:<12} {fmt(std):>10} {fmt(ours):>10} {ours / std:>10.2f}")
 
 
 if __name__ == "__main__":

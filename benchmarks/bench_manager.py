@@ -1,6 +1,6 @@
 """Managers: phalanx against the stdlib in one run.
 
-    python benchmarks/bench_manager.py [--repeat N] [--method fork|spawn|forkserver]
+    python benchmarks/bench_manager.py [--repeat N] [--method fork|spawn|forkserver] [--busy]
 
 * dict ops: a child process does ``d[k] = i; d[k]`` on a ``Manager().dict()``
   proxy 5,000 times (10,000 operations);
@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import phalanx
+from _load import busy
 
 OPS = 5_000
 
@@ -58,27 +59,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--method", default="fork")
+    parser.add_argument(
+        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
+    )
     args = parser.parse_args()
-    libs = {"stdlib": multiprocessing, "phalanx": phalanx}
-    samples: dict[str, dict[str, list[float]]] = {"dict": {}, "start": {}, "stop": {}}
-    for _ in range(args.repeat):
-        for name, lib in libs.items():
-            samples["dict"].setdefault(name, []).append(run_dict(lib, args.method))
-            started, stopped = startup(lib, args.method)
-            samples["start"].setdefault(name, []).append(started)
-            samples["stop"].setdefault(name, []).append(stopped)
-    print(f"start method {args.method}, median of {args.repeat}")
-    print(f"{'case':<12} {'stdlib':>12} {'phalanx':>12} {'time ratio':>10}")
-    for case in ("dict", "start", "stop"):
-        std = statistics.median(samples[case]["stdlib"])
-        ours = statistics.median(samples[case]["phalanx"])
-        if case == "dict":
-            fmt = lambda t: f"{2 * OPS / t / 1e3:8.1f}k/s"  # noqa: E731
-            label = "dict ops"
-        else:
-            fmt = lambda t: f"{t * 1e3:8.1f}ms"  # noqa: E731
-            label = f"{case}-up" if case == "start" else "shutdown"
-        print(f"{label:<12} {fmt(std):>12} {fmt(ours):>12} {ours / std:>10.2f}")
+    with busy(args.busy) as hogs:
+        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        libs = {"stdlib": multiprocessing, "phalanx": phalanx}
+        samples: dict[str, dict[str, list[float]]] = {"dict": {}, "start": {}, "stop": {}}
+        for _ in range(args.repeat):
+            for name, lib in libs.items():
+                samples["dict"].setdefault(name, []).append(run_dict(lib, args.method))
+                started, stopped = startup(lib, args.method)
+                samples["start"].setdefault(name, []).append(started)
+                samples["stop"].setdefault(name, []).append(stopped)
+        print(f"start method {args.method}, median of {args.repeat}")
+        print(f"{'case':<12} {'stdlib':>12} {'phalanx':>12} {'time ratio':>10}")
+        for case in ("dict", "start", "stop"):
+            std = statistics.median(samples[case]["stdlib"])
+            ours = statistics.median(samples[case]["phalanx"])
+            if case == "dict":
+                fmt = lambda t: f"{2 * OPS / t / 1e3:8.1f}k/s"  # noqa: E731
+                label = "dict ops"
+            else:
+                fmt = lambda t: f"{t * 1e3:8.1f}ms"  # noqa: E731
+                label = f"{case}-up" if case == "start" else "shutdown"
+            print(f"{label:<12} {fmt(std):>12} {fmt(ours):>12} {ours / std:>10.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Pools: phalanx against the stdlib in one run, 2 workers.
 
-    python benchmarks/bench_pool.py [--repeat N] [--method fork|spawn|forkserver]
+    python benchmarks/bench_pool.py [--repeat N] [--method fork|spawn|forkserver] [--busy]
                                     [--numpy-methods fork,spawn,forkserver]
 
 * map: ``map`` of an identity function over 200,000 ints, default chunking;
@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import phalanx
+from _load import busy
 
 MAP_N = 200_000
 IMAP_N = 20_000
@@ -136,77 +137,86 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--method", default="fork")
     parser.add_argument("--numpy-methods", default="fork,spawn,forkserver")
-    args = parser.parse_args()
-    libs = {"stdlib": multiprocessing, "phalanx": phalanx}
-    rows: list[tuple[str, float, float, Callable[[float], str]]] = []
-
-    samples: dict[str, dict[str, list[float]]] = {}
-    serial = statistics.median(serial_cpu() for _ in range(max(1, args.repeat // 2)))
-    for _ in range(args.repeat):
-        for name, lib in libs.items():
-            bench = Bench(lib, args.method)
-            try:
-                for case in ("map", "imap_unordered", "apply_async", "cpu", "worker_rss"):
-                    samples.setdefault(case, {}).setdefault(name, []).append(getattr(bench, case)())
-            finally:
-                bench.close()
-            samples.setdefault("start-up", {}).setdefault(name, []).append(
-                startup(lib, args.method)
-            )
-
-    def med(case: str, name: str) -> float:
-        return statistics.median(samples[case][name])
-
-    per_s = {
-        "map": MAP_N,
-        "imap_unordered": IMAP_N,
-        "apply_async": APPLY_N,
-    }
-    for case, n in per_s.items():
-        label = {"imap_unordered": "imap_unord"}.get(case, case)
-        rows.append(
-            (
-                label,
-                med(case, "stdlib"),
-                med(case, "phalanx"),
-                lambda t, n=n: f"{n / t / 1e3:7.1f}k/s",
-            )
-        )
-    rows.append(
-        (
-            "start-up",
-            med("start-up", "stdlib"),
-            med("start-up", "phalanx"),
-            lambda t: f"{t * 1e3:7.1f}ms",
-        )
+    parser.add_argument(
+        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
     )
-    try:
-        import numpy  # noqa: F401
+    args = parser.parse_args()
+    with busy(args.busy) as hogs:
+        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        libs = {"stdlib": multiprocessing, "phalanx": phalanx}
+        rows: list[tuple[str, float, float, Callable[[float], str]]] = []
 
-        for method in args.numpy_methods.split(","):
+        samples: dict[str, dict[str, list[float]]] = {}
+        serial = statistics.median(serial_cpu() for _ in range(max(1, args.repeat // 2)))
+        for _ in range(args.repeat):
+            for name, lib in libs.items():
+                bench = Bench(lib, args.method)
+                try:
+                    for case in ("map", "imap_unordered", "apply_async", "cpu", "worker_rss"):
+                        samples.setdefault(case, {}).setdefault(name, []).append(
+                            getattr(bench, case)()
+                        )
+                finally:
+                    bench.close()
+                samples.setdefault("start-up", {}).setdefault(name, []).append(
+                    startup(lib, args.method)
+                )
+
+        def med(case: str, name: str) -> float:
+            return statistics.median(samples[case][name])
+
+        per_s = {
+            "map": MAP_N,
+            "imap_unordered": IMAP_N,
+            "apply_async": APPLY_N,
+        }
+        for case, n in per_s.items():
+            label = {"imap_unordered": "imap_unord"}.get(case, case)
             rows.append(
                 (
-                    f"numpy {method}",
-                    numpy_map(multiprocessing, method, args.repeat),
-                    numpy_map(phalanx, method, args.repeat),
-                    lambda t: f"{BIG / t / 1e9:6.2f}GB/s",
+                    label,
+                    med(case, "stdlib"),
+                    med(case, "phalanx"),
+                    lambda t, n=n: f"{n / t / 1e3:7.1f}k/s",
                 )
             )
-    except ImportError:
-        print("numpy not installed: numpy cases skipped")
+        rows.append(
+            (
+                "start-up",
+                med("start-up", "stdlib"),
+                med("start-up", "phalanx"),
+                lambda t: f"{t * 1e3:7.1f}ms",
+            )
+        )
+        try:
+            import numpy  # noqa: F401
 
-    print(f"start method {args.method}, 2 workers, median of {args.repeat}")
-    print(f"{'case':<14} {'stdlib':>11} {'phalanx':>11} {'time ratio':>10}")
-    for name, std, ours, fmt in rows:
-        print(f"{name:<14} {fmt(std):>11} {fmt(ours):>11} {ours / std:>10.2f}")
-    cpu_std = serial / med("cpu", "stdlib")
-    cpu_ours = serial / med("cpu", "phalanx")
-    print(f"{'cpu speed-up':<14} {cpu_std:>10.2f}x {cpu_ours:>10.2f}x   (serial {serial:.2f} s)")
-    rss_std, rss_ours = med("worker_rss", "stdlib"), med("worker_rss", "phalanx")
-    print(
-        f"{'worker RSS':<14} {rss_std / 1024:>9.1f}MB {rss_ours / 1024:>9.1f}MB "
-        f"{rss_ours / rss_std:>10.2f}"
-    )
+            for method in args.numpy_methods.split(","):
+                rows.append(
+                    (
+                        f"numpy {method}",
+                        numpy_map(multiprocessing, method, args.repeat),
+                        numpy_map(phalanx, method, args.repeat),
+                        lambda t: f"{BIG / t / 1e9:6.2f}GB/s",
+                    )
+                )
+        except ImportError:
+            print("numpy not installed: numpy cases skipped")
+
+        print(f"start method {args.method}, 2 workers, median of {args.repeat}")
+        print(f"{'case':<14} {'stdlib':>11} {'phalanx':>11} {'time ratio':>10}")
+        for name, std, ours, fmt in rows:
+            print(f"{name:<14} {fmt(std):>11} {fmt(ours):>11} {ours / std:>10.2f}")
+        cpu_std = serial / med("cpu", "stdlib")
+        cpu_ours = serial / med("cpu", "phalanx")
+        print(
+            f"{'cpu speed-up':<14} {cpu_std:>10.2f}x {cpu_ours:>10.2f}x   (serial {serial:.2f} s)"
+        )
+        rss_std, rss_ours = med("worker_rss", "stdlib"), med("worker_rss", "phalanx")
+        print(
+            f"{'worker RSS':<14} {rss_std / 1024:>9.1f}MB {rss_ours / 1024:>9.1f}MB "
+            f"{rss_ours / rss_std:>10.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Start and join a trivial process: phalanx against the stdlib, per start method.
 
-    python benchmarks/bench_process_start.py [--repeat N]
+    python benchmarks/bench_process_start.py [--repeat N] [--busy]
 
 Prints per-start times and the ratio phalanx/stdlib (below 1.0: phalanx is faster).
 Both libraries run in this one process, alternating rounds so that machine noise
@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 
 import phalanx
+from _load import busy
 
 
 def noop() -> None:
@@ -39,23 +40,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="rounds per library and method")
     parser.add_argument("--n", type=int, default=0, help="processes per round (default: auto)")
+    parser.add_argument(
+        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
+    )
     args = parser.parse_args()
-    print(f"{'method':<11} {'stdlib':>10} {'phalanx':>10} {'ratio':>7}")
-    for method in ("fork", "spawn", "forkserver"):
-        n = args.n or (40 if method != "spawn" else 10)
-        libs = {
-            "stdlib": multiprocessing.get_context(method),
-            "phalanx": phalanx.get_context(method),
-        }
-        for ctx in libs.values():
-            time_starts(ctx, 2)  # warm up (start the fork server, fill caches)
-        samples: dict[str, list[float]] = {name: [] for name in libs}
-        for _ in range(args.repeat):
-            for name, ctx in libs.items():
-                samples[name].append(time_starts(ctx, n))
-        std = statistics.median(samples["stdlib"])
-        ours = statistics.median(samples["phalanx"])
-        print(f"{method:<11} {std * 1e3:>8.2f}ms {ours * 1e3:>8.2f}ms {ours / std:>7.2f}")
+    with busy(args.busy) as hogs:
+        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        print(f"{'method':<11} {'stdlib':>10} {'phalanx':>10} {'ratio':>7}")
+        for method in ("fork", "spawn", "forkserver"):
+            n = args.n or (40 if method != "spawn" else 10)
+            libs = {
+                "stdlib": multiprocessing.get_context(method),
+                "phalanx": phalanx.get_context(method),
+            }
+            for ctx in libs.values():
+                time_starts(ctx, 2)  # warm up (start the fork server, fill caches)
+            samples: dict[str, list[float]] = {name: [] for name in libs}
+            for _ in range(args.repeat):
+                for name, ctx in libs.items():
+                    samples[name].append(time_starts(ctx, n))
+            std = statistics.median(samples["stdlib"])
+            ours = statistics.median(samples["phalanx"])
+            print(f"{method:<11} {std * 1e3:>8.2f}ms {ours * 1e3:>8.2f}ms {ours / std:>7.2f}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Queues: phalanx against the stdlib in one run.
 
-    python benchmarks/bench_queue.py [--repeat N]
+    python benchmarks/bench_queue.py [--repeat N] [--busy]
 
 * ping-pong: round trip of a small object between two processes over two queues;
 * ints: one-way throughput of 200,000 small ints from a child to the parent;
@@ -19,6 +19,7 @@ import time
 from typing import Any
 
 import phalanx
+from _load import busy
 
 PINGS = 2000
 INTS = 200_000
@@ -79,33 +80,42 @@ def one_way(lib: Any, what: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
+    )
     args = parser.parse_args()
-    cases = [
-        ("ping-pong", ping_pong, lambda t: f"{t * 1e6:8.1f}us"),
-        ("200k ints", lambda lib: one_way(lib, "ints"), lambda t: f"{INTS / t / 1e3:6.0f}k/s"),
-        ("bytes 64MiB", lambda lib: one_way(lib, "bytes"), lambda t: f"{SIZE / t / 1e9:6.2f}GB/s"),
-    ]
-    try:
-        import numpy  # noqa: F401
-
-        cases.append(
+    with busy(args.busy) as hogs:
+        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        cases = [
+            ("ping-pong", ping_pong, lambda t: f"{t * 1e6:8.1f}us"),
+            ("200k ints", lambda lib: one_way(lib, "ints"), lambda t: f"{INTS / t / 1e3:6.0f}k/s"),
             (
-                "numpy 64MiB",
-                lambda lib: one_way(lib, "numpy"),
+                "bytes 64MiB",
+                lambda lib: one_way(lib, "bytes"),
                 lambda t: f"{SIZE / t / 1e9:6.2f}GB/s",
+            ),
+        ]
+        try:
+            import numpy  # noqa: F401
+
+            cases.append(
+                (
+                    "numpy 64MiB",
+                    lambda lib: one_way(lib, "numpy"),
+                    lambda t: f"{SIZE / t / 1e9:6.2f}GB/s",
+                )
             )
-        )
-    except ImportError:
-        print("numpy not installed: numpy case skipped")
-    print(f"{'case':<12} {'stdlib':>10} {'phalanx':>10} {'time ratio':>10}")
-    for name, func, fmt in cases:
-        samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
-        for _ in range(args.repeat):
-            samples["stdlib"].append(func(multiprocessing))
-            samples["phalanx"].append(func(phalanx))
-        std = statistics.median(samples["stdlib"])
-        ours = statistics.median(samples["phalanx"])
-        print(f"{name:<12} {fmt(std):>10} {fmt(ours):>10} {ours / std:>10.2f}")
+        except ImportError:
+            print("numpy not installed: numpy case skipped")
+        print(f"{'case':<12} {'stdlib':>10} {'phalanx':>10} {'time ratio':>10}")
+        for name, func, fmt in cases:
+            samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
+            for _ in range(args.repeat):
+                samples["stdlib"].append(func(multiprocessing))
+                samples["phalanx"].append(func(phalanx))
+            std = statistics.median(samples["stdlib"])
+            ours = statistics.median(samples["phalanx"])
+            print(f"{name:<12} {fmt(std):>10} {fmt(ours):>10} {ours / std:>10.2f}")
 
 
 if __name__ == "__main__":

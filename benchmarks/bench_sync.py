@@ -1,6 +1,6 @@
 """Locks and shared values: phalanx against the stdlib in one run.
 
-    python benchmarks/bench_sync.py [--repeat N]
+    python benchmarks/bench_sync.py [--repeat N] [--busy]
 
 * lock: uncontended ``Lock`` acquire/release pairs per second, one process;
 * value: two processes each do ``with v.get_lock(): v.value += 1`` N times
@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import phalanx
+from _load import busy
 
 PAIRS = 200_000
 INCREMENTS = 20_000
@@ -57,20 +58,25 @@ def value_increments(lib: Any) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument(
+        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
+    )
     args = parser.parse_args()
-    print(f"{'case':<28} {'stdlib':>12} {'phalanx':>12} {'time ratio':>10}")
-    cases = [
-        ("uncontended Lock pair", lock_pairs, lambda t: f"{1 / t / 1e6:7.2f}M/s"),
-        ("Value += 1 by 2 processes", value_increments, lambda t: f"{t * 1e6:8.2f}us"),
-    ]
-    for name, func, fmt in cases:
-        samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
-        for _ in range(args.repeat):
-            samples["stdlib"].append(func(multiprocessing))
-            samples["phalanx"].append(func(phalanx))
-        std = statistics.median(samples["stdlib"])
-        ours = statistics.median(samples["phalanx"])
-        print(f"{name:<28} {fmt(std):>12} {fmt(ours):>12} {ours / std:>10.2f}")
+    with busy(args.busy) as hogs:
+        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        print(f"{'case':<28} {'stdlib':>12} {'phalanx':>12} {'time ratio':>10}")
+        cases = [
+            ("uncontended Lock pair", lock_pairs, lambda t: f"{1 / t / 1e6:7.2f}M/s"),
+            ("Value += 1 by 2 processes", value_increments, lambda t: f"{t * 1e6:8.2f}us"),
+        ]
+        for name, func, fmt in cases:
+            samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
+            for _ in range(args.repeat):
+                samples["stdlib"].append(func(multiprocessing))
+                samples["phalanx"].append(func(phalanx))
+            std = statistics.median(samples["stdlib"])
+            ours = statistics.median(samples["phalanx"])
+            print(f"{name:<28} {fmt(std):>12} {fmt(ours):>12} {ours / std:>10.2f}")
 
 
 if __name__ == "__main__":
