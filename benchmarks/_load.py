@@ -9,8 +9,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import statistics
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 
 @contextlib.contextmanager
@@ -34,3 +36,28 @@ def busy(enabled: bool = True, processes: int | None = None) -> Iterator[int]:
             hog.kill()
         for hog in hogs:
             hog.wait()
+
+
+def add_busy_flag(parser: Any) -> None:
+    parser.add_argument(
+        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
+    )
+
+
+def compare_rows(
+    cases: list[tuple[str, Callable[[Any], float], Callable[[float], str]]],
+    libs: tuple[Any, Any],
+    repeat: int,
+    width: int,
+    column: int,
+) -> None:
+    """For each (name, measure(lib), format) case: medians of ``repeat`` runs of the stdlib
+    and phalanx, interleaved, and phalanx's time over the stdlib's."""
+    std_lib, our_lib = libs
+    for name, func, fmt in cases:
+        std_times, our_times = [], []
+        for _ in range(repeat):
+            std_times.append(func(std_lib))
+            our_times.append(func(our_lib))
+        std, ours = statistics.median(std_times), statistics.median(our_times)
+        print(f"{name:<{width}} {fmt(std):>{column}} {fmt(ours):>{column}} {ours / std:>10.2f}")

@@ -29,7 +29,7 @@ from collections.abc import Callable
 from typing import Any
 
 import phalanx
-from _load import busy
+from _load import add_busy_flag, busy
 from phalanx.cluster import Dask, Ray
 
 
@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=["dask", "ray"], default="dask")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--n", type=int, default=10_000)
-    parser.add_argument("--busy", action="store_true", help="every core kept busy meanwhile")
+    add_busy_flag(parser)
     args = parser.parse_args()
     cases, close = (dask_cases if args.engine == "dask" else ray_cases)(args.n)
     times: dict[str, list[float]] = {name: [] for name in cases}

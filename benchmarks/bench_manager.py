@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import busy
+from _load import add_busy_flag, busy
 
 OPS = 5_000
 
@@ -59,9 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--method", default="fork")
-    parser.add_argument(
-        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
-    )
+    add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
         print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import phalanx
-from _load import busy
+from _load import add_busy_flag, busy
 
 MAP_N = 200_000
 IMAP_N = 20_000
@@ -137,9 +137,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--method", default="fork")
     parser.add_argument("--numpy-methods", default="fork,spawn,forkserver")
-    parser.add_argument(
-        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
-    )
+    add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
         print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 import phalanx
-from _load import busy
+from _load import add_busy_flag, busy
 
 
 def noop() -> None:
@@ -40,9 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5, help="rounds per library and method")
     parser.add_argument("--n", type=int, default=0, help="processes per round (default: auto)")
-    parser.add_argument(
-        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
-    )
+    add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
         print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import statistics
 import time
 from typing import Any
 
 import phalanx
-from _load import busy
+from _load import add_busy_flag, busy, compare_rows
 
 PINGS = 2000
 INTS = 200_000
@@ -80,9 +79,7 @@ def one_way(lib: Any, what: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument(
-        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
-    )
+    add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
         print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
@@ -108,14 +105,7 @@ def main() -> None:
         except ImportError:
             print("numpy not installed: numpy case skipped")
         print(f"{'case':<12} {'stdlib':>10} {'phalanx':>10} {'time ratio':>10}")
-        for name, func, fmt in cases:
-            samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
-            for _ in range(args.repeat):
-                samples["stdlib"].append(func(multiprocessing))
-                samples["phalanx"].append(func(phalanx))
-            std = statistics.median(samples["stdlib"])
-            ours = statistics.median(samples["phalanx"])
-            print(f"{name:<12} {fmt(std):>10} {fmt(ours):>10} {ours / std:>10.2f}")
+        compare_rows(cases, (multiprocessing, phalanx), args.repeat, 12, 10)
 
 
 if __name__ == "__main__":

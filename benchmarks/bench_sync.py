@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import statistics
 import time
 from typing import Any
 
 import phalanx
-from _load import busy
+from _load import add_busy_flag, busy, compare_rows
 
 PAIRS = 200_000
 INCREMENTS = 20_000
@@ -58,9 +57,7 @@ def value_increments(lib: Any) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
-    parser.add_argument(
-        "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
-    )
+    add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
         print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
@@ -69,14 +66,7 @@ def main() -> None:
             ("uncontended Lock pair", lock_pairs, lambda t: f"{1 / t / 1e6:7.2f}M/s"),
             ("Value += 1 by 2 processes", value_increments, lambda t: f"{t * 1e6:8.2f}us"),
         ]
-        for name, func, fmt in cases:
-            samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
-            for _ in range(args.repeat):
-                samples["stdlib"].append(func(multiprocessing))
-                samples["phalanx"].append(func(phalanx))
-            std = statistics.median(samples["stdlib"])
-            ours = statistics.median(samples["phalanx"])
-            print(f"{name:<28} {fmt(std):>12} {fmt(ours):>12} {ours / std:>10.2f}")
+        compare_rows(cases, (multiprocessing, phalanx), args.repeat, 28, 12)
 
 
 if __name__ == "__main__":
