@@ -398,7 +398,7 @@ except WorkerLostError as e:
             [sys.executable, str(script)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             text=True,
             env=hosts.env("h1", PYTHONPATH=TESTS_DIR, PHALANX_AUTHKEY=KEY),
         )
@@ -407,9 +407,9 @@ except WorkerLostError as e:
         hosts.cut("h2")
         proc.stdin.write("go\n")
         proc.stdin.flush()
-        out, _ = proc.communicate(timeout=200)
+        out, err = proc.communicate(timeout=200)
     lines = [line for line in out.splitlines() if line.startswith("lost")]
-    assert lines, out
+    assert lines, out + err[-3000:]
     _, seconds, message = lines[0].split(" ", 2)
     assert "its host stopped answering for 15 s" in message and hosts.ip["h2"] in message
     assert int(seconds) < 90, lines[0]
