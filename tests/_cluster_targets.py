@@ -92,10 +92,19 @@ def failing_initializer() -> None:
 # --- real engines: runs recorded as files (the workers are other processes) -----------
 
 
-def mark(marker_dir: str, x: int) -> None:
+def mark(marker_dir: str, x: int, text: str = "") -> None:
     path = os.path.join(marker_dir, f"{x}-{os.getpid()}-{time.monotonic_ns()}")
-    with open(path, "w"):
-        pass
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def marked_by(marker_dir: str) -> set[str]:
+    """The texts of the marks so far (where the runs were, for ``marked_square_at``)."""
+    texts = set()
+    for name in os.listdir(marker_dir):
+        with open(os.path.join(marker_dir, name)) as f:
+            texts.add(f.read())
+    return texts
 
 
 def runs_of(marker_dir: str) -> collections.Counter[int]:
@@ -105,6 +114,14 @@ def runs_of(marker_dir: str) -> collections.Counter[int]:
 def marked_square(args: tuple[str, int, float]) -> int:
     marker_dir, x, seconds = args
     mark(marker_dir, x)
+    time.sleep(seconds)
+    return x * x
+
+
+def marked_square_at(args: tuple[str, int, float, str]) -> int:
+    """``marked_square`` whose mark says the address of the host it ran on."""
+    marker_dir, x, seconds, toward = args
+    mark(marker_dir, x, my_ip(toward, 0.0))
     time.sleep(seconds)
     return x * x
 

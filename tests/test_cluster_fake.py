@@ -108,6 +108,48 @@ def test_a_worker_killed_from_outside_blames_only_what_it_was_running() -> None:
         assert pool.map(t.square, range(20)) == [x * x for x in range(20)]
 
 
+def test_a_worker_lost_while_the_head_is_in_doubt_fails_with_the_pool(tmp_path: Any) -> None:
+    """Ray's workers end when their head dies: the chunk they ran fails with the pool's
+    PoolTerminatedError (the cause) once the engine is lost, not with a WorkerLostError
+    that blames one worker (which a caller's get() saw first, under load)."""
+    engine = FakeEngine(2)
+    with make(engine) as pool:
+        slow = pool.apply_async(t.marked_square, ((str(tmp_path), 3, 1.0),))
+        _wait_begun(engine, tmp_path)
+        engine.doubt = True
+        engine.kill_worker(engine.running()[0])
+        time.sleep(0.5)
+        assert not slow.ready(), "the blame waits while the head is in doubt"
+        engine.lost_reason = "no head for 6 s"
+        with pytest.raises(PoolTerminatedError, match="no head for 6 s"):
+            slow.get(DEADLINE)
+
+
+def test_a_worker_lost_while_the_head_is_in_doubt_is_blamed_once_it_answers(
+    tmp_path: Any,
+) -> None:
+    engine = FakeEngine(2)
+    with make(engine) as pool:
+        slow = pool.apply_async(t.marked_square, ((str(tmp_path), 3, 1.0),))
+        _wait_begun(engine, tmp_path)
+        engine.doubt = True
+        engine.kill_worker(engine.running()[0])
+        time.sleep(0.5)
+        assert not slow.ready()
+        engine.doubt = False
+        with pytest.raises(WorkerLostError, match="marked_square"):
+            slow.get(DEADLINE)
+        assert pool.map(t.square, range(20)) == [x * x for x in range(20)]
+
+
+def _wait_begun(engine: FakeEngine, marks: Any) -> None:
+    """Until the task's function runs (its runner said "begun" before calling it)."""
+    deadline = time.monotonic() + DEADLINE
+    while not t.runs_of(str(marks)) or not engine.running():
+        assert time.monotonic() < deadline, "the task never began"
+        time.sleep(0.01)
+
+
 def test_retries_rerun_the_culprit_and_nothing_else() -> None:
     with make(retries=1) as pool:
         assert pool.map(t.die_once_on, range(20), chunksize=1) == list(range(20))
@@ -377,6 +419,23 @@ def test_stored_data_the_engine_lost_is_put_again() -> None:
         submitted = engine.submitted
         assert pool.apply(t.row_sum, ((big, 3),)) == float(big[3].sum())
         assert engine.submitted == submitted + 1  # settled: no resubmission storm
+
+
+def test_tasks_stranded_on_a_lost_host_run_elsewhere(tmp_path: Any) -> None:
+    """Ray leaves a task leased to a node that died pending for ever: once the engine
+    says it lost a host, the chunks of every task not started yet run elsewhere (the
+    pool hung on such a task before), and each item still runs exactly once."""
+    engine = FakeEngine(2)
+    with make(engine) as pool:
+        result = pool.map_async(t.marked_square, [(str(tmp_path), x, 0.3) for x in range(8)], 1)
+        deadline = time.monotonic() + DEADLINE
+        while len(engine.running()) < 2 or engine._queue.qsize() == 0:
+            assert time.monotonic() < deadline, "the pool never queued a task beyond its workers"
+            time.sleep(0.01)
+        assert engine.strand_queued() > 0
+        assert result.get(DEADLINE) == [x * x for x in range(8)]
+    runs = t.runs_of(str(tmp_path))
+    assert set(runs) == set(range(8)) and max(runs.values()) == 1, runs
 
 
 def test_an_unpicklable_argument_fails_its_task_only() -> None:

@@ -374,15 +374,20 @@ def test_a_host_cut_off_the_network_fails_its_begun_chunk_and_the_rest_completes
     """No FIN ever comes from a host that lost power or its network: its begun chunk
     fails once the hub has heard nothing from it for PEER_SILENT_AFTER (15 s); the
     chunks the engine had queued there run elsewhere once the engine drops the host
-    (Dask: its comm timeout, 30 s; Ray: its health checks).  Own hosts: the cut host
+    (Dask: its comm timeout, 30 s; Ray: the pool takes them back once its health checks
+    mark the node dead, as Ray itself leaves them pending).  Own hosts: the cut host
     does not come back."""
     marks = tmp_path / "marks"
     marks.mkdir()
     with _cluster_on_hosts(engine) as cluster:
         hosts = cluster["hosts"]
+        h1, h2 = hosts.ip["h1"], hosts.ip["h2"]
         body = f"""\
-result = pool.map_async(t.marked_square, [({str(marks)!r}, x, 3.0) for x in range(8)], 1)
-time.sleep(1.5)
+items = [({str(marks)!r}, x, 3.0, {h1!r}) for x in range(8)]
+result = pool.map_async(t.marked_square_at, items, 1)
+deadline = time.monotonic() + 60
+while {h2!r} not in t.marked_by({str(marks)!r}) and time.monotonic() < deadline:
+    time.sleep(0.05)  # (a loaded machine starts the workers late)
 print("cut now", flush=True)
 sys.stdin.readline()
 start = time.monotonic()

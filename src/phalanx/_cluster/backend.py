@@ -61,6 +61,9 @@ GRACE = 1.0  # after an engine says a started task failed, wait this long for it
 # A chunk whose engine tasks keep ending before they start (an engine that cancels
 # them, say) fails after this many, rather than being resubmitted forever.
 UNSTARTED_LIMIT = 20
+# How long a lost worker's blame waits for the verdict on an engine head in doubt
+# (lost() gives up on a head after net.LOST_AFTER, 5 s).
+DOUBT_LIMIT = 15.0
 CAPACITY_EVERY = 1.0  # how often the engine's capacity is asked again
 
 QUEUED, ASSIGNED, BEGUN, DONE = range(4)
@@ -176,6 +179,8 @@ class ClusterBackend:
         self._tasks: dict[int, _Task] = {}
         self._peers: dict[int, _Peer] = {}
         self._timed: set[int] = set()
+        # Blame put off until the engine's head is known to answer: cid -> (why, pid, since).
+        self._doubtful: dict[int, tuple[str, int | None, float]] = {}
         self._functions: dict[int, tuple[int, Any, bytes]] = {}
         self._fids = itertools.count()
         self._per_chunk: float | None = None  # EWMA of the seconds a chunk takes
@@ -184,6 +189,7 @@ class ClusterBackend:
         self._capacity = self.size
         self._capacity_at = 0.0
         self._start_failures = 0
+        self._hosts_lost = engine.hosts_lost()
         self.tasks_submitted = 0  # engine tasks so far (benchmarks compare against it)
         self._refused: str | None = None
         self._warned = False
@@ -315,6 +321,7 @@ class ClusterBackend:
         self._slots(now)  # (asks the engine, once a second, whether it is still there)
         self._check_timeouts(now)
         self._check_failed_tasks(now)
+        self._check_doubtful(now)
         self._dispatch(now, feeders)
         return not (state == CLOSE and not feeders and not self._entries and not self._incoming)
 
@@ -578,6 +585,29 @@ class ClusterBackend:
         deliver([(entry.chunk, ok, value)])
 
     def _blame(self, cid: int, entry: _Entry, why: str, pid: int | None) -> None:
+        now = time.monotonic()
+        if not self.engine.head_answered_since(now):
+            # Not known yet whether the engine's head is there: this worker may be
+            # lost because it is not, and then the chunk fails with the pool
+            # (PoolTerminatedError, the cause), not with a WorkerLostError that
+            # points at one worker.
+            self._doubtful.setdefault(cid, (why, pid, now))
+            return
+        self._blame_now(cid, entry, why, pid)
+
+    def _check_doubtful(self, now: float) -> None:
+        """Blame put off: the head answered since (or is silent too long to wait more)."""
+        if not self._doubtful:
+            return
+        for cid, (why, pid, since) in list(self._doubtful.items()):
+            entry = self._entries.get(cid)
+            if entry is None or entry.state != BEGUN:
+                del self._doubtful[cid]
+            elif self.engine.head_answered_since(since) or now - since > DOUBT_LIMIT:
+                del self._doubtful[cid]
+                self._blame_now(cid, entry, why, pid)
+
+    def _blame_now(self, cid: int, entry: _Entry, why: str, pid: int | None) -> None:
         chunk = entry.chunk
         chunk.attempts += 1
         if chunk.attempts <= self._retries:
@@ -665,12 +695,26 @@ class ClusterBackend:
                     )
                 )
                 return self._capacity
+            hosts_lost = self.engine.hosts_lost()
+            if hosts_lost != self._hosts_lost:
+                self._hosts_lost = hosts_lost
+                self._take_back_unstarted()
             if self._cap is None:
                 try:
                     self._capacity = max(1, self.engine.capacity())
                 except Exception:
                     pass
         return self._cap if self._cap is not None else self._capacity
+
+    def _take_back_unstarted(self) -> None:
+        """The engine dropped a host: an engine task placed there may never start nor
+        end, so every task not started yet gives its chunks back to run elsewhere.  (One
+        that starts after all finds nothing to run: its chunks are no longer its own.)"""
+        for task in [t for t in self._tasks.values() if not t.started]:
+            del self._tasks[task.id]
+            self._requeue_unbegun(task)
+            if task.handle is not None:
+                self.engine.cancel(task.handle, force=False)
 
     def _chunks_per_task(self, slots: int, feeders: int) -> int:
         if self._one_chunk_per_task:
@@ -767,6 +811,7 @@ class ClusterBackend:
         self._entries.clear()
         self._queue.clear()
         self._timed.clear()
+        self._doubtful.clear()
         with self._lock:
             outstanding += list(self._incoming)
             self._incoming.clear()

@@ -71,6 +71,25 @@ class Engine(Protocol):
         """Stop an engine task; ``force``: even a running one.  True if it is stopped."""
         ...
 
+    def hosts_lost(self) -> int:
+        """How many hosts the engine has dropped so far (a count that only grows).
+
+        An engine task placed on a host that then dropped out may never start
+        nor end (Ray leaves a task leased to a dead node pending): when the
+        count grows, the backend takes back the chunks of every engine task
+        that has not started and runs them elsewhere.  An engine that
+        reschedules such tasks itself (Dask) may always say 0.
+        """
+        ...
+
+    def head_answered_since(self, since: float) -> bool:
+        """Whether the engine's head (its scheduler, its control store) has answered at
+        or after ``since`` (a ``time.monotonic()``); if not yet, the engine makes sure
+        it is asked soon.  A worker lost with its head (Ray's workers end when the
+        head dies) is not to blame: its blame waits until the head is known to be
+        there, and the pool fails with the head's loss (``lost()``) if it is not."""
+        ...
+
     def lost(self) -> str | None:
         """Why the engine can no longer run anything (its scheduler or head is gone), or None."""
         ...

@@ -13,7 +13,9 @@ engine's own behaviour is scripted:
   elsewhere (as Dask does), ``lose_ends`` drops the engine's word that a task
   ended (the backend must not depend on it);
 * ``fail_before_start`` makes each engine task raise before the runner runs
-  (a worker without phalanx, say).
+  (a worker without phalanx, say);
+* ``strand_queued()`` loses a host with the tasks queued for it, as Ray does
+  with a task leased to a node that died: they never start nor end.
 """
 
 from __future__ import annotations
@@ -101,8 +103,10 @@ class FakeEngine:
         self.fail_before_start = fail_before_start
         self.closed = False
         self.lost_reason: str | None = None  # set by a test: the engine is gone
+        self.doubt = False  # set by a test: the engine's head is not answering
         self.submitted = 0
         self.puts = 0
+        self.lost_hosts = 0
         self._stored: list[_Stored] = []
         self._queue: queue.Queue[_Handle | None] = queue.Queue()
         self._lock = threading.Lock()
@@ -151,6 +155,12 @@ class FakeEngine:
             return True
         return False  # a thread cannot be stopped; kill() its "process" instead
 
+    def hosts_lost(self) -> int:
+        return self.lost_hosts
+
+    def head_answered_since(self, since: float) -> bool:
+        return not self.doubt
+
     def lost(self) -> str | None:
         return self.lost_reason
 
@@ -182,6 +192,26 @@ class FakeEngine:
         data die: a task that needs it ends, cancelled, before it starts."""
         for stored in self._stored:
             stored.lost = True
+
+    def strand_queued(self) -> int:
+        """Lose a host together with every task queued now: they never start nor end
+        (the engine forgets them), and ``hosts_lost()`` says a host was lost.  Returns
+        how many tasks were stranded."""
+        stranded = 0
+        while True:
+            try:
+                handle = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if handle is None:
+                self._queue.put(None)
+                break
+            with handle.lock:
+                if handle.state == "queued":
+                    handle.state = "stranded"
+                    stranded += 1
+        self.lost_hosts += 1
+        return stranded
 
     def kill_worker(self, number: int) -> int:
         """Kill worker ``number`` from outside (as SIGKILL would); returns the pid killed."""

@@ -37,8 +37,10 @@ class HeadWatch:
     """Connect to ``host:port`` once a second, in a thread of its own.
 
     ``silent_for()`` is how long every attempt has failed (0.0 while the
-    head answers).  A probe is a TCP connect closed at once, which the head
-    sees as a client that went away; it never blocks the caller.
+    head answers); ``answered_since(t)`` whether an attempt begun at or after
+    ``t`` succeeded (if none has been made yet, one is made at once).  A probe
+    is a TCP connect closed at once, which the head sees as a client that went
+    away; it never blocks the caller.
     """
 
     EVERY = 1.0
@@ -47,7 +49,9 @@ class HeadWatch:
         self.address = f"{host}:{port}"
         self._target = (host, port)
         self._failing_since: float | None = None
+        self._answered_at = -1.0  # when the last probe that succeeded began
         self._stop = threading.Event()
+        self._poke = threading.Event()
         self._thread = threading.Thread(target=self._run, name="phalanx-head-watch", daemon=True)
         self._thread.start()
 
@@ -55,15 +59,25 @@ class HeadWatch:
         since = self._failing_since
         return 0.0 if since is None else time.monotonic() - since
 
+    def answered_since(self, since: float) -> bool:
+        if self._answered_at >= since:
+            return True
+        self._poke.set()
+        return False
+
     def stop(self) -> None:
         self._stop.set()
+        self._poke.set()
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self._poke.clear()
+            began = time.monotonic()
             try:
                 socket.create_connection(self._target, timeout=self.EVERY).close()
                 self._failing_since = None
+                self._answered_at = began
             except OSError:
                 if self._failing_since is None:
-                    self._failing_since = time.monotonic()
-            self._stop.wait(self.EVERY)
+                    self._failing_since = began
+            self._poke.wait(self.EVERY)

@@ -89,6 +89,13 @@ class DaskEngine:
         future.add_done_callback(lambda f: done(f, _end_of(f)))
         return future
 
+    def hosts_lost(self) -> int:
+        return 0  # the scheduler reschedules a removed worker's tasks itself
+
+    def head_answered_since(self, since: float) -> bool:
+        # The client's status changes as soon as its connection to the scheduler ends.
+        return str(self.client.status) == "running"
+
     def lost(self) -> str | None:
         status = str(self.client.status)
         if status == "running":

@@ -46,35 +46,51 @@ class RayEngine:
         self._per_task_cpus = float(remote_args.get("num_cpus") or 0) or 1.0
         self._remote_args = remote_args
         self._remote = ray.remote(**remote_args)(run_task)
+        self._renew = False  # a host was lost: submit through a new remote function
         self._closed = False
         self._lock = threading.Lock()
-        self._capacity = self._ask_capacity()
+        self._alive: set[str] = set()
+        self._hosts_lost = 0
+        self._capacity = 1
+        self._survey()
         self._watch = _watch_head(options.address)
         # The head is asked in a thread of its own: with the head gone, Ray's
         # calls wait for it, and the pool's supervisor must not.
-        threading.Thread(
-            target=self._follow_capacity, name="phalanx-ray-capacity", daemon=True
-        ).start()
+        threading.Thread(target=self._follow_nodes, name="phalanx-ray-nodes", daemon=True).start()
 
     def limit_tasks_per_process(self, n: int) -> bool:
         """``maxtasksperchild``: a worker process retires after ``n`` tasks (``max_calls``)."""
-        self._remote = ray.remote(**self._remote_args, max_calls=n)(run_task)
+        self._remote_args = {**self._remote_args, "max_calls": n}
+        self._remote = ray.remote(**self._remote_args)(run_task)
         return True
 
     def capacity(self) -> int:
         return self._capacity
 
-    def _ask_capacity(self) -> int:
-        cpus = float(ray.cluster_resources().get("CPU", 1))  # type: ignore[no-untyped-call,unused-ignore]
-        return max(1, int(cpus / self._per_task_cpus))
+    def hosts_lost(self) -> int:
+        return self._hosts_lost
 
-    def _follow_capacity(self) -> None:
+    def _survey(self) -> None:
+        """Ask the head which nodes are alive: the capacity is their CPUs, and a node
+        that was alive and no longer is counts as a host lost."""
+        nodes = ray.nodes()  # type: ignore[no-untyped-call,unused-ignore]
+        alive = {str(node["NodeID"]) for node in nodes if node.get("Alive")}
+        cpus = sum(
+            float(node.get("Resources", {}).get("CPU", 0)) for node in nodes if node.get("Alive")
+        )
+        self._capacity = max(1, int(cpus / self._per_task_cpus))
+        if self._alive - alive:
+            self._renew = True
+            self._hosts_lost += len(self._alive - alive)
+        self._alive = alive
+
+    def _follow_nodes(self) -> None:
         while not self._closed:
             time.sleep(1.0)
             if self._closed or (self._watch is not None and self._watch.silent_for() > 0):
                 continue
             try:
-                self._capacity = self._ask_capacity()
+                self._survey()
             except Exception:
                 pass  # ray shut down meanwhile: lost() says so
 
@@ -90,6 +106,13 @@ class RayEngine:
         return False  # ray.put keeps the data where this driver runs, as long as it runs
 
     def submit(self, spec: Any, task_id: int, done: Done, refs: list[Any]) -> Any:
+        if self._renew:
+            # Ray queues the tasks of one remote function behind its pending worker
+            # leases, and a lease asked of a node that then died stays pending: the
+            # tasks would wait for it for ever.  A new remote function (a new Ray
+            # "scheduling class") asks for leases afresh, on the nodes alive now.
+            self._renew = False
+            self._remote = ray.remote(**self._remote_args)(run_task)
         ref = self._remote.remote(spec, task_id, *refs)
         ref.future().add_done_callback(lambda f: done(ref, _end_of(f)))
         return ref
@@ -100,6 +123,9 @@ class RayEngine:
         except Exception:
             return False
         return True
+
+    def head_answered_since(self, since: float) -> bool:
+        return self._watch is None or self._watch.answered_since(since)
 
     def lost(self) -> str | None:
         if not ray.is_initialized():
