@@ -38,6 +38,16 @@ def busy(enabled: bool = True, processes: int | None = None) -> Iterator[int]:
             hog.wait()
 
 
+def describe(hogs: int) -> str:
+    """The header line: the load, and which path phalanx runs (``PHALANX_PURE_PYTHON=1``
+    measures the pure-Python fallback)."""
+    from phalanx import _fast
+
+    path = "pure-Python path" if _fast.speedups is None else "compiled path (_speedups)"
+    load = "idle" if not hogs else f"busy: {hogs} CPU-bound processes beside"
+    return f"{load}; phalanx on its {path}"
+
+
 def add_busy_flag(parser: Any) -> None:
     parser.add_argument(
         "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy
+from _load import add_busy_flag, busy, describe
 
 SIZE = 64 * 1024 * 1024
 PINGS = 2000
@@ -103,7 +103,7 @@ def main() -> None:
     add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
-        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        print(describe(hogs))
         cases = [
             ("ping-pong", echo, ping_pong, lambda t: f"{t * 1e6:8.1f}us"),
             ("bytes 64MiB", sink_bytes, bulk_bytes, lambda t: f"{SIZE / t / 1e9:6.2f}GB/s"),

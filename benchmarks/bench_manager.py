@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy
+from _load import add_busy_flag, busy, describe
 
 OPS = 5_000
 
@@ -62,7 +62,7 @@ def main() -> None:
     add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
-        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        print(describe(hogs))
         libs = {"stdlib": multiprocessing, "phalanx": phalanx}
         samples: dict[str, dict[str, list[float]]] = {"dict": {}, "start": {}, "stop": {}}
         for _ in range(args.repeat):

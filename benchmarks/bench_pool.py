@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy
+from _load import add_busy_flag, busy, describe
 
 MAP_N = 200_000
 IMAP_N = 20_000
@@ -140,7 +140,7 @@ def main() -> None:
     add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
-        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        print(describe(hogs))
         libs = {"stdlib": multiprocessing, "phalanx": phalanx}
         rows: list[tuple[str, float, float, Callable[[float], str]]] = []
 

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 
 import phalanx
-from _load import add_busy_flag, busy
+from _load import add_busy_flag, busy, describe
 
 
 def noop() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
     add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
-        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        print(describe(hogs))
         print(f"{'method':<11} {'stdlib':>10} {'phalanx':>10} {'ratio':>7}")
         for method in ("fork", "spawn", "forkserver"):
             n = args.n or (40 if method != "spawn" else 10)

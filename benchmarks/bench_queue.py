@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy, compare_rows
+from _load import add_busy_flag, busy, compare_rows, describe
 
 PINGS = 2000
 INTS = 200_000
@@ -82,7 +82,7 @@ def main() -> None:
     add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
-        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        print(describe(hogs))
         cases = [
             ("ping-pong", ping_pong, lambda t: f"{t * 1e6:8.1f}us"),
             ("200k ints", lambda lib: one_way(lib, "ints"), lambda t: f"{INTS / t / 1e3:6.0f}k/s"),

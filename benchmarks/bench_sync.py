@@ -1,8 +1,9 @@
 """Locks and shared values: phalanx against the stdlib in one run.
 
     python benchmarks/bench_sync.py [--repeat N] [--busy]
+    PHALANX_PURE_PYTHON=1 python benchmarks/bench_sync.py   # without the C extension
 
-* lock: uncontended ``Lock`` acquire/release pairs per second, one process;
+* lock, rlock, semaphore: uncontended acquire/release pairs per second, one process;
 * value: two processes each do ``with v.get_lock(): v.value += 1`` N times
   (the result must be exact); time per increment.
 
@@ -14,17 +15,24 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import time
+from collections.abc import Callable
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy, compare_rows
+from _load import add_busy_flag, busy, compare_rows, describe
 
 PAIRS = 200_000
 INCREMENTS = 20_000
 
 
-def lock_pairs(lib: Any) -> float:
-    lock = lib.get_context("fork").Lock()
+def pairs(kind: str) -> Callable[[Any], float]:
+    def measure(lib: Any) -> float:
+        return lock_pairs(getattr(lib.get_context("fork"), kind)())
+
+    return measure
+
+
+def lock_pairs(lock: Any) -> float:
     acquire, release = lock.acquire, lock.release
     t0 = time.perf_counter()
     for _ in range(PAIRS):
@@ -54,16 +62,22 @@ def value_increments(lib: Any) -> float:
     return elapsed / (2 * INCREMENTS)
 
 
+def per_second(t: float) -> str:
+    return f"{1 / t / 1e6:7.2f}M/s"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
-        print("idle" if not hogs else f"busy: {hogs} CPU-bound processes beside")
+        print(describe(hogs))
         print(f"{'case':<28} {'stdlib':>12} {'phalanx':>12} {'time ratio':>10}")
         cases = [
-            ("uncontended Lock pair", lock_pairs, lambda t: f"{1 / t / 1e6:7.2f}M/s"),
+            ("uncontended Lock pair", pairs("Lock"), per_second),
+            ("uncontended RLock pair", pairs("RLock"), per_second),
+            ("uncontended Semaphore pair", pairs("Semaphore"), per_second),
             ("Value += 1 by 2 processes", value_increments, lambda t: f"{t * 1e6:8.2f}us"),
         ]
         compare_rows(cases, (multiprocessing, phalanx), args.repeat, 28, 12)

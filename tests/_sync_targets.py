@@ -319,3 +319,16 @@ def segments_then_sleep(path: str, n: int, ignore_signals: bool = False) -> None
     write_json(path, {"names": [s.name for s in segments], "pid": os.getpid()})
     while True:
         time.sleep(3600)
+
+
+def increment_and_report(counter: Any, lock: Any, n: int, path: str) -> None:
+    """``increment``, after saying which path this process's lock takes."""
+    from phalanx import _fast
+
+    write_json(path, {"core": type(lock._semlock).__name__, "pure": _fast.speedups is None})
+    increment(counter, lock, n)
+
+
+def try_held_rlock(rlock: Any, path: str) -> None:
+    """A forked child of the RLock's holder: it is not the owner, whatever the parent held."""
+    write_json(path, {"mine": rlock._semlock._is_mine(), "got": rlock.acquire(False)})

@@ -50,6 +50,7 @@ from typing import Any
 from . import _heap, _platform
 from . import _util as util
 from ._errors import AbandonedLockWarning, LockStateError
+from ._fast import speedups as _speedups
 from ._wire.pickling import get_spawning_popen
 
 __all__ = ("RECURSIVE_MUTEX", "SEMAPHORE", "SEM_VALUE_MAX", "SemLock")
@@ -140,6 +141,8 @@ class SemLock:
         self._setup(block, kind, maxvalue, lock)
 
     def _setup(self, block: _heap.Block, kind: int, maxvalue: int, lock: bool) -> None:
+        if type(self) is not SemLock:  # (unpickled: _compile decides again, below)
+            self.__class__ = SemLock
         self._block = block
         self._slot = _Slot.from_buffer(block.arena.buffer, block.offset)
         view = block.view()
@@ -158,10 +161,16 @@ class SemLock:
             self.acquire = self._acquire_guarded  # type: ignore[method-assign]
             self.release = self._release_guarded  # type: ignore[method-assign]
             self._get_value = self._guarded_value  # type: ignore[method-assign]
+        if _speedups is not None and (_GUARDED or not lock):
+            _compile(self, block)
         util.register_after_fork(self, SemLock._after_fork)
 
     def _after_fork(self) -> None:
-        self._held = 0  # the forked child's thread holds nothing
+        fast = self.__dict__.get("_fast")
+        if fast is not None:
+            fast.forget()  # its count, and its owner record, were the parent's
+        else:
+            self._held = 0  # the forked child's thread holds nothing
 
     # -- pickling: to children being started only, as in the stdlib ---------------------
 
@@ -176,6 +185,10 @@ class SemLock:
 
     def __setstate__(self, state: tuple[Any, ...]) -> None:
         self._setup(*state)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Always rebuilt as a SemLock: the receiving process picks its own path.
+        return _rebuild, self.__getstate__()
 
     # -- acquire / release -----------------------------------------------------------------
 
@@ -360,8 +373,46 @@ class SemLock:
         except BaseException:
             # The program turned the warning into an error: hand the lock back
             # before raising, so nobody is left waiting for a dead owner again.
-            self._release_guarded(force=True)
+            # (Not counted as held yet: only the shared state goes back.)
+            self._give_guarded()
             raise
+
+    def _slow_acquire_guarded(self, block: bool = True, timeout: float | None = None) -> bool:
+        """The compiled path's way when a guarded lock is not taken at once (its guard
+        busy, or the lock held): ``_acquire_guarded`` without the hold count and the
+        recursion, which FastLock keeps."""
+        tid = _get_ident()
+        guard = self._guard
+        tried = _mutex_trylock(guard)
+        if tried:
+            self._take_guard(tried)
+        if self._owner_pid[0] == 0:
+            self._owner_view[:] = _owner_record(tid)  # the commit
+            _mutex_unlock(guard)
+            return True
+        _mutex_unlock(guard)
+        return bool(block) and self._wait_guarded(timeout, tid)
+
+    def _slow_acquire_semaphore(self, block: bool = True, timeout: float | None = None) -> bool:
+        """The compiled path's way when no unit is there at once: wait for one."""
+        if _trywait(self._sem) == 0:
+            return True
+        return bool(block) and self._wait(timeout)
+
+    def _give_guarded(self) -> None:
+        """Free a guarded lock in shared memory, waking a sleeper (no hold count)."""
+        guard = self._guard
+        tried = _mutex_trylock(guard)
+        if tried:
+            self._take_guard(tried)
+        if self._owner_pid[0] == 0:
+            _mutex_unlock(guard)
+            raise ValueError("semaphore or lock released too many times")
+        self._owner_pid[0] = 0  # the commit: free
+        waiters = self._waiters[0]
+        _mutex_unlock(guard)
+        if waiters:
+            _post(self._sem)
 
     def _release_guarded(self, force: bool = False) -> None:
         if self.kind == RECURSIVE_MUTEX and not force:
@@ -401,3 +452,55 @@ class SemLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+class _CompiledSemLock(SemLock):
+    """A ``SemLock`` whose ``acquire``/``release`` are ``_speedups.FastLock``'s (one C
+    call each when nothing waits).  FastLock keeps the hold count, in single steps
+    that the other threads of this process cannot split; when it cannot decide at
+    once it calls back ``SemLock``'s own code for the shared state only (waiting,
+    recovering a dead owner)."""
+
+    _fast: Any
+
+    @property
+    def _held(self) -> int:  # type: ignore[override]
+        return int(self._fast.held)
+
+    @property
+    def _last_tid(self) -> int:  # type: ignore[override]
+        return int(self._fast.last_tid)
+
+
+def _compile(lock: SemLock, block: _heap.Block) -> None:
+    """Move ``lock`` (set up, holding nothing) onto the compiled path."""
+    assert _speedups is not None
+    if lock._tracks_owner:
+        mode = _speedups.MODE_GUARDED
+        slow_acquire: Any = lock._slow_acquire_guarded
+        slow_release: Any = lock._give_guarded
+    else:
+        mode = _speedups.MODE_SEMAPHORE
+        slow_acquire, slow_release = lock._slow_acquire_semaphore, None
+    fast = _speedups.FastLock(
+        block.arena.buffer,
+        block.offset,
+        lock.kind,
+        mode,
+        lock.maxvalue,
+        slow_acquire,
+        slow_release,
+        _owner_record,
+        LockStateError,
+    )
+    del lock._held, lock._last_tid  # FastLock's now (see _CompiledSemLock)
+    lock.__class__ = _CompiledSemLock
+    lock._fast = fast  # type: ignore[attr-defined]
+    lock.acquire = fast.acquire  # type: ignore[method-assign]
+    lock.release = fast.release  # type: ignore[method-assign]
+
+
+def _rebuild(block: _heap.Block, kind: int, maxvalue: int, lock: bool) -> SemLock:
+    semlock = SemLock.__new__(SemLock)
+    semlock._setup(block, kind, maxvalue, lock)
+    return semlock

@@ -9,7 +9,6 @@ stop the other threads of the process.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import time
@@ -36,7 +35,23 @@ __all__ = (
     "shm_unlink",
 )
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+def _open_libc(loader: Any) -> Any:
+    """libc through ``loader`` (CDLL: calls drop the GIL; PyDLL: they keep it).
+
+    dlopen(NULL) first: the symbols the interpreter has loaded, libc's among
+    them, at no cost (``find_library`` runs ``ldconfig -p`` each time, a few
+    milliseconds of every ``import phalanx``, so of every spawned child).
+    """
+    lib = loader(None, use_errno=True)
+    if getattr(lib, "sem_init", None) is None:  # pragma: no cover - a static interpreter
+        import ctypes.util
+
+        lib = loader(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return lib
+
+
+_libc = _open_libc(ctypes.CDLL)
 
 # sizeof(sem_t): 32 bytes on 64-bit glibc and musl, 16 on 32-bit.
 SEM_T_SIZE = 32 if ctypes.sizeof(ctypes.c_void_p) == 8 else 16
@@ -69,7 +84,7 @@ _sem_timedwait = _bind("sem_timedwait", ctypes.c_void_p, ctypes.POINTER(_Timespe
 # prebuilt c_void_p; non-zero means "not taken" (EAGAIN, or EINTR).  Neither
 # ever blocks, so they keep the GIL (PyDLL): dropping and retaking it would
 # cost more than the call.
-_gil_libc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_gil_libc = _open_libc(ctypes.PyDLL)
 raw_sem_trywait = _gil_libc.sem_trywait
 raw_sem_trywait.argtypes = [ctypes.c_void_p]
 raw_sem_trywait.restype = ctypes.c_int
@@ -247,6 +262,8 @@ def sem_getvalue(sem: ctypes.c_void_p) -> int:
 _shm_open = _bind("shm_open", ctypes.c_char_p, ctypes.c_int, ctypes.c_uint)
 _shm_unlink = _bind("shm_unlink", ctypes.c_char_p)
 if _shm_open is None:  # pragma: no cover - glibc < 2.34 keeps them in librt
+    import ctypes.util
+
     _librt = ctypes.CDLL(ctypes.util.find_library("rt") or "librt.so.1", use_errno=True)
     _shm_open = _librt.shm_open
     _shm_open.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_uint]
@@ -330,7 +347,7 @@ def recv_bytes_waitall(fd: int, size: int) -> bytes:
 # non-blocking recv/send takes about a microsecond: through PyDLL, which keeps
 # the GIL, there is nothing to win back.
 
-_pylibc = ctypes.PyDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_pylibc = _open_libc(ctypes.PyDLL)
 _precvmsg = _pylibc.recvmsg
 _precvmsg.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_int]
 _precvmsg.restype = ctypes.c_ssize_t
