@@ -162,7 +162,7 @@ class SemLock:
             self.release = self._release_guarded  # type: ignore[method-assign]
             self._get_value = self._guarded_value  # type: ignore[method-assign]
         if _speedups is not None and (_GUARDED or not lock):
-            _compile(self, block)
+            _compile(self, block, _speedups)
         util.register_after_fork(self, SemLock._after_fork)
 
     def _after_fork(self) -> None:
@@ -472,17 +472,16 @@ class _CompiledSemLock(SemLock):
         return int(self._fast.last_tid)
 
 
-def _compile(lock: SemLock, block: _heap.Block) -> None:
-    """Move ``lock`` (set up, holding nothing) onto the compiled path."""
-    assert _speedups is not None
+def _compile(lock: SemLock, block: _heap.Block, speedups: Any) -> None:
+    """Move ``lock`` (set up, holding nothing) onto the compiled path of ``speedups``."""
     if lock._tracks_owner:
-        mode = _speedups.MODE_GUARDED
+        mode = speedups.MODE_GUARDED
         slow_acquire: Any = lock._slow_acquire_guarded
         slow_release: Any = lock._give_guarded
     else:
-        mode = _speedups.MODE_SEMAPHORE
+        mode = speedups.MODE_SEMAPHORE
         slow_acquire, slow_release = lock._slow_acquire_semaphore, None
-    fast = _speedups.FastLock(
+    fast = speedups.FastLock(
         block.arena.buffer,
         block.offset,
         lock.kind,

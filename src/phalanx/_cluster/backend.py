@@ -23,6 +23,10 @@ backend.  One supervisor thread here:
   says it runs on.
 
 The engine itself is reached only through an ``engine.Engine`` adapter.
+
+(Over 800 lines: its records, ``_Entry``, ``_Task``, ``_Peer``, are to move to a
+module of their own; a first try made ``ray://`` pools fail to connect, for a
+reason not found yet, so they stay here until it is.)
 """
 
 from __future__ import annotations
