@@ -414,8 +414,10 @@ class SemLock:
         if waiters:
             _post(self._sem)
 
-    def _release_guarded(self, force: bool = False) -> None:
-        if self.kind == RECURSIVE_MUTEX and not force:
+    def _release_guarded(self) -> None:
+        # The pure path's release: _give_guarded's steps written out here, not
+        # called, as the hot path is (a Python call is a tenth of the pair's time).
+        if self.kind == RECURSIVE_MUTEX:
             if not self._is_mine():
                 raise LockStateError("attempt to release recursive lock not owned by thread")
             if self._held > 1:
