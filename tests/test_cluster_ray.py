@@ -41,6 +41,7 @@ def _free_port() -> int:
 
 
 CLIENT_PORT: dict[str, int] = {}  # head address -> its Ray Client server's port
+TEMP_DIR: dict[str, str] = {}  # head address -> its --temp-dir
 
 
 def _start_head(temp: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -77,6 +78,7 @@ def _start_head(temp: str) -> tuple[subprocess.Popen[bytes], str]:
     )
     conftest.LONG_LIVED.add(proc.pid)
     CLIENT_PORT[f"127.0.0.1:{port}"] = client_port
+    TEMP_DIR[f"127.0.0.1:{port}"] = temp
     return proc, f"127.0.0.1:{port}"
 
 
@@ -222,8 +224,17 @@ def test_a_ray_client_address(address: str, tmp_path: Path) -> None:
         [sys.executable, str(script)], capture_output=True, text=True, timeout=180, cwd=tmp_path
     )
     lines = [line for line in out.stdout.splitlines() if "(raylet)" not in line]
-    assert lines == ["True", "True"], out.stderr[-3000:]
+    assert lines == ["True", "True"], out.stderr[-3000:] + _client_server_logs(address)
     assert max(t.runs_of(str(marks)).values()) == 1
+
+
+def _client_server_logs(address: str) -> str:
+    """The tails of the head's Ray Client server logs (why a ``ray://`` driver was refused)."""
+    logs = Path(TEMP_DIR[address], "session_latest", "logs")
+    parts = []
+    for log in sorted(logs.glob("ray_client_server*")):
+        parts.append(f"\n--- {log.name}:\n" + log.read_text(errors="replace")[-2000:])
+    return "".join(parts)
 
 
 def test_the_executor_on_ray(address: str) -> None:

@@ -30,6 +30,30 @@ __all__ = ("RayEngine",)
 _LOST = ("WorkerCrashedError", "NodeDiedError", "OutOfMemoryError", "ActorDiedError")
 
 
+_CLIENT_TRIES = 3  # connections to a Ray Client server (``ray://``) before giving up
+
+
+def _connect(address: str) -> None:
+    """Join the cluster at ``address`` as a driver.
+
+    Ray Client's proxier starts one server process per driver, forking from a
+    process full of gRPC threads, and that start sometimes fails
+    (ray-project/ray#63202): the connection is then refused with
+    ``ConnectionAbortedError`` ("Initialization failure from server") although
+    the cluster is fine.  Ray has closed the connection by then and the next one
+    gets a server of its own, so a refused ``ray://`` connection is tried again;
+    anything else (no such host, a version mismatch) is raised at once.
+    """
+    for attempt in range(1, _CLIENT_TRIES + 1):
+        try:
+            ray.init(address=address, log_to_driver=False)
+            return
+        except ConnectionAbortedError:
+            if not address.startswith("ray://") or attempt == _CLIENT_TRIES:
+                raise
+            time.sleep(0.5 * attempt)
+
+
 class RayEngine:
     name = "ray"
 
@@ -38,7 +62,7 @@ class RayEngine:
         self._address = options.address
         if not ray.is_initialized():
             if options.address:
-                ray.init(address=options.address, log_to_driver=False)
+                _connect(options.address)
             else:
                 ray.init(num_cpus=options.num_cpus, include_dashboard=False, log_to_driver=False)
             self._started = True
