@@ -11,9 +11,9 @@ import sys as _sys
 
 from . import context as _context
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
+from ._util import SUBDEBUG as SUBDEBUG  # module attributes, not in __all__ (as the stdlib)
+from ._util import SUBWARNING as SUBWARNING
 from .context import Process
-from .util import SUBDEBUG as SUBDEBUG  # module attributes, not in __all__ (as the stdlib)
-from .util import SUBWARNING as SUBWARNING
 
 __all__ = (
     "Array",
@@ -87,10 +87,31 @@ get_logger = _default.get_logger
 get_start_method = _default.get_start_method
 log_to_stderr = _default.log_to_stderr
 parent_process = _default.parent_process
-reducer = _default.reducer
 set_executable = _default.set_executable
 set_forkserver_preload = _default.set_forkserver_preload
 set_start_method = _default.set_start_method
+
+
+# Imported when first named, like the rest of the API (``import phalanx`` loads
+# only what starting a process needs): ``reducer`` is the module
+# ``phalanx.reduction``, and these submodules were attributes of the package
+# right after ``import phalanx`` before (``multiprocessing.reduction`` is one).
+_LAZY_SUBMODULES = frozenset({"queues", "reduction", "sharedctypes", "synchronize", "util"})
+
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from . import reduction as reducer
+else:  # hidden from type checkers: a module ``__getattr__`` would hide typos from them
+
+    def __getattr__(name: str) -> object:
+        if name == "reducer":
+            return _default.reducer
+        if name in _LAZY_SUBMODULES:
+            __import__(f"{__name__}.{name}")
+            return _sys.modules[f"{__name__}.{name}"]
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 # Objects pickled by reference from a spawned child's ``__mp_main__`` must
 # resolve in the parent too.

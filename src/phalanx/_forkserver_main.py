@@ -17,7 +17,6 @@ import signal
 import socket
 import sys
 import time
-from typing import Any, NoReturn
 
 from . import _platform, _spawn, process
 from . import _util as util
@@ -28,6 +27,10 @@ from ._wire import auth
 from ._wire.fds import set_inherited_fds
 from ._wire.framing import FRAME_HEADER, read_frame, write_int
 from ._wire.pickling import loads
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    from typing import Any, NoReturn
 
 _REQUEST_TIMEOUT = 30.0
 

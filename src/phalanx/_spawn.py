@@ -9,14 +9,16 @@ the parent's main module under the name ``__mp_main__`` so that
 from __future__ import annotations
 
 import os
-import runpy
 import sys
 import types
-from typing import Any
 
 from . import _platform, process
 from . import _util as util
 from ._wire.pickling import is_package_main
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "get_command_line",
@@ -160,6 +162,8 @@ def _fixup_main_from_name(mod_name: str) -> None:
         return
     if getattr(getattr(current_main, "__spec__", None), "name", None) == mod_name:
         return
+    import runpy
+
     main_content = runpy.run_module(mod_name, run_name="__mp_main__", alter_sys=True)
     _install_main(main_content)
 
@@ -172,6 +176,8 @@ def import_main_path(main_path: str) -> None:
         return
     if getattr(current_main, "__file__", None) == main_path:
         return
+    import runpy
+
     main_content = runpy.run_path(main_path, run_name="__mp_main__")
     _install_main(main_content)
 

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NoReturn
 
-from . import _tracker, context, process
+from . import context, process
 from ._spawn import prepare
 from ._wire.framing import read_frame
 from ._wire.pickling import loads
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def run_child(fd: int) -> int:
@@ -29,6 +32,8 @@ def run_child(fd: int) -> int:
             context.set_start_method(method, force=True)
             me._start_method = method
         if "tracker" in data:
+            from . import _tracker
+
             _tracker.adopt(data["tracker"].detach())
         prepare(data)
         process_obj: process.BaseProcess = loads(read_frame(fd))

@@ -25,7 +25,10 @@ from __future__ import annotations
 
 import itertools
 import sys
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "adopt_child",

@@ -10,9 +10,12 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import NoReturn
 
 from . import _platform
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 _CLEANUP: dict[str, Callable[[str], None]] = {"shared_memory": _platform.shm_unlink}
 

@@ -13,13 +13,14 @@ import os
 import sys
 import threading
 import time
-import traceback
-import weakref
+from _weakref import ref as _weak_ref
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
+TYPE_CHECKING = False  # typing is not imported at run time: see context.py
 if TYPE_CHECKING:
     import logging
+    from typing import Any
+    from weakref import ReferenceType, WeakValueDictionary
 
 __all__ = (
     "DEBUG",
@@ -125,18 +126,24 @@ _lock = threading.Lock()
 
 # --- after-fork hooks ---------------------------------------------------------------
 
-_after_fork: weakref.WeakValueDictionary[tuple[int, int, Callable[[Any], None]], Any] = (
-    weakref.WeakValueDictionary()
-)
+# Made on first use: ``weakref`` is not imported by ``import phalanx``.
+_after_fork: WeakValueDictionary[tuple[int, int, Callable[[Any], None]], Any] | None = None
 _after_fork_counter = itertools.count()
 
 
 def register_after_fork(obj: Any, func: Callable[[Any], None]) -> None:
     """Call ``func(obj)`` in every child forked while ``obj`` is alive."""
+    global _after_fork
+    if _after_fork is None:
+        from weakref import WeakValueDictionary
+
+        _after_fork = WeakValueDictionary()
     _after_fork[(next(_after_fork_counter), id(obj), func)] = obj
 
 
 def run_after_forkers() -> None:
+    if _after_fork is None:
+        return
     for (_, _, func), obj in sorted(_after_fork.items(), key=lambda kv: kv[0][0]):
         try:
             func(obj)
@@ -169,7 +176,7 @@ class Finalize:
         if exitpriority is not None and not isinstance(exitpriority, int):
             raise TypeError(f"exitpriority must be an int or None (got {exitpriority!r})")
         if obj is not None:
-            self._weakref: weakref.ref[Any] | None = weakref.ref(obj, self)
+            self._weakref: ReferenceType[Any] | None = _weak_ref(obj, self)
         elif exitpriority is None:
             raise ValueError("a Finalize without an object needs an exitpriority")
         else:
@@ -226,6 +233,8 @@ def run_finalizers(minpriority: int | None = None) -> None:
         try:
             finalizer()
         except Exception:
+            import traceback
+
             traceback.print_exc()
     if minpriority is None:
         _registry.clear()

@@ -7,26 +7,24 @@ context, whose start method can be chosen once with ``set_start_method``.
 
 from __future__ import annotations
 
-import importlib
 import sys
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
 
-from . import (
-    _connection,
-    _platform,
-    _spawn,
-    process,
-    queues,
-    reduction,
-    sharedctypes,
-    synchronize,
-)
+from . import _platform, process
 from . import _util as util
 from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
+# The parts of the API are imported when first used, as the stdlib does: a
+# program (or a spawned child) that only starts processes never loads the
+# queues, locks or shared memory, and ``import phalanx`` stays as light as
+# ``import multiprocessing``.  ``tests/test_import.py`` holds this.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from collections.abc import Sequence
+    from types import ModuleType
+    from typing import Any, ClassVar
+
+    from . import _connection, queues, synchronize
 
 __all__ = (
     "AuthenticationError",
@@ -50,8 +48,13 @@ _POPEN_MODULES = {"fork": "fork", "spawn": "spawn", "forkserver": "forkserver"}
 def _popen_class(method: str) -> Any:
     # Start methods are imported on first use: a forking program never loads
     # the spawn or forkserver code.
-    module = importlib.import_module(f"phalanx._popen.{_POPEN_MODULES[method]}")
-    return module.Popen
+    return _module(f"phalanx._popen.{_POPEN_MODULES[method]}").Popen
+
+
+def _module(name: str) -> ModuleType:
+    """The module ``name``, imported if need be (without loading ``importlib``)."""
+    __import__(name)
+    return sys.modules[name]
 
 
 class BaseContext:
@@ -71,49 +74,71 @@ class BaseContext:
 
     def Pipe(self, duplex: bool = True) -> tuple[_connection.Connection, _connection.Connection]:
         """Two connected ``Connection`` objects (see :func:`phalanx.connection.Pipe`)."""
-        return _connection.Pipe(duplex)
+        from ._connection import Pipe
+
+        return Pipe(duplex)
 
     def Lock(self) -> synchronize.Lock:
         """A non-recursive lock shared between processes."""
-        return synchronize.Lock(ctx=self.get_context())
+        from .synchronize import Lock
+
+        return Lock(ctx=self.get_context())
 
     def RLock(self) -> synchronize.RLock:
         """A recursive lock shared between processes."""
-        return synchronize.RLock(ctx=self.get_context())
+        from .synchronize import RLock
+
+        return RLock(ctx=self.get_context())
 
     def Condition(self, lock: Any = None) -> synchronize.Condition:
         """A condition variable (on ``lock``, default a new ``RLock``)."""
-        return synchronize.Condition(lock, ctx=self.get_context())
+        from .synchronize import Condition
+
+        return Condition(lock, ctx=self.get_context())
 
     def Semaphore(self, value: int = 1) -> synchronize.Semaphore:
         """A semaphore shared between processes."""
-        return synchronize.Semaphore(value, ctx=self.get_context())
+        from .synchronize import Semaphore
+
+        return Semaphore(value, ctx=self.get_context())
 
     def BoundedSemaphore(self, value: int = 1) -> synchronize.BoundedSemaphore:
         """A bounded semaphore shared between processes."""
-        return synchronize.BoundedSemaphore(value, ctx=self.get_context())
+        from .synchronize import BoundedSemaphore
+
+        return BoundedSemaphore(value, ctx=self.get_context())
 
     def Event(self) -> synchronize.Event:
         """An event shared between processes."""
-        return synchronize.Event(ctx=self.get_context())
+        from .synchronize import Event
+
+        return Event(ctx=self.get_context())
 
     def Barrier(
         self, parties: int, action: Any = None, timeout: float | None = None
     ) -> synchronize.Barrier:
         """A barrier for ``parties`` processes."""
-        return synchronize.Barrier(parties, action, timeout, ctx=self.get_context())
+        from .synchronize import Barrier
+
+        return Barrier(parties, action, timeout, ctx=self.get_context())
 
     def Queue(self, maxsize: int = 0) -> queues.Queue:
         """A FIFO queue between processes (see :mod:`phalanx.queues`)."""
-        return queues.Queue(maxsize, ctx=self.get_context())
+        from .queues import Queue
+
+        return Queue(maxsize, ctx=self.get_context())
 
     def JoinableQueue(self, maxsize: int = 0) -> queues.JoinableQueue:
         """A queue with ``task_done()`` and ``join()``."""
-        return queues.JoinableQueue(maxsize, ctx=self.get_context())
+        from .queues import JoinableQueue
+
+        return JoinableQueue(maxsize, ctx=self.get_context())
 
     def SimpleQueue(self) -> queues.SimpleQueue:
         """A simplified unbounded queue."""
-        return queues.SimpleQueue(ctx=self.get_context())
+        from .queues import SimpleQueue
+
+        return SimpleQueue(ctx=self.get_context())
 
     def Manager(self) -> Any:
         """A started ``SyncManager``: a server process holding shared objects."""
@@ -156,21 +181,27 @@ class BaseContext:
 
     def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
         """A shared ctypes object without a lock."""
-        return sharedctypes.RawValue(typecode_or_type, *args)
+        from .sharedctypes import RawValue
+
+        return RawValue(typecode_or_type, *args)
 
     def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:
         """A shared ctypes array without a lock."""
-        return sharedctypes.RawArray(typecode_or_type, size_or_initializer)
+        from .sharedctypes import RawArray
+
+        return RawArray(typecode_or_type, size_or_initializer)
 
     def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
         """A shared ctypes object, synchronized by a lock unless ``lock=False``."""
-        return sharedctypes.Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
+        from .sharedctypes import Value
+
+        return Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
 
     def Array(self, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
         """A shared ctypes array, synchronized by a lock unless ``lock=False``."""
-        return sharedctypes.Array(
-            typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context()
-        )
+        from .sharedctypes import Array
+
+        return Array(typecode_or_type, size_or_initializer, lock=lock, ctx=self.get_context())
 
     def cpu_count(self) -> int:
         """Number of CPUs in the system (``NotImplementedError`` if unknown)."""
@@ -182,7 +213,11 @@ class BaseContext:
         A no-op everywhere else, so it is always safe to call first thing under
         ``if __name__ == "__main__":``.
         """
-        if getattr(sys, "frozen", False) and _spawn.FORK_MARKER in sys.argv:
+        if not getattr(sys, "frozen", False):
+            return
+        from ._spawn import FORK_MARKER
+
+        if FORK_MARKER in sys.argv:
             raise SystemExit(
                 "phalanx cannot yet start children from a frozen executable; "
                 "run the program with a Python interpreter"
@@ -196,11 +231,11 @@ class BaseContext:
 
     def set_executable(self, executable: Any) -> None:
         """Interpreter used to start children with spawn (default: ``sys.executable``)."""
-        _spawn.set_executable(executable)
+        _module("phalanx._spawn").set_executable(executable)
 
     def set_forkserver_preload(self, module_names: Sequence[str]) -> None:
         """Modules the fork server imports once, so its children start with them loaded."""
-        importlib.import_module("phalanx._forkserver").set_forkserver_preload(module_names)
+        _module("phalanx._forkserver").set_forkserver_preload(module_names)
 
     def get_context(self, method: str | None = None) -> BaseContext:
         """The context of start method ``method`` (this one if None)."""
@@ -233,7 +268,7 @@ class BaseContext:
     @property
     def reducer(self) -> Any:
         """The module that pickles objects for other processes (``phalanx.reduction``)."""
-        return reduction
+        return _module("phalanx.reduction")
 
     def _check_available(self) -> None:
         pass

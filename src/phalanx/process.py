@@ -20,15 +20,17 @@ import signal
 import sys
 import threading
 import time
-import traceback
-import weakref
+from _weakrefset import WeakSet
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
 
 from . import _platform, _stdlib
 from . import _util as util
 from ._errors import ProcessStateError
 from ._wire.pickling import get_spawning_popen
+
+TYPE_CHECKING = False  # typing is not imported at run time: see context.py
+if TYPE_CHECKING:
+    from typing import Any, Protocol
 
 __all__ = (
     "AuthenticationString",
@@ -44,18 +46,20 @@ except OSError:
     ORIGINAL_DIR = None
 
 
-class Popen(Protocol):
-    """What a start method provides for one started child."""
+if TYPE_CHECKING:
 
-    pid: int
-    sentinel: int
-    returncode: int | None
+    class Popen(Protocol):
+        """What a start method provides for one started child."""
 
-    def poll(self) -> int | None: ...
-    def wait(self, timeout: float | None = None) -> int | None: ...
-    def terminate(self) -> None: ...
-    def kill(self) -> None: ...
-    def close(self) -> None: ...
+        pid: int
+        sentinel: int
+        returncode: int | None
+
+        def poll(self) -> int | None: ...
+        def wait(self, timeout: float | None = None) -> int | None: ...
+        def terminate(self) -> None: ...
+        def kill(self) -> None: ...
+        def close(self) -> None: ...
 
 
 class AuthenticationString(bytes):
@@ -347,6 +351,8 @@ class BaseProcess:
         except BaseException:
             exitcode = 1
             sys.stderr.write(f"Process {self.name}:\n")
+            import traceback
+
             traceback.print_exc()
         finally:
             _join_threads()
@@ -460,7 +466,7 @@ _current_process: BaseProcess = _MainProcess()
 _parent_process: BaseProcess | None = None
 _counter = itertools.count(1)
 _children: set[BaseProcess] = set()
-_dangling: weakref.WeakSet[BaseProcess] = weakref.WeakSet()
+_dangling: WeakSet[BaseProcess] = WeakSet()
 # Called with the process object in a new child before run(); the context
 # layer uses it to make the child's default start method the parent's choice.
 _bootstrap_hooks: list[Callable[[BaseProcess], None]] = []

@@ -11,13 +11,16 @@ import io
 import os
 import pickle
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import _platform
 from ._connection import Connection
 from ._resource_sharer import share_fd
-from ._wire.pickling import Pickler, Reducer
+from ._wire.pickling import Pickler
 from ._wire.pickling import register as _register
+
+if TYPE_CHECKING:
+    from ._wire.pickling import Reducer
 
 __all__ = (
     "ACKNOWLEDGE",

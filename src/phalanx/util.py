@@ -7,11 +7,8 @@ the bottom layer); this module adds what needs the process layer.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Iterable
-from typing import Any
 
 from . import _platform, process
 from ._util import (
@@ -32,6 +29,10 @@ from ._util import (
     sub_debug,
     sub_warning,
 )
+
+TYPE_CHECKING = False  # typing is not imported at run time: see context.py
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "DEBUG",
@@ -80,6 +81,9 @@ def get_temp_dir() -> str:
     config = process.current_process()._config
     tempdir = config.get("tempdir")
     if tempdir is None or not os.path.isdir(tempdir):
+        import shutil
+        import tempfile
+
         tempdir = tempfile.mkdtemp(prefix="pymp-")
         info("created temp directory %s", tempdir)
         # After everything else at exit: finalizers may still use the directory.

@@ -38,33 +38,6 @@ else:  # pragma: no cover - macOS and other POSIX systems
         release_pages,
     )
 
-from ._libc import (
-    HAVE_ROBUST_MUTEX,
-    HAVE_UNNAMED_SEMAPHORES,
-    MUTEX_SIZE,
-    SEM_T_SIZE,
-    TOTAL_STORE_ORDER,
-    DatagramReader,
-    drain,
-    mutex_init,
-    mutex_lock,
-    mutex_trylock,
-    mutex_unlock,
-    poke,
-    raw_sem_post,
-    raw_sem_trywait,
-    recv_bytes_waitall,
-    recv_into_address,
-    sem_destroy,
-    sem_getvalue,
-    sem_init,
-    sem_post,
-    sem_trywait,
-    sem_wait_until,
-    send_nowait,
-    shm_open,
-    shm_unlink,
-)
 from ._posix import (
     INTERRUPT_CHECK,
     close_fds,
@@ -79,6 +52,81 @@ from ._posix import (
     wait_exitcode,
     wait_readable,
 )
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    from typing import Any
+
+# libc through ctypes (semaphores, robust mutexes, shm_open, raw socket calls) is
+# loaded on first use: a program that only starts processes never pays for ctypes.
+_FROM_LIBC = frozenset(
+    {
+        "HAVE_ROBUST_MUTEX",
+        "HAVE_UNNAMED_SEMAPHORES",
+        "MUTEX_SIZE",
+        "SEM_T_SIZE",
+        "TOTAL_STORE_ORDER",
+        "DatagramReader",
+        "drain",
+        "mutex_init",
+        "mutex_lock",
+        "mutex_trylock",
+        "mutex_unlock",
+        "poke",
+        "raw_sem_post",
+        "raw_sem_trywait",
+        "recv_bytes_waitall",
+        "recv_into_address",
+        "sem_destroy",
+        "sem_getvalue",
+        "sem_init",
+        "sem_post",
+        "sem_trywait",
+        "sem_wait_until",
+        "send_nowait",
+        "shm_open",
+        "shm_unlink",
+    }
+)
+if TYPE_CHECKING:
+    from ._libc import (
+        HAVE_ROBUST_MUTEX,
+        HAVE_UNNAMED_SEMAPHORES,
+        MUTEX_SIZE,
+        SEM_T_SIZE,
+        TOTAL_STORE_ORDER,
+        DatagramReader,
+        drain,
+        mutex_init,
+        mutex_lock,
+        mutex_trylock,
+        mutex_unlock,
+        poke,
+        raw_sem_post,
+        raw_sem_trywait,
+        recv_bytes_waitall,
+        recv_into_address,
+        sem_destroy,
+        sem_getvalue,
+        sem_init,
+        sem_post,
+        sem_trywait,
+        sem_wait_until,
+        send_nowait,
+        shm_open,
+        shm_unlink,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_LIBC:
+        from . import _libc
+
+        value = getattr(_libc, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = (
     "DEFAULT_START_METHOD",

@@ -12,7 +12,10 @@ import ctypes
 import errno
 import os
 import time
-from typing import Any
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    from typing import Any
 
 __all__ = (
     "HAVE_ROBUST_MUTEX",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import fcntl
-import mmap
 import os
 import signal
 
 from . import _posix
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    import mmap
 
 # Up to 3.13 the stdlib defaults to fork on Linux (3.14 moves to forkserver).
 DEFAULT_START_METHOD = "fork"
@@ -49,6 +51,8 @@ def memfd_create(name: str) -> int:
 
 def grow_pipe(fd: int, size: int = 1 << 20) -> None:
     """Enlarge a pipe's buffer (fewer context switches for bulk data); best effort."""
+    import fcntl  # here, as mmap below: most programs never call these
+
     try:
         fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, size)
     except OSError:
@@ -57,6 +61,8 @@ def grow_pipe(fd: int, size: int = 1 << 20) -> None:
 
 def release_pages(mapping: mmap.mmap, offset: int, length: int) -> None:
     """Give the memory of a shared mapping's range back (it reads as zeros after)."""
+    import mmap
+
     try:
         mapping.madvise(mmap.MADV_REMOVE, offset, length)
     except OSError:  # pragma: no cover - a filesystem without hole punching

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
-import mmap
 import os
 import select
 import signal
-import socket
-import struct
 from collections.abc import Iterable, Sequence
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    import mmap
+    import socket
 
 # The stdlib's default on non-Linux POSIX (macOS) is spawn since 3.8 (bpo-33725).
 DEFAULT_START_METHOD = "spawn"
@@ -118,11 +120,16 @@ def spawn_child(
 
 def send_fds(sock: socket.socket, data: bytes, fds: Sequence[int]) -> None:
     """Send ``data`` with ``fds`` attached (SCM_RIGHTS) in one message."""
+    import socket  # here (as below): ``import phalanx`` does not load socket
+
     socket.send_fds(sock, [data], list(fds))
 
 
 def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, list[int]]:
     """Receive one message sent by :func:`send_fds`; the fds come back close-on-exec."""
+    import socket
+    import struct
+
     # socket.recv_fds() drops its flags argument (3.11-3.13): call recvmsg
     # ourselves so the kernel sets close-on-exec atomically.
     data, ancdata, _flags, _addr = sock.recvmsg(
@@ -136,7 +143,7 @@ def recv_fds(sock: socket.socket, bufsize: int, maxfds: int) -> tuple[bytes, lis
     return data, fds
 
 
-_INT_SIZE = struct.calcsize("i")
+_INT_SIZE = 4  # a C int on every platform phalanx supports (ILP32, LP64)
 
 
 def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
@@ -192,6 +199,8 @@ def drop_silent_peer(sock: socket.socket, after: float) -> None:
     process) cover an idle connection; ``TCP_USER_TIMEOUT`` (Linux) covers
     data sent and never acknowledged.  Options the system lacks are skipped.
     """
+    import socket
+
     idle = max(1, int(after / 3))
     interval = max(1, int(after / 6))
     options = [

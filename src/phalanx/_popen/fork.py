@@ -7,13 +7,13 @@ import os
 import signal
 import threading
 import weakref
-from typing import TYPE_CHECKING
 
 from .. import _platform, _tracker
 from .. import _util as util
 from .._errors import ProcessStateError
 from ..process import check_timeout, flush_std_streams
 
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
 if TYPE_CHECKING:
     from ..process import BaseProcess
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import TYPE_CHECKING
 
 from .. import _forkserver, _platform
 from .. import _util as util
@@ -13,6 +12,7 @@ from .._wire.framing import read_int, write_frame
 from ..process import check_timeout
 from .spawn import SpawnPopen
 
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
 if TYPE_CHECKING:
     from ..process import BaseProcess
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING
 
 from .. import _platform, _spawn, _tracker
 from .._wire.fds import DupFd
@@ -11,6 +10,7 @@ from .._wire.framing import write_frame
 from .._wire.pickling import dumps, spawning
 from .fork import ChildPopen
 
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
 if TYPE_CHECKING:
     from ..process import BaseProcess
 

@@ -7,8 +7,11 @@ payload is never limited to 2 or 4 GiB (bpo-17560).
 from __future__ import annotations
 
 import os
-import socket
 import struct
+
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    import socket
 
 _LEN = FRAME_HEADER = struct.Struct("!Q")
 _INT = struct.Struct("!q")

@@ -15,22 +15,25 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import copyreg
 import io
-import mmap
 import pickle
 import sys
 import threading
 import types
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from collections.abc import Callable, Iterable
 
 from .. import _stdlib
 
-PROTOCOL = 5
+TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
+if TYPE_CHECKING:
+    import mmap
+    from typing import Any, TypeAlias
 
-Reducer = Callable[[Any], "str | tuple[Any, ...]"]
+    Reducer: TypeAlias = Callable[[Any], str | tuple[Any, ...]]
+
+
+PROTOCOL = 5
 _registry: dict[type, Reducer] = {}
 
 
@@ -208,17 +211,22 @@ def set_spawning_popen(popen: Any) -> None:
     _spawning.popen = popen
 
 
-@contextlib.contextmanager
-def spawning(popen: Any) -> Iterator[None]:
-    """Mark the current thread as pickling on behalf of ``popen`` (for the stdlib too)."""
-    stdlib = _stdlib.reducers()
-    maps = Pickler.dispatch_table.maps
-    if stdlib is not None and not any(m is stdlib for m in maps):
-        maps.insert(1, stdlib)  # after ours, before copyreg's
-    set_spawning_popen(popen)
-    _stdlib.set_spawning_popen(popen)
-    try:
-        yield
-    finally:
+class spawning:
+    """``with spawning(popen):`` marks the current thread as pickling on behalf of
+    ``popen`` (for the stdlib too).  A class, not a ``contextlib`` generator:
+    this module is imported by every phalanx program, contextlib is not."""
+
+    def __init__(self, popen: Any) -> None:
+        self._popen = popen
+
+    def __enter__(self) -> None:
+        stdlib = _stdlib.reducers()
+        maps = Pickler.dispatch_table.maps
+        if stdlib is not None and not any(m is stdlib for m in maps):
+            maps.insert(1, stdlib)  # after ours, before copyreg's
+        set_spawning_popen(self._popen)
+        _stdlib.set_spawning_popen(self._popen)
+
+    def __exit__(self, *exc_info: object) -> None:
         set_spawning_popen(None)
         _stdlib.set_spawning_popen(None)
