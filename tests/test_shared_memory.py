@@ -481,6 +481,48 @@ def test_attaching_never_unlinks(segment: SharedMemory, how: str) -> None:
     assert segment.name not in result.stderr
 
 
+# The tracker is SIGKILLed under a running program: the next process start
+# notices (without writing to it) and starts a new one, which then cleans up
+# a segment the program leaves behind.
+TRACKER_KILLED = """
+import json, os, signal, time
+import phalanx
+from phalanx import _tracker, shared_memory
+
+def noop():
+    pass
+
+if __name__ == "__main__":
+    p = phalanx.get_context("fork").Process(target=noop)
+    p.start(); p.join(30)
+    first = _tracker.tracker_pid()
+    os.kill(first, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while os.waitpid(first, os.WNOHANG) == (0, 0) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    p = phalanx.get_context("fork").Process(target=noop)
+    p.start(); p.join(30)
+    second = _tracker.tracker_pid()
+    left = shared_memory.SharedMemory(create=True, size=4096)
+    print(json.dumps({"first": first, "second": second, "name": left.name}), flush=True)
+    os._exit(0)  # no unlink, no close: the tracker's to clean up
+"""
+
+
+def test_a_killed_tracker_is_replaced_at_the_next_start() -> None:
+    result = run_python(["-c", TRACKER_KILLED])
+    assert result.returncode == 0, result.stderr
+    made = json.loads(result.stdout)
+    try:
+        assert made["second"] not in (None, made["first"])
+        wait_until(
+            lambda: not in_dev_shm(made["name"]), timeout=5, what="the new tracker's cleanup"
+        )
+        wait_until(lambda: not pid_exists(made["second"]), timeout=5, what="tracker exit")
+    finally:
+        remove(made["name"])
+
+
 # The creator's process group gets SIGINT or SIGTERM; a child that ignores
 # both keeps the tree alive meanwhile.
 SIGNALLED_GROUP = """

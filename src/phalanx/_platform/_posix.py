@@ -171,6 +171,18 @@ def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
 INTERRUPT_CHECK = 0.25  # seconds a blocking wait goes without looking for signals
 
 
+def pipe_reader_gone(fd: int) -> bool:
+    """Whether every reader of the pipe that ``fd`` writes to has closed it.
+
+    Asked of the write end with a zero-timeout poll (Linux reports POLLERR,
+    the BSDs and macOS POLLHUP): unlike a probe written down the pipe, it does
+    not wake the reader.
+    """
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
+
+
 def grow_pipe(fd: int, size: int = 1 << 20) -> None:
     """Enlarge a pipe's buffer where the OS allows it (not on this platform)."""
 
