@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 _REQUEST_TIMEOUT = 30.0
 
 
+_ALWAYS_PRELOADED = ("phalanx.queues", "phalanx.synchronize", "phalanx._connection")
+
+
 def _preload(config: dict[str, Any]) -> None:
     preload = config.get("preload") or []
     main_path = config.get("main_path")
@@ -159,6 +162,10 @@ def serve(listener_fd: int, alive_r: int, config_r: int) -> None:
         pass
     util.close_stdin()
     _preload(config)
+    # What a child most often receives (a queue, a lock, a connection): imported
+    # once here, not after every fork (``import phalanx`` no longer loads them).
+    for name in _ALWAYS_PRELOADED:
+        __import__(name)
 
     listener = socket.socket(fileno=listener_fd)
     listener.setblocking(False)

@@ -44,6 +44,7 @@ import threading
 import time
 from typing import Any
 
+from . import _platform
 from . import _util as util
 from ._channel import decode, encode, recv_datagram, recv_spinning, send_datagram
 from ._pool_results import APPLY, MAP, ExceptionWithTraceback, MaybeEncodingError, mark_item
@@ -257,7 +258,9 @@ def worker_main(
     while maxtasks is None or done < maxtasks:
         answers.flush()  # before waiting for more work
         try:
-            got = (spin and recv_spinning(sock, spin)) or recv_datagram(sock, True)
+            got = (spin and _platform.spare_cpu() and recv_spinning(sock, spin)) or recv_datagram(
+                sock, True
+            )
         except (EOFError, OSError):
             break  # the pool is gone
         if got is None:  # a blocking receive always returns a datagram; never mind

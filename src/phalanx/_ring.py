@@ -95,7 +95,6 @@ _pack_len = _LEN.pack_into
 _unpack_len = _LEN.unpack_from
 _trylock = _platform.mutex_trylock
 _unlock = _platform.mutex_unlock
-_pause = os.sched_yield
 _WAIT_SLICE = 0.1  # a sleeping reader/writer looks again this often (a lost wake-up costs this)
 _RELEASE_EVERY = 1.0  # seconds between two releases of a grown ring's pages
 _MUTEXES_SHARED = not _platform.TOTAL_STORE_ORDER
@@ -480,14 +479,13 @@ class Ring:
         r = self._r
         w = self._w
         if spin:
-            # Look now and then rather than in a tight loop: the writer owns the
-            # tail's cache line meanwhile, and a reader that comes back a few
-            # microseconds later takes several messages in a row.
+            # (Only given when a CPU is free: see queues.)  Never sched_yield()
+            # here: on a busy machine that hands the CPU to a CPU-bound process
+            # for a whole time slice, milliseconds, while the message waits.
             until = time.monotonic() + spin
             while time.monotonic() < until:
                 if r[_HEAD] != w[_TAIL]:
                     return
-                _pause()
         self._lock(self._rlock)
         r[_SLEEPERS] += 1
         _unlock(self._rlock)  # (a full barrier: see _wake)

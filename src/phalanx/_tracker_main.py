@@ -17,7 +17,10 @@ TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context
 if TYPE_CHECKING:
     from typing import NoReturn
 
-_CLEANUP: dict[str, Callable[[str], None]] = {"shared_memory": _platform.shm_unlink}
+# (Looked up at clean-up: binding libc at start-up would compete with the first child.)
+_CLEANUP: dict[str, Callable[[str], None]] = {
+    "shared_memory": lambda name: _platform.shm_unlink(name)
+}
 
 
 def serve(fd: int) -> dict[str, set[str]]:

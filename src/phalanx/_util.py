@@ -129,16 +129,20 @@ _lock = threading.Lock()
 # Made on first use: ``weakref`` is not imported by ``import phalanx``.
 _after_fork: WeakValueDictionary[tuple[int, int, Callable[[Any], None]], Any] | None = None
 _after_fork_counter = itertools.count()
+_after_fork_box: dict[str, WeakValueDictionary[tuple[int, int, Callable[[Any], None]], Any]] = {}
 
 
 def register_after_fork(obj: Any, func: Callable[[Any], None]) -> None:
     """Call ``func(obj)`` in every child forked while ``obj`` is alive."""
     global _after_fork
-    if _after_fork is None:
+    hooks = _after_fork
+    if hooks is None:
         from weakref import WeakValueDictionary
 
-        _after_fork = WeakValueDictionary()
-    _after_fork[(next(_after_fork_counter), id(obj), func)] = obj
+        # Two threads may get here at once: the first dictionary made is kept
+        # (setdefault is atomic), so neither registration is lost.
+        hooks = _after_fork = _after_fork_box.setdefault("hooks", WeakValueDictionary())
+    hooks[(next(_after_fork_counter), id(obj), func)] = obj
 
 
 def run_after_forkers() -> None:

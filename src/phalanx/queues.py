@@ -312,7 +312,7 @@ class Queue:
             while got is None or got is LOST:
                 if deadline is not None and time.monotonic() >= deadline:
                     raise Empty
-                transport.wait(deadline, _SPIN)
+                transport.wait(deadline, _SPIN if _platform.spare_cpu() else 0.0)
                 got = transport.recv()
         if self._sem is not None:
             self._sem.release()

@@ -21,6 +21,7 @@ if sys.platform.startswith("linux"):
         pidfd_send_signal,
         process_start_time,
         release_pages,
+        spare_cpu,
     )
 elif sys.platform == "win32":  # pragma: no cover - not a supported platform yet
     raise ImportError("phalanx supports POSIX systems only (Linux, macOS); got win32")
@@ -36,6 +37,7 @@ else:  # pragma: no cover - macOS and other POSIX systems
         pidfd_send_signal,
         process_start_time,
         release_pages,
+        spare_cpu,
     )
 
 from ._posix import (
@@ -119,14 +121,16 @@ if TYPE_CHECKING:
     )
 
 
-def __getattr__(name: str) -> Any:
-    if name in _FROM_LIBC:
-        from . import _libc
+if not TYPE_CHECKING:  # hidden from type checkers: they would miss typos
 
-        value = getattr(_libc, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> Any:
+        if name in _FROM_LIBC:
+            from . import _libc
+
+            value = getattr(_libc, name)
+            globals()[name] = value
+            return value
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = (
@@ -175,6 +179,7 @@ __all__ = (
     "shm_open",
     "shm_unlink",
     "signal_name",
+    "spare_cpu",
     "spawn_child",
     "wait_exitcode",
     "wait_readable",

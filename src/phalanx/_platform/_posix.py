@@ -171,16 +171,26 @@ def wait_readable(fds: Sequence[int], timeout: float | None) -> list[int]:
 INTERRUPT_CHECK = 0.25  # seconds a blocking wait goes without looking for signals
 
 
+def spare_cpu() -> bool:
+    """Whether a CPU is free for a waiter to poll on a moment before it sleeps.
+
+    No instantaneous count of runnable tasks here (``os.getloadavg()`` is a
+    one-minute mean): always yes, the waits stay short (50 us).
+    """
+    return True
+
+
 def pipe_reader_gone(fd: int) -> bool:
     """Whether every reader of the pipe that ``fd`` writes to has closed it.
 
     Asked of the write end with a zero-timeout poll (Linux reports POLLERR,
-    the BSDs and macOS POLLHUP): unlike a probe written down the pipe, it does
-    not wake the reader.
+    macOS POLLHUP, old macOS POLLNVAL): unlike a probe written down the pipe,
+    it does not wake the reader.  An fd closed under us counts as gone too.
     """
     poller = select.poll()
     poller.register(fd, select.POLLOUT)
-    return any(events & (select.POLLERR | select.POLLHUP) for _fd, events in poller.poll(0))
+    gone = select.POLLERR | select.POLLHUP | select.POLLNVAL
+    return any(events & gone for _fd, events in poller.poll(0))
 
 
 def grow_pipe(fd: int, size: int = 1 << 20) -> None:
