@@ -19,7 +19,9 @@ import phalanx
 from _targets import DEADLINE
 from phalanx import _platform
 
-linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc/loadavg")
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="spare_cpu() counts runnable tasks on Linux only"
+)
 
 
 @pytest.fixture

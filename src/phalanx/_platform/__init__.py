@@ -62,35 +62,6 @@ if TYPE_CHECKING:
 
 # libc through ctypes (semaphores, robust mutexes, shm_open, raw socket calls) is
 # loaded on first use: a program that only starts processes never pays for ctypes.
-_FROM_LIBC = frozenset(
-    {
-        "HAVE_ROBUST_MUTEX",
-        "HAVE_UNNAMED_SEMAPHORES",
-        "MUTEX_SIZE",
-        "SEM_T_SIZE",
-        "TOTAL_STORE_ORDER",
-        "DatagramReader",
-        "drain",
-        "mutex_init",
-        "mutex_lock",
-        "mutex_trylock",
-        "mutex_unlock",
-        "poke",
-        "raw_sem_post",
-        "raw_sem_trywait",
-        "recv_bytes_waitall",
-        "recv_into_address",
-        "sem_destroy",
-        "sem_getvalue",
-        "sem_init",
-        "sem_post",
-        "sem_trywait",
-        "sem_wait_until",
-        "send_nowait",
-        "shm_open",
-        "shm_unlink",
-    }
-)
 if TYPE_CHECKING:
     from ._libc import (
         HAVE_ROBUST_MUTEX,
@@ -124,12 +95,14 @@ if TYPE_CHECKING:
 if not TYPE_CHECKING:  # hidden from type checkers: they would miss typos
 
     def __getattr__(name: str) -> Any:
-        if name in _FROM_LIBC:
-            from . import _libc
-
-            value = getattr(_libc, name)
-            globals()[name] = value
-            return value
+        # (Private names are not libc's: ``from . import _libc`` itself asks for one.)
+        if not name.startswith("_"):
+            __import__(f"{__name__}._libc")
+            libc = sys.modules[f"{__name__}._libc"]
+            if name in libc.__all__:
+                value = getattr(libc, name)
+                globals()[name] = value
+                return value
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
