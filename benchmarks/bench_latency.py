@@ -34,36 +34,31 @@ def _pipe_echo(conn: Any) -> None:
         conn.send(item)
 
 
-def queue_round_trips(ctx: Any, n: int) -> list[float]:
-    inq, outq = ctx.Queue(), ctx.Queue()
-    child = ctx.Process(target=_queue_echo, args=(inq, outq))
+def _time_round_trips(child: Any, send: Any, recv: Any, n: int) -> list[float]:
+    """Start ``child`` (the echo), time ``n`` round trips after a warm-up, stop it."""
     child.start()
     times = []
     for i in range(WARM_UP + n):
         t0 = time.perf_counter()
-        inq.put(1)
-        outq.get()
+        send(1)
+        recv()
         if i >= WARM_UP:
             times.append(time.perf_counter() - t0)
-    inq.put(None)
+    send(None)
     child.join()
     return times
+
+
+def queue_round_trips(ctx: Any, n: int) -> list[float]:
+    inq, outq = ctx.Queue(), ctx.Queue()
+    child = ctx.Process(target=_queue_echo, args=(inq, outq))
+    return _time_round_trips(child, inq.put, outq.get, n)
 
 
 def pipe_round_trips(ctx: Any, n: int) -> list[float]:
     ours, theirs = ctx.Pipe()
     child = ctx.Process(target=_pipe_echo, args=(theirs,))
-    child.start()
-    times = []
-    for i in range(WARM_UP + n):
-        t0 = time.perf_counter()
-        ours.send(1)
-        ours.recv()
-        if i >= WARM_UP:
-            times.append(time.perf_counter() - t0)
-    ours.send(None)
-    child.join()
-    return times
+    return _time_round_trips(child, ours.send, ours.recv, n)
 
 
 def summary(times: list[float]) -> tuple[float, float, float]:
