@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,17 @@ import pytest
 
 import _sync_targets as targets
 import phalanx
-from _targets import DEADLINE, finish, kill, start, wait_for_json
-from phalanx import _fast
+from _targets import (
+    DEADLINE,
+    finish,
+    kill,
+    python_code,
+    run_python,
+    start,
+    wait_for_json,
+    wait_until,
+)
+from phalanx import _fast, _platform, _semlock
 from phalanx._errors import AbandonedLockWarning, LockStateError
 
 compiled = pytest.mark.skipif(_fast.speedups is None, reason="phalanx._speedups is not built")
@@ -75,7 +86,148 @@ def test_a_child_on_the_other_path_shares_the_lock_exactly(
     finally:
         kill(p)
     assert report["pure"] == bool(child_pure) or _fast.speedups is None
+    # A lock made here is atomic where the extension is loaded: only its code takes
+    # it, so a child on the pure path loads the extension for that lock.
+    compiled_here = _fast.speedups is not None
+    assert report["core"] == ("_CompiledSemLock" if compiled_here else "SemLock")
     assert counter.value == 6000
+
+
+@compiled
+def test_a_pure_parents_guarded_lock_is_shared_with_a_compiled_child(tmp_path: Path) -> None:
+    """The other direction: a lock made on the pure path (guarded by a robust mutex)
+    taken by a compiled child, which speaks that protocol too."""
+    code = python_code(
+        f"""
+import json, os, phalanx, _sync_targets as targets, _targets
+if __name__ == "__main__":
+    ctx = phalanx.get_context("spawn")
+    counter, lock = ctx.Value("i", 0, lock=False), ctx.Lock()
+    mine = type(lock._semlock).__name__
+    os.environ["PHALANX_PURE_PYTHON"] = ""
+    report = {str(tmp_path / "c")!r}
+    p = _targets.start(ctx, targets.increment_and_report, counter, lock, 3000, report)
+    targets.increment(counter, lock, 3000)
+    p.join(_targets.DEADLINE)
+    print(json.dumps({{"mine": mine, "exitcode": p.exitcode, "value": counter.value}}))
+"""
+    )
+    out = run_python(["-c", code], env={**os.environ, "PHALANX_PURE_PYTHON": "1"})
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"mine": "SemLock", "exitcode": 0, "value": 6000}
+    assert wait_for_json(tmp_path / "c") == {"core": "_CompiledSemLock", "pure": False}
+
+
+@compiled
+def test_an_atomic_lock_without_the_extension_is_refused_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lock = phalanx.Lock()
+    core = lock._semlock
+    monkeypatch.setattr(_semlock, "_speedups", None)
+    monkeypatch.setattr(_semlock, "_load_speedups", lambda: None)
+    with pytest.raises(RuntimeError, match=r"C extension.*same phalanx install"):
+        _semlock._rebuild(core._block, core.kind, core.maxvalue, True)
+
+
+def _owner_word(lock: Any) -> memoryview:
+    return lock._semlock._block.view()[32:40].cast("Q")
+
+
+def _waiters(lock: Any) -> int:
+    return int(lock._semlock._block.view()[120:124].cast("i")[0])
+
+
+@compiled
+def test_a_live_owner_is_waited_for_and_a_reused_pid_is_taken_over() -> None:
+    """The owner word holds a pid and the low half of that process's start time: a live
+    process with that start is waited for; the same pid with another start time (the pid
+    reused since) is a dead owner's."""
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        start_time = _platform.process_start_time(sleeper.pid)
+        assert start_time is not None
+        lock = phalanx.Lock()
+        word = _owner_word(lock)
+        word[0] = sleeper.pid | (start_time & 0xFFFFFFFF) << 32
+        assert lock.acquire(True, 0.6) is False  # alive: waited for, not taken
+        assert _waiters(lock) == 0
+        word[0] = sleeper.pid | ((start_time + 1) & 0xFFFFFFFF) << 32
+        with pytest.warns(AbandonedLockWarning, match=rf"pid {sleeper.pid}\b"):
+            assert lock.acquire(True, 5) is True
+        assert word[0] & 0xFFFFFFFF == os.getpid()
+        lock.release()
+    finally:
+        sleeper.kill()
+        sleeper.wait(DEADLINE)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+@compiled
+@pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
+def test_a_signal_handler_runs_during_a_compiled_wait(kind: str) -> None:
+    """The wait happens in C with the GIL released: a signal's Python handler still runs
+    at once, its exception ends the wait (the lock's waiter count put back), and a
+    handler that returns lets the wait go on to its timeout."""
+    lock = getattr(phalanx, kind)()
+    if kind == "Semaphore":
+        assert lock.acquire(False)
+    else:
+        _owner_word(lock)[0] = os.getppid()  # held by a live process (pytest's parent)
+    calls: list[float] = []
+
+    def interrupt(signum: int, frame: Any) -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise _Interrupted
+
+    old = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        t0 = time.monotonic()
+        with pytest.raises(_Interrupted):
+            lock.acquire(True, 10)
+        assert time.monotonic() - t0 < 5
+        if kind == "Lock":
+            assert _waiters(lock) == 0
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        t0 = time.monotonic()
+        assert lock.acquire(True, 0.5) is False
+        assert len(calls) == 2 and time.monotonic() - t0 >= 0.45
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+    if kind == "Lock":
+        _owner_word(lock)[0] = 0
+        assert lock.acquire(False)
+    lock.release()
+
+
+@compiled
+def test_a_killed_waiter_leaves_the_doorbell_small(tmp_path: Path) -> None:
+    """A waiter SIGKILLed while registered leaves the waiter count up for good: every
+    release then posts the semaphore, but only while no post is pending, so it stays
+    at most 1 and a later waiter does not spin through a backlog."""
+    ctx = phalanx.get_context("fork")
+    lock = ctx.Lock()
+    assert lock.acquire(False)
+    p = start(ctx, targets.try_acquire, lock, str(tmp_path / "never"), DEADLINE)
+    try:
+        wait_until(lambda: _waiters(lock) == 1, what="the child waits")
+    finally:
+        kill(p)
+    for _ in range(1000):
+        lock.release()
+        assert lock.acquire(False)
+    sem = lock._semlock._sem
+    assert _platform.sem_getvalue(sem) <= 1
+    lock.release()
+    q = start(ctx, targets.increment, ctx.Value("i", 0, lock=False), lock, 2000)
+    targets.increment(ctx.Value("i", 0, lock=False), lock, 2000)
+    finish(q)
 
 
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])

@@ -11,19 +11,27 @@ A 128-byte slot of the shared heap::
     56      kind         int32: RECURSIVE_MUTEX or SEMAPHORE
     60      maxvalue     int32: 1 for locks, -1 unbounded
     64      guard        a robust mutex (guarded locks), else a sem_t (recovery guard)
-    120     waiters      int32: a guarded lock's sleepers on its semaphore
+    120     waiters      int32: a lock's sleepers on its semaphore
+    124     protocol     int32: a lock's, PROTOCOL_GUARDED or PROTOCOL_ATOMIC
 
 Semaphores are a POSIX semaphore (``sem_init`` with pshared=1); their units
 are anybody's.
 
-**Locks** (``lock=True``) record their owner.  Where robust mutexes exist
-(Linux) a lock is *guarded*: it is held when ``owner_pid`` is set, and that
-word only changes under the guard, a robust process-shared mutex held for a
-few instructions.  Taking the lock and recording who took it are then one
-step: a process killed at any moment leaves the lock either free or held by
-a dead owner on record, and a guard it died holding is handed to the next
-process (``EOWNERDEAD``).  Waiters sleep on the semaphore, which a release
-posts when someone sleeps.  Elsewhere a lock is the semaphore itself, with
+**Locks** (``lock=True``) record their owner, so that taking the lock and
+recording who took it are one step: a process killed at any moment leaves
+the lock either free or held by a dead owner on record.  Made where the C
+extension is loaded, a lock is *atomic*: ``owner_pid`` and the word after it
+are one 64-bit owner word (the pid, and the low half of the process start
+time where the padding was), taken by compare-and-swap from 0 and given back
+by exchange, all in ``_speedups.c`` (which says how waiters sleep and take
+over from a dead owner).  A process on the pure path handed an atomic lock
+loads the extension for it (``_fast.load``).  Made on the pure path, where
+robust mutexes exist (Linux), a lock is *guarded*: it is held when
+``owner_pid`` is set, and that word only changes under the guard, a robust
+process-shared mutex held for a few instructions; a guard that a process
+died holding is handed to the next one (``EOWNERDEAD``).  Waiters sleep on
+the semaphore, which a release posts when someone sleeps.  Elsewhere a lock
+is the semaphore itself, with
 the owner recorded right after it is taken and cleared right before it is
 given back (a process killed between the two steps goes unnoticed there, and
 the lock stays taken, as with the stdlib).
@@ -50,6 +58,7 @@ from typing import Any
 from . import _heap, _platform
 from . import _util as util
 from ._errors import AbandonedLockWarning, LockStateError
+from ._fast import load as _load_speedups
 from ._fast import speedups as _speedups
 from ._wire.pickling import get_spawning_popen
 
@@ -89,6 +98,11 @@ _GUARD_SPINS = 4
 _OWNER = slice(32, 56)  # owner_pid .. owner_start, written in one copy
 _OWNER_RECORD = struct.Struct("=iiQQ")
 _WAITERS = slice(120, 124)
+_PROTOCOL = slice(124, 128)
+PROTOCOL_GUARDED = 0  # (and every semaphore, and a lock where robust mutexes are missing)
+PROTOCOL_ATOMIC = 1
+# Locks made here are atomic where the extension is loaded (and has the protocol).
+_MAKE_ATOMIC = _speedups is not None and hasattr(_speedups, "MODE_ATOMIC")
 
 # The owner record of each thread of this process, built once (the process
 # start time costs a read of /proc).  Forgotten in a forked child.
@@ -105,6 +119,23 @@ def _owner_record(tid: int) -> bytes:
 
 
 os.register_at_fork(after_in_child=_owner_records.clear)
+
+
+def _dead_owner(word: int) -> int:
+    """The pid of an atomic lock's owner ``word`` if that process is gone, else 0."""
+    pid, start = word & 0xFFFFFFFF, word >> 32
+    if pid == 0 or pid == os.getpid():
+        return 0
+    now = _platform.process_start_time(pid)
+    if now is None or (start and now & 0xFFFFFFFF != start):
+        return pid  # gone, or its pid is another process's now
+    return 0
+
+
+def _warn_took_over(dead: int) -> None:
+    """An atomic lock was taken over from ``dead`` (called by the C code, which
+    hands the lock back if this raises)."""
+    warnings.warn(_abandoned(dead), stacklevel=2)
 
 
 def _abandoned(dead: int) -> AbandonedLockWarning:
@@ -130,7 +161,10 @@ class SemLock:
             raise ValueError(f"semaphore initial value must be >= 0 and <= {SEM_VALUE_MAX}")
         block = _heap.malloc(_SLOT_SIZE)
         slot = _Slot.from_buffer(block.arena.buffer, block.offset)
-        if lock and _GUARDED:  # free: no owner; the semaphore is the waiters' doorbell
+        if lock and _MAKE_ATOMIC:  # free: owner word 0; the semaphore is the doorbell
+            _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.sem)), 0)
+            block.view()[_PROTOCOL].cast("i")[0] = PROTOCOL_ATOMIC
+        elif lock and _GUARDED:  # free: no owner; the semaphore is the waiters' doorbell
             _platform.sem_init(ctypes.c_void_p(ctypes.addressof(slot.sem)), 0)
             _platform.mutex_init(ctypes.c_void_p(ctypes.addressof(slot.guard)))
         else:
@@ -156,12 +190,24 @@ class SemLock:
         self._tracks_owner = lock
         self._held = 0
         self._last_tid = 0
-        if lock and _GUARDED:
+        if lock and view[_PROTOCOL].cast("i")[0] == PROTOCOL_ATOMIC:
+            self._get_value = self._guarded_value  # type: ignore[method-assign]
+            speedups = _speedups or _load_speedups()
+            if speedups is None:
+                raise RuntimeError(
+                    "this lock was made by a process that uses phalanx's C extension "
+                    "(phalanx._speedups), and only that code can take it; this process "
+                    "cannot import the extension: run it from the same phalanx install"
+                )
+            _compile(self, block, speedups, atomic=True)
+        elif lock and _GUARDED:
             self._waiters = view[_WAITERS].cast("i")
             self.acquire = self._acquire_guarded  # type: ignore[method-assign]
             self.release = self._release_guarded  # type: ignore[method-assign]
             self._get_value = self._guarded_value  # type: ignore[method-assign]
-        if _speedups is not None and (_GUARDED or not lock):
+            if _speedups is not None:
+                _compile(self, block, _speedups)
+        elif _speedups is not None and not lock:
             _compile(self, block, _speedups)
         util.register_after_fork(self, SemLock._after_fork)
 
@@ -393,12 +439,6 @@ class SemLock:
         _mutex_unlock(guard)
         return bool(block) and self._wait_guarded(timeout, tid)
 
-    def _slow_acquire_semaphore(self, block: bool = True, timeout: float | None = None) -> bool:
-        """The compiled path's way when no unit is there at once: wait for one."""
-        if _trywait(self._sem) == 0:
-            return True
-        return bool(block) and self._wait(timeout)
-
     def _give_guarded(self) -> None:
         """Free a guarded lock in shared memory, waking a sleeper (no hold count)."""
         guard = self._guard
@@ -474,15 +514,18 @@ class _CompiledSemLock(SemLock):
         return int(self._fast.last_tid)
 
 
-def _compile(lock: SemLock, block: _heap.Block, speedups: Any) -> None:
+def _compile(lock: SemLock, block: _heap.Block, speedups: Any, *, atomic: bool = False) -> None:
     """Move ``lock`` (set up, holding nothing) onto the compiled path of ``speedups``."""
-    if lock._tracks_owner:
+    # The slow path's callbacks: guarded locks only (the other modes wait in C).
+    slow_acquire: Any = None
+    slow_release: Any = None
+    if atomic:
+        mode = speedups.MODE_ATOMIC
+    elif lock._tracks_owner:
         mode = speedups.MODE_GUARDED
-        slow_acquire: Any = lock._slow_acquire_guarded
-        slow_release: Any = lock._give_guarded
+        slow_acquire, slow_release = lock._slow_acquire_guarded, lock._give_guarded
     else:
         mode = speedups.MODE_SEMAPHORE
-        slow_acquire, slow_release = lock._slow_acquire_semaphore, None
     fast = speedups.FastLock(
         block.arena.buffer,
         block.offset,
@@ -493,6 +536,8 @@ def _compile(lock: SemLock, block: _heap.Block, speedups: Any) -> None:
         slow_release,
         _owner_record,
         LockStateError,
+        _dead_owner,
+        _warn_took_over,
     )
     del lock._held, lock._last_tid  # FastLock's now (see _CompiledSemLock)
     lock.__class__ = _CompiledSemLock

@@ -1,20 +1,35 @@
 /* phalanx._speedups: the compiled hot path of phalanx's locks and semaphores.
  *
  * Optional: phalanx works without it (the ctypes path in _semlock.py), and
- * ignores it when PHALANX_PURE_PYTHON=1.  It does only the uncontended steps,
- * the ones that ctypes makes slow (one foreign call costs ~0.3 us, more than
- * the whole work): taking a free lock, releasing a held one, taking or giving
- * back a semaphore unit.  Everything that may wait, recover a dead owner's
- * lock or raise goes back to the Python methods it was given (``slow_acquire``,
- * ``slow_release``), which keep the one implementation of those rules.
+ * ignores it for what it makes when PHALANX_PURE_PYTHON=1.  Semaphores and
+ * atomic locks (below) are taken, waited for and given back here, with the
+ * GIL released while they sleep; Python is called back only to look at a
+ * blocking owner's process and to warn when a dead one's lock is taken over.
+ * For guarded locks it does only the uncontended steps, the ones that ctypes
+ * makes slow (one foreign call costs ~0.3 us, more than the whole work);
+ * everything that may wait, recover a dead owner's lock or raise goes back to
+ * the Python methods it was given (``slow_acquire``, ``slow_release``).
  *
  * The slot layout is _semlock.py's (offsets below); the owner record is the
  * 24 bytes (pid, pad, thread ident, process start time) that _semlock packs.
- * A guarded lock is held when owner_pid != 0, and that word only changes
- * under the guard, a robust process-shared pthread mutex; a release posts the
- * semaphore when the waiters count says someone sleeps on it.
  *
- * The guard is never waited for here with the GIL held: a busy guard (held
+ * Two protocols for a lock, recorded in its slot when it is made:
+ *
+ * - atomic (every lock made where this module is loaded): the lock is the
+ *   64-bit owner word, pid | low 32 bits of the process start time << 32, 0
+ *   when free.  Taking it is one compare-and-swap from 0, giving it back one
+ *   exchange to 0: a process killed at any instant leaves the lock free or
+ *   held by a dead owner on record, whom waiters find (every
+ *   OWNER_CHECK_INTERVAL) and take over from with one compare-and-swap of the
+ *   dead word, so exactly one of them does.  Waiting happens here too, with
+ *   the GIL released, on the semaphore, which a release posts when the
+ *   waiters count (atomic) says someone may sleep on it.  The thread ident
+ *   and the whole start time follow the word (diagnostics only).
+ * - guarded (locks made by a process on the pure-Python path): held when
+ *   owner_pid != 0, and that word only changes under the guard, a robust
+ *   process-shared pthread mutex; this module does only the uncontended steps.
+ *
+ * A guard is never waited for here with the GIL held: a busy guard (held
  * for a few instructions by another process, or by a thread of this one
  * between two bytecodes of the Python path) sends the call to the slow path,
  * which waits with the GIL released.
@@ -29,17 +44,22 @@
 #include <semaphore.h>
 #include <stdint.h>
 #include <string.h>
+#include <time.h>
 
 #define SLOT_SEM 0
 #define SLOT_OWNER 32
 #define SLOT_GUARD 64
 #define SLOT_WAITERS 120
+#define SLOT_PROTOCOL 124
 #define OWNER_RECORD_SIZE 24
 
 #define RECURSIVE_MUTEX 0
 
 #define MODE_GUARDED 0   /* a lock under a robust guard (Linux) */
 #define MODE_SEMAPHORE 1 /* a plain counting semaphore (no owner) */
+#define MODE_ATOMIC 2    /* a lock that is its owner word (see above) */
+
+#define OWNER_CHECK_INTERVAL 0.25 /* seconds between two looks at a blocking owner */
 
 #if defined(__APPLE__) || !defined(EOWNERDEAD)
 #define PHALANX_NO_ROBUST 1 /* no robust mutexes: guarded locks stay on the Python path */
@@ -50,7 +70,7 @@
 _Static_assert(sizeof(sem_t) <= 32, "sem_t does not fit its 32 bytes");
 _Static_assert(sizeof(pthread_mutex_t) <= 56, "pthread_mutex_t does not fit its 56 bytes");
 
-#define API_VERSION 2 /* _fast.py refuses a module of another version (a stale build) */
+#define API_VERSION 3 /* _fast.py refuses a module of another version (a stale build) */
 
 /* Bumped in every forked child (pthread_atfork), whoever forks: a lock sees a new
    value and forgets its hold count and owner record, which were its parent's. */
@@ -77,6 +97,9 @@ typedef struct {
     PyObject *slow_release;  /* () -> None; keeps no count (guarded locks only) */
     PyObject *owner_record;  /* (tid) -> bytes of OWNER_RECORD_SIZE */
     PyObject *not_owned;     /* the exception class for releasing an RLock not owned */
+    PyObject *owner_dead;    /* atomic: (owner word) -> its pid if that process is gone, else 0 */
+    PyObject *took_over;     /* atomic: (dead pid) -> None, warns (may raise) */
+    uint64_t word;           /* atomic: this process's owner word, from the record */
     Py_buffer view;          /* of the mapping the slot lives in: held, so it stays mapped */
     int has_view;
 } FastLock;
@@ -132,8 +155,325 @@ set_record(FastLock *self, unsigned long tid)
     }
     memcpy(self->record, PyBytes_AS_STRING(record), OWNER_RECORD_SIZE);
     Py_DECREF(record);
+    uint32_t pid;
+    uint64_t start;
+    memcpy(&pid, self->record, sizeof pid);
+    memcpy(&start, self->record + 16, sizeof start);
+    self->word = (uint64_t)pid | (start << 32);
     self->has_record = 1;
     return 0;
+}
+
+/* -- the atomic protocol ------------------------------------------------------------ */
+
+static inline uint64_t *
+owner_word(FastLock *self)
+{
+    return (uint64_t *)(self->slot + SLOT_OWNER);
+}
+
+static inline int32_t *
+waiters_word(FastLock *self)
+{
+    return (int32_t *)(self->slot + SLOT_WAITERS);
+}
+
+static inline int
+claim(FastLock *self, uint64_t expected)
+{
+    /* 1 if the owner word went from expected to ours (then the lock is ours). */
+    if (!__atomic_compare_exchange_n(owner_word(self), &expected, self->word, 0,
+                                     __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST))
+        return 0;
+    memcpy(self->slot + SLOT_OWNER + 8, self->record + 8, 16); /* thread, start: diagnostics */
+    return 1;
+}
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* A held lock is usually held for a few hundred nanoseconds (a `with lock:`
+   around a few bytecodes) by a process running on another CPU: watching the
+   word for about a microsecond takes it more often than not, where sleeping
+   and being woken costs two system calls on each side.  Longer, the holder is
+   likely off its CPU, and the waiter sleeps. */
+#ifndef SPINS
+#define SPINS 100
+#endif
+
+static int
+claim_spinning(FastLock *self)
+{
+    for (int i = 0; i < SPINS; i++) {
+        cpu_relax();
+        if (__atomic_load_n(owner_word(self), __ATOMIC_RELAXED) == 0 && claim(self, 0))
+            return 1;
+    }
+    return 0;
+}
+
+static inline uint64_t
+give_back(FastLock *self)
+{
+    /* Free the lock; wake a sleeper if one may sleep.  The previous owner word. */
+    uint64_t was = __atomic_exchange_n(owner_word(self), (uint64_t)0, __ATOMIC_SEQ_CST);
+    if (was != 0 && __atomic_load_n(waiters_word(self), __ATOMIC_SEQ_CST) > 0) {
+        /* A post nobody has taken yet will wake a sleeper (who then looks at the
+           word, which is 0 from here on): one is enough, so that the count stays
+           small even if a registered waiter was killed and never takes its posts. */
+        sem_t *sem = (sem_t *)(self->slot + SLOT_SEM);
+        int value = 0;
+        if (sem_getvalue(sem, &value) != 0 || value <= 0)
+            sem_post(sem);
+    }
+    return was;
+}
+
+static double
+monotonic_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int
+sleep_on(sem_t *sem, double seconds)
+{
+    /* sem_timedwait for at most `seconds`, the GIL released: 0 (a unit taken),
+       or the errno (ETIMEDOUT, EINTR, ...). */
+#ifdef __APPLE__
+    /* No sem_timedwait there: look every millisecond. */
+    double until = monotonic_now() + seconds;
+    int err = ETIMEDOUT;
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        if (sem_trywait(sem) == 0) {
+            err = 0;
+            break;
+        }
+        if (errno != EAGAIN) {
+            err = errno;
+            break;
+        }
+        if (monotonic_now() >= until)
+            break;
+        struct timespec nap = {0, 1000000L};
+        if (nanosleep(&nap, NULL) != 0 && errno == EINTR) {
+            err = EINTR;
+            break;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    return err;
+#else
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    double whole = (double)(time_t)seconds;
+    ts.tv_sec += (time_t)seconds;
+    ts.tv_nsec += (long)((seconds - whole) * 1e9);
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec += 1;
+        ts.tv_nsec -= 1000000000L;
+    }
+    int rc, err = 0;
+    Py_BEGIN_ALLOW_THREADS
+    rc = sem_timedwait(sem, &ts);
+    if (rc != 0)
+        err = errno;
+    Py_END_ALLOW_THREADS
+    return rc == 0 ? 0 : err;
+#endif
+}
+
+static int
+parse_acquire(PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int *block,
+              double *timeout)
+{
+    /* acquire(block=True, timeout=None): *timeout < 0 means none (wait forever). */
+    if (nargs > 2) {
+        PyErr_Format(PyExc_TypeError, "acquire() takes at most 2 arguments (%zd given)", nargs);
+        return -1;
+    }
+    PyObject *block_obj = nargs >= 1 ? args[0] : NULL;
+    PyObject *timeout_obj = nargs >= 2 ? args[1] : NULL;
+    Py_ssize_t nkw = kwnames == NULL ? 0 : PyTuple_GET_SIZE(kwnames);
+    for (Py_ssize_t i = 0; i < nkw; i++) {
+        PyObject *name = PyTuple_GET_ITEM(kwnames, i);
+        if (PyUnicode_CompareWithASCIIString(name, "block") == 0 && block_obj == NULL)
+            block_obj = args[nargs + i];
+        else if (PyUnicode_CompareWithASCIIString(name, "timeout") == 0 && timeout_obj == NULL)
+            timeout_obj = args[nargs + i];
+        else {
+            PyErr_Format(PyExc_TypeError, "acquire() got an unexpected or repeated argument %R",
+                         name);
+            return -1;
+        }
+    }
+    *block = 1;
+    if (block_obj != NULL && (*block = PyObject_IsTrue(block_obj)) < 0)
+        return -1;
+    *timeout = -1.0;
+    if (*block && timeout_obj != NULL && timeout_obj != Py_None) {
+        double t = PyFloat_AsDouble(timeout_obj);
+        if (t == -1.0 && PyErr_Occurred())
+            return -1;
+        *timeout = t < 0 ? 0.0 : t;
+    }
+    return 0;
+}
+
+static int
+take_over_if_dead(FastLock *self, uint64_t seen)
+{
+    /* 1: the owner `seen` was dead and the lock is ours now (warned); 0: not;
+       -1: an exception (the lock not ours). */
+    PyObject *word = PyLong_FromUnsignedLongLong(seen);
+    if (word == NULL)
+        return -1;
+    PyObject *dead = PyObject_CallOneArg(self->owner_dead, word);
+    Py_DECREF(word);
+    if (dead == NULL)
+        return -1;
+    int is_dead = PyObject_IsTrue(dead);
+    if (is_dead <= 0 || !claim(self, seen)) {
+        Py_DECREF(dead);
+        return is_dead < 0 ? -1 : 0; /* alive, or another waiter took it over first */
+    }
+    /* Ours, on record, before the warning (which may block, or raise): a
+       recoverer that dies in turn is taken over from like any owner. */
+    PyObject *warned = PyObject_CallOneArg(self->took_over, dead);
+    Py_DECREF(dead);
+    if (warned == NULL) {
+        /* The program made the warning an error: hand the lock back first, so
+           that nobody waits for a dead owner again. */
+        give_back(self);
+        return -1;
+    }
+    Py_DECREF(warned);
+    return 1;
+}
+
+static PyObject *
+acquire_atomic(FastLock *self, unsigned long tid, PyObject *const *args, Py_ssize_t nargs,
+               PyObject *kwnames)
+{
+    int block;
+    double timeout;
+    if (parse_acquire(args, nargs, kwnames, &block, &timeout) < 0)
+        return NULL;
+    if (self->held && self->kind == RECURSIVE_MUTEX && self->last_tid == tid) {
+        self->held++;
+        Py_RETURN_TRUE;
+    }
+    if (set_record(self, tid) < 0)
+        return NULL;
+    if (!claim(self, 0)) {
+        if (!block)
+            Py_RETURN_FALSE;
+        if (claim_spinning(self))
+            goto taken;
+        /* Registered as a waiter from before the next look at the word to the
+           last: a release that comes after that look sees the count and posts. */
+        int32_t *waiters = waiters_word(self);
+        sem_t *sem = (sem_t *)(self->slot + SLOT_SEM);
+        double now = monotonic_now();
+        double deadline = timeout < 0 ? -1.0 : now + timeout;
+        double checked = now;
+        int got = 0;
+        __atomic_add_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+        for (;;) {
+            uint64_t seen = 0;
+            if (claim(self, 0)) {
+                got = 1;
+                break;
+            }
+            now = monotonic_now();
+            if (now - checked >= OWNER_CHECK_INTERVAL) {
+                checked = now;
+                seen = __atomic_load_n(owner_word(self), __ATOMIC_SEQ_CST);
+                if (seen != 0) {
+                    got = take_over_if_dead(self, seen);
+                    if (got != 0)
+                        break;
+                }
+                continue; /* the word may have changed meanwhile: look again */
+            }
+            if (deadline >= 0 && now >= deadline)
+                break;
+            double until = checked + OWNER_CHECK_INTERVAL;
+            if (deadline >= 0 && deadline < until)
+                until = deadline;
+            int err = sleep_on(sem, until - now);
+            if (err == EINTR && PyErr_CheckSignals() < 0) {
+                got = -1;
+                break;
+            }
+        }
+        __atomic_sub_fetch(waiters, 1, __ATOMIC_SEQ_CST);
+        if (got < 0)
+            return NULL;
+        if (!got)
+            Py_RETURN_FALSE;
+    }
+taken:
+    self->held++;
+    self->last_tid = tid;
+    Py_RETURN_TRUE;
+}
+
+static PyObject *
+acquire_semaphore_waiting(FastLock *self, unsigned long tid, PyObject *const *args,
+                          Py_ssize_t nargs, PyObject *kwnames)
+{
+    /* No unit at once: wait for one here, the GIL released (EINTR: signal handlers run). */
+    int block;
+    double timeout;
+    if (parse_acquire(args, nargs, kwnames, &block, &timeout) < 0)
+        return NULL;
+    sem_t *sem = (sem_t *)(self->slot + SLOT_SEM);
+    if (sem_trywait(sem) != 0) {
+        if (!block)
+            Py_RETURN_FALSE;
+        double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
+        for (;;) {
+            int err;
+            if (deadline < 0) {
+                Py_BEGIN_ALLOW_THREADS
+                err = sem_wait(sem) == 0 ? 0 : errno;
+                Py_END_ALLOW_THREADS
+            }
+            else {
+                double left = deadline - monotonic_now();
+                if (left <= 0) {
+                    if (sem_trywait(sem) == 0)
+                        break;
+                    Py_RETURN_FALSE;
+                }
+                err = sleep_on(sem, left);
+            }
+            if (err == 0)
+                break;
+            if (err == EINTR) {
+                if (PyErr_CheckSignals() < 0)
+                    return NULL;
+            }
+            else if (err != ETIMEDOUT && err != EAGAIN) {
+                errno = err;
+                return PyErr_SetFromErrno(PyExc_OSError);
+            }
+        }
+    }
+    self->held++;
+    self->last_tid = tid;
+    Py_RETURN_TRUE;
 }
 
 static PyObject *
@@ -182,8 +522,25 @@ FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssize_t nargs, PyObje
        raises for wrong ones) and waits. */
     unsigned long tid = PyThread_get_thread_ident();
     check_fork(self);
-    if (!arguments_named_right(nargs, kwnames))
+    if (self->mode == MODE_ATOMIC && nargs == 0 && kwnames == NULL && self->has_record &&
+        !(self->held && self->kind == RECURSIVE_MUTEX && self->last_tid == tid)) {
+        /* The hot path of `with lock:` (no arguments), a free lock: one compare-and-swap. */
+        memcpy(self->record + 8, &(uint64_t){(uint64_t)tid}, sizeof(uint64_t));
+        if (claim(self, 0)) {
+            self->held++;
+            self->last_tid = tid;
+            Py_RETURN_TRUE;
+        }
+    }
+    if (!arguments_named_right(nargs, kwnames)) {
+        if (self->mode != MODE_GUARDED) {
+            int block;
+            double timeout;
+            parse_acquire(args, nargs, kwnames, &block, &timeout); /* raises TypeError */
+            return NULL;
+        }
         return call_slow_acquire(self, tid, args, nargs, kwnames); /* raises TypeError */
+    }
     if (self->held && self->kind == RECURSIVE_MUTEX && self->last_tid == tid) {
         self->held++;
         Py_RETURN_TRUE;
@@ -194,8 +551,10 @@ FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssize_t nargs, PyObje
             self->last_tid = tid;
             Py_RETURN_TRUE;
         }
-        return call_slow_acquire(self, tid, args, nargs, kwnames);
+        return acquire_semaphore_waiting(self, tid, args, nargs, kwnames);
     }
+    if (self->mode == MODE_ATOMIC)
+        return acquire_atomic(self, tid, args, nargs, kwnames);
 #ifdef PHALANX_NO_ROBUST
     return call_slow_acquire(self, tid, args, nargs, kwnames);
 #else
@@ -239,6 +598,13 @@ FastLock_release(FastLock *self, PyObject *Py_UNUSED(ignored))
             self->held--;
             Py_RETURN_NONE;
         }
+    }
+    if (self->mode == MODE_ATOMIC) {
+        if (give_back(self) == 0)
+            return released_too_many_times();
+        if (self->held)
+            self->held--;
+        Py_RETURN_NONE;
     }
     sem_t *sem = (sem_t *)(self->slot + SLOT_SEM);
     if (self->mode == MODE_SEMAPHORE) {
@@ -301,19 +667,29 @@ static int
 FastLock_init(FastLock *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"buffer", "offset", "kind", "mode", "maxvalue", "slow_acquire",
-                             "slow_release", "owner_record", "not_owned", NULL};
+                             "slow_release", "owner_record", "not_owned", "owner_dead",
+                             "took_over", NULL};
     PyObject *buffer, *slow_acquire, *slow_release, *owner_record, *not_owned;
+    PyObject *owner_dead = Py_None, *took_over = Py_None;
     Py_ssize_t offset;
     int kind, mode, maxvalue;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OniiiOOOO", kwlist, &buffer, &offset, &kind,
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OniiiOOOO|OO", kwlist, &buffer, &offset, &kind,
                                      &mode, &maxvalue, &slow_acquire, &slow_release,
-                                     &owner_record, &not_owned))
+                                     &owner_record, &not_owned, &owner_dead, &took_over))
         return -1;
+    if (mode == MODE_ATOMIC && !(PyCallable_Check(owner_dead) && PyCallable_Check(took_over))) {
+        PyErr_SetString(PyExc_TypeError, "an atomic lock needs owner_dead and took_over");
+        return -1;
+    }
+    if (mode == MODE_GUARDED && !(PyCallable_Check(slow_acquire) && PyCallable_Check(slow_release))) {
+        PyErr_SetString(PyExc_TypeError, "a guarded lock needs slow_acquire and slow_release");
+        return -1;
+    }
     if (!PyExceptionClass_Check(not_owned)) {
         PyErr_SetString(PyExc_TypeError, "not_owned must be an exception class");
         return -1;
     }
-    if (mode != MODE_GUARDED && mode != MODE_SEMAPHORE) {
+    if (mode != MODE_GUARDED && mode != MODE_SEMAPHORE && mode != MODE_ATOMIC) {
         PyErr_Format(PyExc_ValueError, "unknown mode %d", mode);
         return -1;
     }
@@ -334,6 +710,10 @@ FastLock_init(FastLock *self, PyObject *args, PyObject *kwds)
         PyErr_SetString(PyExc_ValueError, "slot out of the buffer");
         return -1;
     }
+    if ((((uintptr_t)self->view.buf + (uintptr_t)offset) & 7) != 0) {
+        PyErr_SetString(PyExc_ValueError, "slot not 8-byte aligned");
+        return -1;
+    }
     self->slot = (char *)self->view.buf + offset;
     self->kind = kind;
     self->mode = mode;
@@ -350,6 +730,10 @@ FastLock_init(FastLock *self, PyObject *args, PyObject *kwds)
     Py_XSETREF(self->slow_release, slow_release);
     Py_INCREF(owner_record);
     Py_XSETREF(self->owner_record, owner_record);
+    Py_INCREF(owner_dead);
+    Py_XSETREF(self->owner_dead, owner_dead);
+    Py_INCREF(took_over);
+    Py_XSETREF(self->took_over, took_over);
     return 0;
 }
 
@@ -360,6 +744,8 @@ FastLock_traverse(FastLock *self, visitproc visit, void *arg)
     Py_VISIT(self->slow_release);
     Py_VISIT(self->owner_record);
     Py_VISIT(self->not_owned);
+    Py_VISIT(self->owner_dead);
+    Py_VISIT(self->took_over);
     return 0;
 }
 
@@ -370,6 +756,8 @@ FastLock_clear(FastLock *self)
     Py_CLEAR(self->slow_release);
     Py_CLEAR(self->owner_record);
     Py_CLEAR(self->not_owned);
+    Py_CLEAR(self->owner_dead);
+    Py_CLEAR(self->took_over);
     return 0;
 }
 
@@ -445,6 +833,7 @@ PyInit__speedups(void)
     }
     if (PyModule_AddIntConstant(module, "MODE_GUARDED", MODE_GUARDED) < 0 ||
         PyModule_AddIntConstant(module, "MODE_SEMAPHORE", MODE_SEMAPHORE) < 0 ||
+        PyModule_AddIntConstant(module, "MODE_ATOMIC", MODE_ATOMIC) < 0 ||
         PyModule_AddIntConstant(module, "API_VERSION", API_VERSION) < 0 ||
         PyModule_AddIntConstant(module, "HAVE_GUARDED",
 #ifdef PHALANX_NO_ROBUST

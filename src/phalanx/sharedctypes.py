@@ -175,14 +175,25 @@ def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> Any:
 _class_cache: dict[type, type] = {}
 
 
+# The accessors take the lock through the bound methods (C calls on the compiled
+# path), not ``with self._lock``: its __enter__/__exit__ are two Python frames,
+# which cost more than the lock itself.
+
+
 def _locked_property(name: str) -> property:
     def fget(self: SynchronizedBase) -> Any:
-        with self._lock:
+        self.acquire()
+        try:
             return getattr(self._obj, name)
+        finally:
+            self.release()
 
     def fset(self: SynchronizedBase, value: Any) -> None:
-        with self._lock:
+        self.acquire()
+        try:
             setattr(self._obj, name, value)
+        finally:
+            self.release()
 
     return property(fget, fset, doc=f"``{name}`` of the wrapped object, under the lock")
 
@@ -227,12 +238,18 @@ class SynchronizedArray(SynchronizedBase):
         return len(self._obj)
 
     def __getitem__(self, i: Any) -> Any:
-        with self._lock:
+        self.acquire()
+        try:
             return self._obj[i]
+        finally:
+            self.release()
 
     def __setitem__(self, i: Any, value: Any) -> None:
-        with self._lock:
+        self.acquire()
+        try:
             self._obj[i] = value
+        finally:
+            self.release()
 
 
 class SynchronizedString(SynchronizedArray):
