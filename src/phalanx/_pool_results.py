@@ -197,51 +197,14 @@ def _short(value: Any, limit: int = 40) -> str:
 INTERRUPT_CHECK = _platform.INTERRUPT_CHECK
 
 
-class _Latch:
-    """A one-shot ``threading.Event``: a pre-acquired lock released once (cheaper to make).
-
-    Waiters take the lock and give it straight back, so all of them pass.
-    """
-
-    __slots__ = ("_done", "_lock")
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._lock.acquire()
-        self._done = False
-
-    def set(self) -> None:
-        if not self._done:
-            self._done = True
-            self._lock.release()
-
-    def is_set(self) -> bool:
-        return self._done
-
-    def wait(self, timeout: float | None = None) -> bool:
-        if self._done:
-            return True
-        if timeout is None:
-            # In slices, not one blocking acquire: a Ctrl-C that lands just
-            # before the acquire blocks would otherwise wait for the result
-            # (CPython runs the handler only when the main thread wakes).
-            while not self._lock.acquire(timeout=INTERRUPT_CHECK):
-                pass
-            got = True
-        elif timeout > 0:
-            got = self._lock.acquire(timeout=timeout)
-        else:
-            got = self._lock.acquire(False)
-        if got:
-            self._lock.release()
-        return self._done
-
-
 class _Job:
     """Common state of the result objects."""
 
     _pool: Any
     _call = "apply"  # the Pool method that made it (for notes on its tasks' exceptions)
+    # Whether _dispatching may drop a chunk (a cancelled future's): if not, the
+    # supervisor does not ask, chunk by chunk.
+    _cancellable = False
 
     def __init__(
         self,
@@ -256,7 +219,6 @@ class _Job:
         self._cache: dict[int, Any] | None = getattr(pool, "_cache", None)
         if self._cache is not None:
             self._cache[self._job] = self
-        self._event = _Latch()
         self._callback = callback
         self._error_callback = error_callback
         self._progress: Any = None
@@ -309,7 +271,12 @@ class _Job:
 
 
 class ApplyResult(_Job):
-    """The future result of ``apply_async`` (and the base of ``MapResult``)."""
+    """The future result of ``apply_async`` (and the base of ``MapResult``).
+
+    Ready is a one-shot latch kept here, not a ``threading.Event`` (which is
+    three objects with a condition): a lock taken at birth and released once
+    (``_set_ready``); waiters take it and give it straight back, so all pass.
+    """
 
     def __init__(
         self,
@@ -320,9 +287,36 @@ class ApplyResult(_Job):
         super().__init__(pool, callback, error_callback)
         self._success = True
         self._value: Any = None
+        self._done = False
+        self._done_lock = threading.Lock()
+        self._done_lock.acquire()
+
+    def _set_ready(self) -> None:
+        if not self._done:
+            self._done = True
+            self._done_lock.release()
+
+    def _wait_ready(self, timeout: float | None) -> bool:
+        if self._done:
+            return True
+        lock = self._done_lock
+        if timeout is None:
+            # In slices, not one blocking acquire: a Ctrl-C that lands just
+            # before the acquire blocks would otherwise wait for the result
+            # (CPython runs the handler only when the main thread wakes).
+            while not lock.acquire(timeout=INTERRUPT_CHECK):
+                pass
+            got = True
+        elif timeout > 0:
+            got = lock.acquire(timeout=timeout)
+        else:
+            got = lock.acquire(False)
+        if got:
+            lock.release()
+        return self._done
 
     def ready(self) -> bool:
-        return self._event.is_set()
+        return self._done
 
     def successful(self) -> bool:
         if not self.ready():
@@ -330,12 +324,12 @@ class ApplyResult(_Job):
         return self._success
 
     def wait(self, timeout: float | None = None) -> None:
-        self._event.wait(timeout)
+        self._wait_ready(timeout)
 
     def get(self, timeout: float | None = None) -> Any:
         """The result; re-raises the task's exception; ``TimeoutError`` if not ready in time."""
         try:
-            ready = self._event.wait(timeout)
+            ready = self._wait_ready(timeout)
         except KeyboardInterrupt:
             self._interrupted()
             raise
@@ -346,12 +340,16 @@ class ApplyResult(_Job):
         raise self._value
 
     def _set(self, index: int, ok: bool, value: Any) -> None:
+        # (Once per apply_async: the steps written out, no call where nothing is to do.)
         self._success, self._value = ok, value
-        self._tick(1)
-        self._end_progress()
-        self._run_callback(self._callback if ok else self._error_callback, value)
+        if self._progress is not None:
+            self._tick(1)
+            self._end_progress()
+        callback = self._callback if ok else self._error_callback
+        if callback is not None:
+            self._run_callback(callback, value)
         self._forget()  # before waking anyone: a woken caller sees the pool's cache without it
-        self._event.set()
+        self._set_ready()
 
     def __class_getitem__(cls, item: Any) -> types.GenericAlias:
         return types.GenericAlias(cls, item)
@@ -379,7 +377,7 @@ class MapResult(ApplyResult):
         self._value = [None] * length
         self._number_left = -(-length // chunksize) if length else 0
         if self._number_left == 0:
-            self._event.set()
+            self._set_ready()
             self._forget()
 
     def _chunk_start(self, index: int) -> int:
@@ -410,7 +408,7 @@ class MapResult(ApplyResult):
                 self._callback if self._success else self._error_callback, self._value
             )
             self._forget()
-            self._event.set()
+            self._set_ready()
 
 
 class IMapIterator(_Job):
@@ -441,6 +439,16 @@ class IMapIterator(_Job):
         return self
 
     def next(self, timeout: float | None = None) -> Any:
+        local = self._local
+        if local:  # the hot path: results already taken over, in this thread
+            ok, value, last = local.popleft()
+            if last:
+                self._credit_due += 1
+                if self._credit_due >= 16:
+                    self._give_credit()
+            if ok:
+                return value
+            raise value
         try:
             ok, value = self._take(timeout)
         except KeyboardInterrupt:
@@ -461,7 +469,7 @@ class IMapIterator(_Job):
                         self._forget()
                         self._end_progress()
                         raise StopIteration from None
-                    if timeout is None:  # in slices: see _Latch.wait
+                    if timeout is None:  # in slices: see ApplyResult._wait_ready
                         self._cond.wait(INTERRUPT_CHECK)
                     elif not self._cond.wait(timeout) and not self._items:
                         raise TimeoutError(f"no result within {timeout} s") from None
@@ -505,7 +513,10 @@ class IMapIterator(_Job):
         self._next_chunk += 1
         if ok:
             last = len(value) - 1
-            self._items.extend((True, v, i == last) for i, v in enumerate(value))
+            if last == 0:  # (chunksize 1: the common case of imap)
+                self._items.append((True, value[0], True))
+            else:
+                self._items.extend((True, v, i == last) for i, v in enumerate(value))
         else:
             self._items.append((False, value, True))
 
@@ -530,9 +541,14 @@ class IMapUnorderedIterator(IMapIterator):
 
     def _set_many(self, outcomes: list[tuple[int, bool, Any]]) -> None:
         with self._cond:
-            was_empty = not self._items
+            items = self._items
+            was_empty = not items
             for _index, ok, value in outcomes:
-                self._deliver(ok, value)
+                if ok and len(value) == 1:  # (_deliver's common case, written out)
+                    self._next_chunk += 1
+                    items.append((True, value[0], True))
+                else:
+                    self._deliver(ok, value)
             if was_empty:  # nobody waits while there are items
                 self._cond.notify()
             self._forget_if_complete()
@@ -553,7 +569,7 @@ def deliver(outcomes: list[tuple[Chunk, bool, Any]]) -> None:
         else:
             job._set_many([(chunk.index, ok, value) for chunk, ok, value in outcomes[start:end]])
         for chunk, _ok, _value in outcomes[start:end]:
-            chunk.release()
+            chunk.payload = None  # (Chunk.release, written out: once per task)
         start = end
 
 

@@ -412,7 +412,7 @@ class ProcessBackend:
                         break
             if not taken:
                 return taken
-            batch = [chunk for chunk in taken if chunk.dispatching()]
+            batch = [c for c in taken if not c.job._cancellable or c.dispatching()]
             if batch:
                 return batch
             # All of them were cancelled: take the next ones.
@@ -537,10 +537,13 @@ class ProcessBackend:
             took = (time.monotonic() - worker.started) / len(value)
             outcomes = []
             for answer in value:
-                try:
-                    tag, one, reusable = decode(answer, None)
-                except Exception as exc:
-                    tag, one, reusable = FAILED, exc, False
+                if type(answer) is tuple:  # a small plain value, inline (_pool_worker)
+                    tag, one, reusable = answer
+                else:
+                    try:
+                        tag, one, reusable = decode(answer, None)
+                    except Exception as exc:
+                        tag, one, reusable = FAILED, exc, False
                 outcome = self._answer(worker, tag, one, reusable, took)
                 if outcome is not None:
                     outcomes.append(outcome)
@@ -562,7 +565,9 @@ class ProcessBackend:
             if why is not None:
                 self._break(value, why)
             return None
-        self._start_failures.ready()
+        failures = self._start_failures
+        if failures.failures or failures.kills:  # (a call only when there is something to reset)
+            failures.ready()
         if tag == READY:
             worker.ready = True
             worker.started = time.monotonic()  # the head chunk's clock starts now

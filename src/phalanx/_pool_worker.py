@@ -17,8 +17,10 @@ Message up: ``(tag, value, reusable)`` with the tags below; ``reusable`` says
 that the chunk came in a shared-memory segment that nothing maps any more, so
 the supervisor may write the next large chunk into it (see ``_segments``).
 Answers of short chunks travel several to a datagram, ``(MANY, [answer, ...],
-False)``, each answer pickled as its chunk ends; see ``_Answers`` for when they
-go.
+False)``, each answer pickled as its chunk ends (bytes), or, when its value is
+small and made of plain values that cannot fail to unpickle (``_inline_size``),
+as the ``(tag, value, reusable)`` tuple itself, unpickled with the datagram;
+see ``_Answers`` for when they go.
 
 **Progress.**  Each chunk carries a sequence number, and the worker writes
 into a word of shared memory the number of the chunk it starts (``BEGUN``) and
@@ -109,6 +111,37 @@ def _exit_when_orphaned(sock: socket.socket) -> None:
                 os._exit(1)
 
 
+_SMALL_ATOMS = (int, float, bool, type(None))
+_SHORT = 256  # characters or bytes of a str or bytes value travelling inline
+
+
+def _inline_size(value: Any) -> int:
+    """The size of ``value`` in an answer held unpickled, or 0 if it must be pickled alone.
+
+    Inline: ints, floats, bools, None, short str and bytes, and lists or tuples
+    of up to 16 of them (an imap's chunk of one item is a list of one): values
+    whose unpickling cannot fail in the supervisor, so they need no datagram of
+    their own to fail alone.
+    """
+    kind = type(value)
+    if kind in _SMALL_ATOMS:
+        return 16
+    if kind is str or kind is bytes:
+        return 16 + len(value) if len(value) <= _SHORT else 0
+    if (kind is list or kind is tuple) and len(value) <= 16:
+        total = 16
+        for item in value:
+            kind = type(item)
+            if kind in _SMALL_ATOMS:
+                total += 16
+            elif (kind is str or kind is bytes) and len(item) <= _SHORT:
+                total += 16 + len(item)
+            else:
+                return 0
+        return total
+    return 0
+
+
 def _encode_answer(tag: int, value: Any, reusable: bool) -> tuple[bytes, int | None]:
     try:
         return encode((tag, value, reusable))
@@ -146,7 +179,7 @@ class _Answers:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        self.held: list[bytes] = []
+        self.held: list[bytes | tuple[int, Any, bool]] = []
         self.size = 0
         self.since = 0.0
         self.lock = threading.Lock()  # sends go in order, whole
@@ -155,17 +188,24 @@ class _Answers:
         threading.Thread(target=self._flusher, daemon=True, name="phalanx-worker-answers").start()
 
     def add(self, tag: int, value: Any, reusable: bool, now: float) -> None:
-        message, fd = _encode_answer(tag, value, reusable)
-        with self.lock:
+        size = _inline_size(value) if tag == OK else 0
+        held: bytes | tuple[int, Any, bool]
+        if size:
+            held = (tag, value, reusable)
+        else:
+            message, fd = _encode_answer(tag, value, reusable)
             if fd is not None:  # a large answer travels alone, with its memfd
-                self._flush_locked()
-                _send(self.sock, message, fd)
+                with self.lock:
+                    self._flush_locked()
+                    _send(self.sock, message, fd)
                 return
+            held, size = message, len(message)
+        with self.lock:
             first = not self.held
             if first:
                 self.since = now
-            self.held.append(message)
-            self.size += len(message)
+            self.held.append(held)
+            self.size += size
             if len(self.held) >= _MAX_HELD or self.size >= _MAX_HELD_BYTES:
                 self._flush_locked()
         if first and self._wake.locked():
@@ -182,7 +222,7 @@ class _Answers:
             return
         self.held = []
         self.size = 0
-        if len(held) == 1:
+        if len(held) == 1 and type(held[0]) is bytes:
             _send(self.sock, held[0], None)
         else:
             _send(self.sock, *encode((MANY, held, False)))

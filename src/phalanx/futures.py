@@ -43,6 +43,7 @@ class _FutureJob(_Job):
     """Connects one submitted call to its ``Future``."""
 
     _call = "submit"
+    _cancellable = True
 
     def __init__(self, future: Future[Any]) -> None:
         super().__init__(None, None, None)

@@ -63,7 +63,6 @@ TERMINATE = "TERMINATE"
 _READAHEAD = 4
 _READAHEAD_ITEMS = 512
 _FEED_BATCH = 64  # chunks the feeder hands over at once
-_END = object()
 
 # Re-exported for code that imports them from here, as from the stdlib.
 _reexported = (
@@ -231,11 +230,19 @@ class Pool:
         timeout: float | None = None,
     ) -> ApplyResult:
         """Start ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
-        self._check_running()
-        _check_func(func)
-        limit = self._check_task_timeout(timeout)
+        # (The checks cost a call each only when they may fail: a loop of small
+        # apply_async calls spends a good part of its time here.)
+        if self._state != RUN or self._backend.broken is not None:
+            self._check_running()
+        if not callable(func):
+            _check_func(func)
+        limit = None if timeout is None else self._check_task_timeout(timeout)
         result = ApplyResult(self, callback, error_callback)
-        self._backend.submit([Chunk(result, 0, func, APPLY, (tuple(args), dict(kwds)), limit)])
+        if type(args) is not tuple:
+            args = tuple(args)
+        # As the stdlib, the arguments go as given (a dict is not copied).
+        kwds = kwds if type(kwds) is dict else dict(kwds)
+        self._backend.submit([Chunk(result, 0, func, APPLY, (args, kwds), limit)])
         return result
 
     # -- map family ----------------------------------------------------------------------
@@ -515,16 +522,17 @@ def _feed(
             chunks: list[Chunk] = []
             error = None
             try:
-                while len(chunks) < credit:
-                    if chunksize == 1:
-                        items = [next(source, _END)]
-                        if items[0] is _END:
-                            break
-                    else:
+                if chunksize == 1:  # (imap's default: an item a chunk, no slicing)
+                    at = index
+                    for item in itertools.islice(source, credit):
+                        chunks.append(Chunk(result, at, func, MAP, [item], timeout))
+                        at += 1
+                else:
+                    while len(chunks) < credit:
                         items = list(itertools.islice(source, chunksize))
                         if not items:
                             break
-                    chunks.append(Chunk(result, index + len(chunks), func, MAP, items, timeout))
+                        chunks.append(Chunk(result, index + len(chunks), func, MAP, items, timeout))
             except Exception as exc:  # the input itself failed: fail at that position
                 error = exc
             if credit > len(chunks):
