@@ -194,8 +194,13 @@ def die_at_ring_line(q: Any, action: str, line_start: str, size: int) -> None:
     """Put (or get) once, SIGKILLing this process on reaching a given line of ``_ring.py``.
 
     The line is found by its text, so the test names a step (such as "the
-    commit") rather than a line number.  ``size``: bytes of the item put.
+    commit") rather than a line number.  ``size``: bytes of the item put.  The
+    ring's compiled hot path is switched off here, so that the Python steps run
+    (``test_ring_speedups`` kills processes inside the compiled ones).
     """
+    ring = getattr(getattr(q, "_transport", None), "ring", None)
+    if ring is not None:
+        ring._fast = None
 
     def local(frame: Any, event: str, arg: Any) -> Any:
         if event == "line":
@@ -234,3 +239,31 @@ def consume_padded(q: Any, path: str) -> None:
             break
         items.append(item[:2])
     write_json(path, items)
+
+
+def put_counted_forever(q: Any, tag: int, pad: int, ready: Any) -> None:
+    """Put ``(tag, i, pad bytes)`` for i = 0, 1, ... until killed; ``ready`` once started."""
+    filler = payload(tag, pad)
+    q.put((tag, -1, filler))
+    ready.release()
+    i = 0
+    while True:
+        q.put((tag, i, filler))
+        i += 1
+
+
+def get_forever(q: Any, ready: Any) -> None:
+    """Get items until killed; ``ready`` once the first is taken."""
+    q.get(timeout=DEADLINE)
+    ready.release()
+    while True:
+        q.get(timeout=DEADLINE)
+
+
+def die_holding_ring_mutex(q: Any, readers: bool) -> None:
+    """Take one of the ring's mutexes, then SIGKILL this process: it dies holding it."""
+    from phalanx import _platform
+
+    ring = q._transport.ring
+    _platform.mutex_lock(ring._rlock if readers else ring._wlock)
+    os.kill(os.getpid(), signal.SIGKILL)

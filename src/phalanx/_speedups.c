@@ -1,4 +1,4 @@
-/* phalanx._speedups: the compiled hot path of phalanx's locks and semaphores.
+/* phalanx._speedups: the compiled hot path of phalanx's locks, semaphores and queue rings.
  *
  * Optional: phalanx works without it (the ctypes path in _semlock.py), and
  * ignores it for what it makes when PHALANX_PURE_PYTHON=1.  Semaphores and
@@ -806,6 +806,243 @@ static PyTypeObject FastLockType = {
     .tp_members = FastLock_members,
 };
 
+
+/* -- the queue ring's hot path (see _ring.py for the layout and the protocol) ---------- */
+
+#define RING_DOORBELL 128
+#define RING_WORDS_W 192 /* tail, puts, next_seq, room_sleepers */
+#define RING_WORDS_R 256 /* head, gets, sleepers */
+#define RING_WORDS_C 320 /* capacity, maxsize */
+#define RING_READERS_MUTEX 64
+#define RING_LEN_SIZE 4
+
+#define RING_SLOW (-1)    /* not here: the Python path does it (it locks again) */
+#define RING_DEAD (-2)    /* the mutex is ours, from a holder that died: Python repairs */
+
+typedef struct {
+    PyObject_HEAD
+    char *header; /* the ring's header page (never moves) */
+    char *data;   /* its data, as this process maps it now */
+    uint64_t capacity;
+    uint64_t maxsize;
+    int shared; /* one mutex for both sides (no total store order) */
+    PyObject *keep; /* what keeps the header mapped (the Ring's mmap) */
+} FastRing;
+
+static inline uint64_t *
+ring_word(FastRing *self, int base, int index)
+{
+    return (uint64_t *)(self->header + base) + index;
+}
+
+static inline int
+ring_trylock(pthread_mutex_t *mutex)
+{
+    /* 0: ours; RING_SLOW: busy; RING_DEAD: ours, its last holder died. */
+    int rc = pthread_mutex_trylock(mutex);
+    if (rc == 0)
+        return 0;
+#ifndef PHALANX_NO_ROBUST
+    if (rc == EOWNERDEAD)
+        return RING_DEAD;
+#endif
+    return RING_SLOW;
+}
+
+static PyObject *
+FastRing_put(FastRing *self, PyObject *message)
+{
+    /* 1: appended; 0: a bounded queue is full; RING_SLOW / RING_DEAD (see above). */
+#ifdef PHALANX_NO_ROBUST
+    return PyLong_FromLong(RING_SLOW);
+#else
+    if (!PyBytes_CheckExact(message) || self->data == NULL)
+        return PyLong_FromLong(RING_SLOW);
+    Py_ssize_t length = PyBytes_GET_SIZE(message);
+    uint64_t size = RING_LEN_SIZE + (uint64_t)length;
+    pthread_mutex_t *mutex = (pthread_mutex_t *)self->header;
+    int locked = ring_trylock(mutex);
+    if (locked != 0)
+        return PyLong_FromLong(locked);
+    uint64_t *tail_word = ring_word(self, RING_WORDS_W, 0);
+    uint64_t *puts_word = ring_word(self, RING_WORDS_W, 1);
+    uint64_t tail = *tail_word;
+    long result = 1;
+    if (self->maxsize &&
+        *puts_word - __atomic_load_n(ring_word(self, RING_WORDS_R, 1), __ATOMIC_ACQUIRE) >=
+            self->maxsize)
+        result = 0;
+    else {
+        uint64_t pos = tail & (self->capacity - 1);
+        uint64_t head = __atomic_load_n(ring_word(self, RING_WORDS_R, 0), __ATOMIC_ACQUIRE);
+        if (length > (Py_ssize_t)((1u << 30) - 1) || pos + size > self->capacity ||
+            size > self->capacity - (tail - head) ||
+            __atomic_load_n(ring_word(self, RING_WORDS_C, 0), __ATOMIC_ACQUIRE) != self->capacity)
+            result = RING_SLOW; /* wraps, grows, or a new capacity to map */
+        else {
+            uint32_t word = (uint32_t)length; /* kind 0: data */
+            memcpy(self->data + pos, &word, RING_LEN_SIZE);
+            memcpy(self->data + pos + RING_LEN_SIZE, PyBytes_AS_STRING(message), (size_t)length);
+            __atomic_store_n(tail_word, tail + size, __ATOMIC_RELEASE); /* the commit */
+            *puts_word += 1;
+        }
+    }
+    pthread_mutex_unlock(mutex); /* a full barrier, before the sleepers are read */
+    if (result == 1 && __atomic_load_n(ring_word(self, RING_WORDS_R, 2), __ATOMIC_SEQ_CST)) {
+        sem_t *doorbell = (sem_t *)(self->header + RING_DOORBELL);
+        int value = 0;
+        if (sem_getvalue(doorbell, &value) != 0 || value <= 0)
+            sem_post(doorbell);
+    }
+    return PyLong_FromLong(result);
+#endif
+}
+
+static PyObject *
+FastRing_get(FastRing *self, PyObject *Py_UNUSED(ignored))
+{
+    /* The oldest message if it is data in place (bytes); None if the ring is empty;
+       else RING_SLOW / RING_DEAD. */
+#ifdef PHALANX_NO_ROBUST
+    return PyLong_FromLong(RING_SLOW);
+#else
+    if (self->data == NULL)
+        return PyLong_FromLong(RING_SLOW);
+    uint64_t *head_word = ring_word(self, RING_WORDS_R, 0);
+    uint64_t *tail_word = ring_word(self, RING_WORDS_W, 0);
+    if (__atomic_load_n(head_word, __ATOMIC_ACQUIRE) ==
+        __atomic_load_n(tail_word, __ATOMIC_ACQUIRE))
+        Py_RETURN_NONE; /* a racy peek, but a wrong one only costs a lock round */
+    pthread_mutex_t *mutex =
+        (pthread_mutex_t *)(self->header + (self->shared ? 0 : RING_READERS_MUTEX));
+    int locked = ring_trylock(mutex);
+    if (locked != 0)
+        return PyLong_FromLong(locked);
+    PyObject *result = NULL;
+    uint64_t head = *head_word;
+    if (head == __atomic_load_n(tail_word, __ATOMIC_ACQUIRE)) {
+        result = Py_None;
+        Py_INCREF(result);
+    }
+    else if (__atomic_load_n(ring_word(self, RING_WORDS_C, 0), __ATOMIC_ACQUIRE) ==
+             self->capacity) {
+        uint64_t pos = head & (self->capacity - 1);
+        if (self->capacity - pos >= RING_LEN_SIZE) {
+            uint32_t word;
+            memcpy(&word, self->data + pos, RING_LEN_SIZE);
+            uint64_t end = pos + RING_LEN_SIZE + word;
+            if (!(word >> 30) && end <= self->capacity) { /* data, in place */
+                result = PyBytes_FromStringAndSize(self->data + pos + RING_LEN_SIZE, word);
+                if (result != NULL) {
+                    __atomic_store_n(head_word, head + RING_LEN_SIZE + word,
+                                     __ATOMIC_RELEASE); /* the commit */
+                    *ring_word(self, RING_WORDS_R, 1) += 1;
+                }
+                pthread_mutex_unlock(mutex);
+                return result; /* (NULL: MemoryError, nothing taken) */
+            }
+        }
+    }
+    pthread_mutex_unlock(mutex);
+    return result != NULL ? result : PyLong_FromLong(RING_SLOW);
+#endif
+}
+
+static PyObject *
+FastRing_set_data(FastRing *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    /* set_data(address, capacity): the data as this process maps it now. */
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "set_data(address, capacity)");
+        return NULL;
+    }
+    void *data = PyLong_AsVoidPtr(args[0]);
+    if (data == NULL && PyErr_Occurred())
+        return NULL;
+    unsigned long long capacity = PyLong_AsUnsignedLongLong(args[1]);
+    if (capacity == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    if (capacity == 0 || (capacity & (capacity - 1))) {
+        PyErr_SetString(PyExc_ValueError, "capacity must be a power of two");
+        return NULL;
+    }
+    self->data = data;
+    self->capacity = capacity;
+    Py_RETURN_NONE;
+}
+
+static int
+FastRing_init(FastRing *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"header", "address", "shared", "maxsize", NULL};
+    PyObject *keep, *address;
+    int shared;
+    unsigned long long maxsize;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOpK", kwlist, &keep, &address, &shared,
+                                     &maxsize))
+        return -1;
+    void *header = PyLong_AsVoidPtr(address);
+    if (header == NULL) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "the header's address is NULL");
+        return -1;
+    }
+    self->header = header;
+    self->data = NULL;
+    self->capacity = 0;
+    self->maxsize = maxsize;
+    self->shared = shared;
+    Py_INCREF(keep);
+    Py_XSETREF(self->keep, keep);
+    return 0;
+}
+
+static int
+FastRing_traverse(FastRing *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->keep);
+    return 0;
+}
+
+static int
+FastRing_clear(FastRing *self)
+{
+    Py_CLEAR(self->keep);
+    return 0;
+}
+
+static void
+FastRing_dealloc(FastRing *self)
+{
+    PyObject_GC_UnTrack(self);
+    FastRing_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyMethodDef FastRing_methods[] = {
+    {"put", (PyCFunction)FastRing_put, METH_O,
+     "put($self, message, /)\n--\n\n1: appended; 0: full; -1: the Python path; -2: repair."},
+    {"get", (PyCFunction)FastRing_get, METH_NOARGS,
+     "get($self, /)\n--\n\nbytes; None if empty; -1: the Python path; -2: repair."},
+    {"set_data", (PyCFunction)(void (*)(void))FastRing_set_data, METH_FASTCALL,
+     "set_data($self, address, capacity, /)\n--\n\nWhere the data is mapped now."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FastRingType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "phalanx._speedups.FastRing",
+    .tp_doc = "The hot path of a phalanx queue ring: a small data record in, or out.",
+    .tp_basicsize = sizeof(FastRing),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)FastRing_init,
+    .tp_dealloc = (destructor)FastRing_dealloc,
+    .tp_traverse = (traverseproc)FastRing_traverse,
+    .tp_clear = (inquiry)FastRing_clear,
+    .tp_methods = FastRing_methods,
+};
+
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
     .m_name = "phalanx._speedups",
@@ -816,7 +1053,7 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    if (PyType_Ready(&FastLockType) < 0)
+    if (PyType_Ready(&FastLockType) < 0 || PyType_Ready(&FastRingType) < 0)
         return NULL;
     if (pthread_atfork(NULL, NULL, on_fork_child) != 0) {
         PyErr_SetString(PyExc_OSError, "pthread_atfork failed");
@@ -828,6 +1065,12 @@ PyInit__speedups(void)
     Py_INCREF(&FastLockType);
     if (PyModule_AddObject(module, "FastLock", (PyObject *)&FastLockType) < 0) {
         Py_DECREF(&FastLockType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    Py_INCREF(&FastRingType);
+    if (PyModule_AddObject(module, "FastRing", (PyObject *)&FastRingType) < 0) {
+        Py_DECREF(&FastRingType);
         Py_DECREF(module);
         return NULL;
     }
