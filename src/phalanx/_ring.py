@@ -327,7 +327,7 @@ class Ring:
         if fast is not None:  # the compiled hot path
             got = fast.put(message)
             if got >= 0:
-                return got == 1  # True, or FULL
+                return bool(got == 1)  # True, or FULL
             if got == _DEAD:
                 tried = errno.EOWNERDEAD  # the mutex is ours: repair (below)
         # The hot path, written out: each call saved is a tenth of a microsecond.
