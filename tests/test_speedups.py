@@ -317,3 +317,40 @@ def test_a_dead_owners_lock_is_recovered_on_the_compiled_path(tmp_path: Path, ki
     lock.release()
     assert lock.acquire(False) is True
     lock.release()
+
+
+@compiled
+@pytest.mark.parametrize("kind", ["Lock", "Semaphore"])
+def test_a_signal_another_thread_received_ends_a_compiled_wait_within_a_slice(
+    kind: str,
+) -> None:
+    """The kernel may hand a process's signal to any of its threads: the main thread,
+    asleep in C, is not woken by it, and runs the handler at its next slice (0.25 s)."""
+    lock = getattr(phalanx, kind)()
+    if kind == "Semaphore":
+        assert lock.acquire(False)
+    else:
+        _owner_word(lock)[0] = os.getppid()  # held by a live process
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise _Interrupted
+
+    def signal_myself() -> None:
+        time.sleep(0.1)
+        signal.pthread_kill(threading.get_ident(), signal.SIGUSR1)
+
+    old = signal.signal(signal.SIGUSR1, interrupt)
+    helper = threading.Thread(target=signal_myself)
+    try:
+        helper.start()
+        t0 = time.monotonic()
+        with pytest.raises(_Interrupted):
+            lock.acquire(True, 10)
+        assert time.monotonic() - t0 < 2
+    finally:
+        helper.join(DEADLINE)
+        signal.signal(signal.SIGUSR1, old)
+    if kind == "Lock":
+        _owner_word(lock)[0] = 0
+        assert lock.acquire(False)
+    lock.release()

@@ -60,6 +60,7 @@
 #define MODE_ATOMIC 2    /* a lock that is its owner word (see above) */
 
 #define OWNER_CHECK_INTERVAL 0.25 /* seconds between two looks at a blocking owner */
+#define INTERRUPT_CHECK 0.25      /* seconds a wait goes without running signal handlers */
 
 #if defined(__APPLE__) || !defined(EOWNERDEAD)
 #define PHALANX_NO_ROBUST 1 /* no robust mutexes: guarded locks stay on the Python path */
@@ -411,8 +412,10 @@ acquire_atomic(FastLock *self, unsigned long tid, PyObject *const *args, Py_ssiz
             double until = checked + OWNER_CHECK_INTERVAL;
             if (deadline >= 0 && deadline < until)
                 until = deadline;
-            int err = sleep_on(sem, until - now);
-            if (err == EINTR && PyErr_CheckSignals() < 0) {
+            sleep_on(sem, until - now);
+            /* Whatever woke us: Python's signal handlers run here (a Ctrl-C that
+               another thread of this process received too, within a slice). */
+            if (PyErr_CheckSignals() < 0) {
                 got = -1;
                 break;
             }
@@ -444,31 +447,28 @@ acquire_semaphore_waiting(FastLock *self, unsigned long tid, PyObject *const *ar
             Py_RETURN_FALSE;
         double deadline = timeout < 0 ? -1.0 : monotonic_now() + timeout;
         for (;;) {
-            int err;
-            if (deadline < 0) {
-                Py_BEGIN_ALLOW_THREADS
-                err = sem_wait(sem) == 0 ? 0 : errno;
-                Py_END_ALLOW_THREADS
-            }
-            else {
+            /* In slices: Python's signal handlers run between two (a Ctrl-C that
+               another thread of this process received too). */
+            double slice = INTERRUPT_CHECK;
+            if (deadline >= 0) {
                 double left = deadline - monotonic_now();
                 if (left <= 0) {
                     if (sem_trywait(sem) == 0)
                         break;
                     Py_RETURN_FALSE;
                 }
-                err = sleep_on(sem, left);
+                if (left < slice)
+                    slice = left;
             }
+            int err = sleep_on(sem, slice);
             if (err == 0)
                 break;
-            if (err == EINTR) {
-                if (PyErr_CheckSignals() < 0)
-                    return NULL;
-            }
-            else if (err != ETIMEDOUT && err != EAGAIN) {
+            if (err != EINTR && err != ETIMEDOUT && err != EAGAIN) {
                 errno = err;
                 return PyErr_SetFromErrno(PyExc_OSError);
             }
+            if (PyErr_CheckSignals() < 0)
+                return NULL;
         }
     }
     self->held++;
