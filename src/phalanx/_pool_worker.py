@@ -35,6 +35,7 @@ nobody.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import operator
 import os
@@ -251,8 +252,8 @@ def _run(func: Any, kind: int, payload: Any) -> Any:
     items = iter(payload)
     try:
         if kind == MAP:
-            return [func(x) for x in items]
-        return [func(*args) for args in items]
+            return list(map(func, items))
+        return list(itertools.starmap(func, items))
     except BaseException as exc:
         # Which item of the chunk raised: the pool names it in a note (no cost
         # until then: a list's iterator knows how many items it has left).

@@ -121,15 +121,19 @@ def _owner_record(tid: int) -> bytes:
 os.register_at_fork(after_in_child=_owner_records.clear)
 
 
+def _gone(pid: int, start: int, mask: int = -1) -> bool:
+    """Whether process ``pid``, started at ``start`` (0: unknown; ``mask``: the bits of the
+    start time kept), is gone: no such process, or its pid is another process's now."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    now = _platform.process_start_time(pid)
+    return now is None or bool(start and now & mask != start)
+
+
 def _dead_owner(word: int) -> int:
     """The pid of an atomic lock's owner ``word`` if that process is gone, else 0."""
-    pid, start = word & 0xFFFFFFFF, word >> 32
-    if pid == 0 or pid == os.getpid():
-        return 0
-    now = _platform.process_start_time(pid)
-    if now is None or (start and now & 0xFFFFFFFF != start):
-        return pid  # gone, or its pid is another process's now
-    return 0
+    pid = word & 0xFFFFFFFF
+    return pid if _gone(pid, word >> 32, 0xFFFFFFFF) else 0
 
 
 def _warn_took_over(dead: int) -> None:
@@ -278,12 +282,7 @@ class SemLock:
     def _owner_is_dead(self) -> int:
         """The pid of the recorded owner if it no longer exists, else 0."""
         pid = int(self._slot.owner_pid)
-        if pid <= 0 or pid == os.getpid():
-            return 0
-        start = _platform.process_start_time(pid)
-        if start is None or (self._slot.owner_start and start != self._slot.owner_start):
-            return pid
-        return 0
+        return pid if _gone(pid, int(self._slot.owner_start)) else 0
 
     def _take_over_from_dead_owner(self) -> bool:
         dead = self._owner_is_dead()
