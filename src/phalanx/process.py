@@ -379,7 +379,13 @@ def _end_with_parent(sentinel: int) -> None:
         time.sleep(PARENT_DEATH_GRACE)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    threading.Thread(target=watch, name="phalanx-parent-watch", daemon=True).start()
+    # A bare thread: threading.Thread.start() waits until the thread runs (a
+    # hand-over of the CPU on the start-up path of every daemonic child and
+    # manager); this one needs no bookkeeping, and the interpreter never waits
+    # for it (as for a daemon thread), nor does threading.enumerate() list it.
+    import _thread
+
+    _thread.start_new_thread(watch, ())
 
 
 PARENT_DEATH_GRACE = 2.0  # seconds from SIGTERM to SIGKILL once the parent is gone
