@@ -366,14 +366,11 @@ static PyObject *
 acquire_atomic(FastLock *self, unsigned long tid, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames)
 {
+    /* (Not a re-acquisition by the owning thread of an RLock: the caller counted that.) */
     int block;
     double timeout;
     if (parse_acquire(args, nargs, kwnames, &block, &timeout) < 0)
         return NULL;
-    if (self->held && self->kind == RECURSIVE_MUTEX && self->last_tid == tid) {
-        self->held++;
-        Py_RETURN_TRUE;
-    }
     if (set_record(self, tid) < 0)
         return NULL;
     if (!claim(self, 0)) {
@@ -517,9 +514,10 @@ arguments_named_right(Py_ssize_t nargs, PyObject *kwnames)
 static PyObject *
 FastLock_acquire(FastLock *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
-    /* A free lock is taken whatever the values of block and timeout; anything
-       else goes to the slow path with the arguments, which parses them (and
-       raises for wrong ones) and waits. */
+    /* A free lock or a unit is taken whatever the values of block and timeout.
+       Otherwise semaphores and atomic locks wait here; a guarded lock goes to the
+       slow path with the arguments, which parses them (and raises for wrong
+       ones) and waits. */
     unsigned long tid = PyThread_get_thread_ident();
     check_fork(self);
     if (self->mode == MODE_ATOMIC && nargs == 0 && kwnames == NULL && self->has_record &&
