@@ -48,6 +48,7 @@ from ._pool_worker import (
     SPIN,
     UNREADABLE,
     WorkerEnd,
+    decode_answer,
     worker_main,
 )
 from ._segments import SegmentCache
@@ -537,13 +538,7 @@ class ProcessBackend:
             took = (time.monotonic() - worker.started) / len(value)
             outcomes = []
             for answer in value:
-                if type(answer) is tuple:  # a small plain value, inline (_pool_worker)
-                    tag, one, reusable = answer
-                else:
-                    try:
-                        tag, one, reusable = decode(answer, None)
-                    except Exception as exc:
-                        tag, one, reusable = FAILED, exc, False
+                tag, one, reusable = decode_answer(answer)
                 outcome = self._answer(worker, tag, one, reusable, took)
                 if outcome is not None:
                     outcomes.append(outcome)

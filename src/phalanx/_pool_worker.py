@@ -67,6 +67,7 @@ __all__ = (
     "SPIN",
     "UNREADABLE",
     "WorkerEnd",
+    "decode_answer",
     "worker_main",
 )
 
@@ -141,6 +142,18 @@ def _inline_size(value: Any) -> int:
                 return 0
         return total
     return 0
+
+
+def decode_answer(answer: bytes | tuple[int, Any, bool]) -> tuple[int, Any, bool]:
+    """One answer of a ``MANY`` datagram, as the supervisor reads it: held inline (a
+    tuple), or pickled alone; one that cannot be unpickled is that chunk's failure."""
+    if isinstance(answer, tuple):
+        return answer
+    try:
+        tag, value, reusable = decode(answer, None)
+    except Exception as exc:
+        return FAILED, exc, False
+    return tag, value, reusable
 
 
 def _encode_answer(tag: int, value: Any, reusable: bool) -> tuple[bytes, int | None]:
