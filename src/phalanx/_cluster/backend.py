@@ -34,13 +34,11 @@ from __future__ import annotations
 import collections
 import errno
 import functools
-import ipaddress
 import itertools
 import math
 import os
 import secrets
 import selectors
-import socket
 import threading
 import time
 import warnings
@@ -50,6 +48,7 @@ from .._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from .._pool_results import Chunk, add_item_note, deliver, fail_all, refuse
 from .._wire import pickling
 from .engine import Engine, TaskEnd
+from .records import ASSIGNED, BEGUN, DONE, QUEUED, Entry, Peer, Task, is_loopback
 from .runner import PEER_SILENT_AFTER, HubSpec, tune_link
 from .store import Store, encode
 
@@ -70,73 +69,9 @@ UNSTARTED_LIMIT = 20
 DOUBT_LIMIT = 15.0
 CAPACITY_EVERY = 1.0  # how often the engine's capacity is asked again
 
-QUEUED, ASSIGNED, BEGUN, DONE = range(4)
-
-
-def _is_loopback(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return host == "localhost"
-
 
 class ClusterSemanticsWarning(RuntimeWarning):
     """A promise of the local pool that this engine cannot keep here (the message says which)."""
-
-
-class _Entry:
-    __slots__ = ("begun_at", "big", "chunk", "data", "peer", "state", "task", "unstarted")
-
-    def __init__(self, chunk: Chunk) -> None:
-        self.chunk = chunk
-        self.data: bytes | None = None  # its items, pickled (once, as first dispatched)
-        self.big: list[Any] = []  # the store's references to its large buffers
-        self.state = QUEUED
-        self.task: _Task | None = None
-        self.peer: _Peer | None = None
-        self.begun_at = 0.0
-        self.unstarted = 0  # engine tasks carrying it that ended before they started
-
-
-class _Task:
-    __slots__ = ("chunks", "engine_failed", "handle", "id", "peer", "refs", "started")
-
-    def __init__(self, task_id: int, chunks: list[int]) -> None:
-        self.id = task_id
-        self.chunks = chunks
-        self.refs: list[Any] = []  # the store's references its chunks need, in order
-        self.handle: Any = None
-        self.peer: _Peer | None = None
-        self.started = False
-        self.engine_failed: tuple[float, TaskEnd] | None = None
-
-
-class _Peer:
-    """One runner's connection (one worker thread of one engine process)."""
-
-    __slots__ = ("conn", "host", "ip", "pid", "task")
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.host = "?"  # its machine's name, as it says, and its address as the hub sees it
-        self.ip = _peer_ip(conn)
-        self.pid: int | None = None
-        self.task: _Task | None = None
-
-    @property
-    def where(self) -> str:
-        """``vm`` for a worker on this machine, ``node7 (10.0.0.7)`` for one elsewhere."""
-        if self.ip is None or _is_loopback(self.ip):
-            return self.host
-        return f"{self.host} ({self.ip})"
-
-
-def _peer_ip(conn: Any) -> str | None:
-    try:
-        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
-            return str(sock.getpeername()[0])
-    except (OSError, IndexError, TypeError):
-        return None
 
 
 class ClusterBackend:
@@ -178,10 +113,10 @@ class ClusterBackend:
         self._wake_lock = threading.Lock()
         # The supervisor's own state (only its thread touches it).
         self._ids = itertools.count()
-        self._entries: dict[int, _Entry] = {}
+        self._entries: dict[int, Entry] = {}
         self._queue: collections.deque[int] = collections.deque()
-        self._tasks: dict[int, _Task] = {}
-        self._peers: dict[int, _Peer] = {}
+        self._tasks: dict[int, Task] = {}
+        self._peers: dict[int, Peer] = {}
         self._timed: set[int] = set()
         # Blame put off until the engine's head is known to answer: cid -> (why, pid, since).
         self._doubtful: dict[int, tuple[str, int | None, float]] = {}
@@ -275,7 +210,7 @@ class ClusterBackend:
     def _run(self) -> None:
         pickling.pickle_for_cluster_in_this_thread(
             pickling.LOCAL_CLUSTER
-            if _is_loopback(self._spec.address[0])
+            if is_loopback(self._spec.address[0])
             else pickling.REMOTE_CLUSTER
         )
         try:
@@ -303,7 +238,7 @@ class ClusterBackend:
         while self._new_peers:
             conn = self._new_peers.popleft()
             tune_link(conn)
-            peer = _Peer(conn)
+            peer = Peer(conn)
             self._peers[conn.fileno()] = peer
             self._selector.register(conn.fileno(), selectors.EVENT_READ, peer)
         with self._lock:
@@ -311,7 +246,7 @@ class ClusterBackend:
             self._incoming.clear()
             state, feeders = self.state, self._feeders
         for chunk in incoming:
-            entry = _Entry(chunk)
+            entry = Entry(chunk)
             cid = next(self._ids)
             self._entries[cid] = entry
             self._queue.append(cid)
@@ -336,7 +271,7 @@ class ClusterBackend:
 
     # -- the hub ------------------------------------------------------------------------------
 
-    def _read_peer(self, peer: _Peer) -> None:
+    def _read_peer(self, peer: Peer) -> None:
         conn = peer.conn
         try:
             while True:
@@ -349,7 +284,7 @@ class ClusterBackend:
         except OSError as exc:
             self._on_peer_lost(peer, silent=exc.errno == errno.ETIMEDOUT)
 
-    def _on_message(self, peer: _Peer, message: tuple[Any, ...]) -> None:
+    def _on_message(self, peer: Peer, message: tuple[Any, ...]) -> None:
         tag = message[0]
         if tag == "begun":
             entry = self._entries.get(message[1])
@@ -401,7 +336,7 @@ class ClusterBackend:
                 error.__cause__ = exc
                 self._break(error)
 
-    def _on_start(self, peer: _Peer, task_id: int, held: list[int]) -> None:
+    def _on_start(self, peer: Peer, task_id: int, held: list[int]) -> None:
         task = self._tasks.get(task_id)
         chunks: list[tuple[int, int, int, Any, list[int]]] = []
         shipped: dict[int, bytes] = {}
@@ -426,7 +361,7 @@ class ClusterBackend:
         except (OSError, EOFError):
             self._on_peer_lost(peer)
 
-    def _send_by_value(self, peer: _Peer, fid: int) -> None:
+    def _send_by_value(self, peer: Peer, fid: int) -> None:
         """A worker cannot import a function's module (the user's own): send it by value.
 
         From then on the module's functions and classes (in arguments too)
@@ -446,7 +381,7 @@ class ClusterBackend:
         except (OSError, EOFError):
             self._on_peer_lost(peer)
 
-    def _send_items_by_value(self, peer: _Peer, cid: int, module: str | None) -> None:
+    def _send_items_by_value(self, peer: Peer, cid: int, module: str | None) -> None:
         entry = self._entries.get(cid)
         data = b""
         if entry is not None and module is not None:
@@ -469,7 +404,7 @@ class ClusterBackend:
             self._functions[id(func)] = known
         return known[0], known[2]
 
-    def _on_peer_lost(self, peer: _Peer, silent: bool = False) -> None:
+    def _on_peer_lost(self, peer: Peer, silent: bool = False) -> None:
         """A runner's connection ended: its process died (or the engine stopped it), or
         (``silent``) its host stopped answering: down, or cut off the network."""
         fd = next((fd for fd, p in self._peers.items() if p is peer), None)
@@ -548,7 +483,7 @@ class ClusterBackend:
             error.__cause__ = end.error
             self._break(error)
 
-    def _never_started(self, entry: _Entry, end: TaskEnd) -> WorkerLostError:
+    def _never_started(self, entry: Entry, end: TaskEnd) -> WorkerLostError:
         how = (
             "cancelled by the engine"
             if end.cancelled
@@ -580,7 +515,7 @@ class ClusterBackend:
 
     # -- outcomes -------------------------------------------------------------------------
 
-    def _finish(self, cid: int, entry: _Entry, ok: bool, value: Any) -> None:
+    def _finish(self, cid: int, entry: Entry, ok: bool, value: Any) -> None:
         entry.state = DONE
         del self._entries[cid]
         self._timed.discard(cid)
@@ -588,7 +523,7 @@ class ClusterBackend:
             add_item_note(value, entry.chunk)
         deliver([(entry.chunk, ok, value)])
 
-    def _blame(self, cid: int, entry: _Entry, why: str, pid: int | None) -> None:
+    def _blame(self, cid: int, entry: Entry, why: str, pid: int | None) -> None:
         now = time.monotonic()
         if not self.engine.head_answered_since(now):
             # Not known yet whether the engine's head is there: this worker may be
@@ -611,7 +546,7 @@ class ClusterBackend:
                 del self._doubtful[cid]
                 self._blame_now(cid, entry, why, pid)
 
-    def _blame_now(self, cid: int, entry: _Entry, why: str, pid: int | None) -> None:
+    def _blame_now(self, cid: int, entry: Entry, why: str, pid: int | None) -> None:
         chunk = entry.chunk
         chunk.attempts += 1
         if chunk.attempts <= self._retries:
@@ -629,14 +564,14 @@ class ClusterBackend:
         error.host = host  # type: ignore[attr-defined]
         self._finish(cid, entry, False, error)
 
-    def _requeue(self, cid: int, entry: _Entry) -> None:
+    def _requeue(self, cid: int, entry: Entry) -> None:
         entry.state = QUEUED
         entry.task = None
         entry.peer = None
         self._timed.discard(cid)
         self._queue.appendleft(cid)
 
-    def _requeue_unbegun(self, task: _Task) -> None:
+    def _requeue_unbegun(self, task: Task) -> None:
         for cid in task.chunks:
             entry = self._entries.get(cid)
             if entry is not None and entry.task is task and entry.state == ASSIGNED:
@@ -764,7 +699,7 @@ class ClusterBackend:
                     break  # a timed chunk travels alone (its task is stopped when overdue)
             if not cids:
                 continue
-            task = _Task(next(self._ids), cids)
+            task = Task(next(self._ids), cids)
             for cid in cids:
                 entry = self._entries[cid]
                 entry.state = ASSIGNED
@@ -789,7 +724,7 @@ class ClusterBackend:
 
     # -- the end ------------------------------------------------------------------------
 
-    def _encode(self, cid: int, entry: _Entry) -> bool:
+    def _encode(self, cid: int, entry: Entry) -> bool:
         """Pickle a chunk's items, its large buffers put in the engine's store."""
         try:
             entry.data, big = encode(entry.chunk.payload)
