@@ -189,7 +189,7 @@ def main() -> None:
         try:
             import numpy  # noqa: F401
 
-            for method in args.numpy_methods.split(","):
+            for method in filter(None, args.numpy_methods.split(",")):
                 rows.append(
                     (
                         f"numpy {method}",

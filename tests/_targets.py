@@ -80,14 +80,29 @@ def pid_exists(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
-# The names phalanx gives what it puts in /dev/shm (SharedMemory segments).  Tests
-# judge only these: other programs may create and remove entries there meanwhile.
-PHALANX_SHM_PREFIXES = ("psm_", "phalanx")
+def named_shm_held(pid: int) -> set[str]:
+    """The /dev/shm entries process ``pid`` has open or mapped (empty once it is gone).
 
-
-def phalanx_shm_names() -> set[str]:
-    """The /dev/shm entries named as phalanx names them."""
-    return {n for n in os.listdir("/dev/shm") if n.startswith(PHALANX_SHM_PREFIXES)}
+    Tests judge /dev/shm through their own processes only: other programs
+    may create and remove entries there meanwhile.
+    """
+    held = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith("/dev/shm/"):
+                held.add(target[len("/dev/shm/") :].removesuffix(" (deleted)"))
+        with open(f"/proc/{pid}/maps", encoding="utf-8") as f:
+            for line in f:
+                path = line.split(maxsplit=5)[5:]
+                if path and path[0].startswith("/dev/shm/"):
+                    held.add(path[0].rstrip("\n")[len("/dev/shm/") :].removesuffix(" (deleted)"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return held
 
 
 def session_members(sid: int) -> list[int]:

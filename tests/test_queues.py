@@ -12,6 +12,7 @@ nobody hangs and that nothing is left in /dev/shm.
 from __future__ import annotations
 
 import gc
+import os
 import pickle
 import queue
 import random
@@ -34,7 +35,7 @@ from _targets import (
     DEADLINE,
     FailsToUnpickle,
     finish,
-    phalanx_shm_names,
+    named_shm_held,
     start,
     wait_for_json,
     wait_until,
@@ -52,8 +53,14 @@ SHORT = 0.2
 SLACK = 5.0
 
 
+# /dev/shm entries the processes a test killed held at that moment (see no_shm_leak).
+_HELD_BY_VICTIMS: set[str] = set()
+
+
 def kill(p: BaseProcess) -> None:
     if p.exitcode is None:
+        if p.pid is not None:
+            _HELD_BY_VICTIMS.update(named_shm_held(p.pid))
         p.kill()
     p.join(DEADLINE)
     assert p.exitcode is not None
@@ -88,16 +95,18 @@ def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture
 def no_shm_leak() -> Iterator[None]:
-    """Queues make nothing in /dev/shm: large messages travel in anonymous memfds.
+    """Queues use nothing in /dev/shm: large messages travel in anonymous memfds.
 
-    Only names phalanx would give (a shared-memory segment's) are judged:
-    other programs may create and remove entries there meanwhile.
+    Judged through the test's own processes (other programs may use /dev/shm
+    meanwhile): what this process holds at the end beyond what it held before,
+    and what each process the test kills holds at that moment.
     """
-    before = phalanx_shm_names()
+    _HELD_BY_VICTIMS.clear()
+    before = named_shm_held(os.getpid())
     yield
     gc.collect()
-    new = phalanx_shm_names() - before
-    assert not new, f"left in /dev/shm: {sorted(new)}"
+    held = (named_shm_held(os.getpid()) - before) | _HELD_BY_VICTIMS
+    assert not held, f"queues used /dev/shm: {sorted(held)}"
 
 
 def assert_each_item_once_in_order(results: list[Any], producers: int, n: int) -> None:

@@ -23,7 +23,8 @@ from . import _platform
 
 __all__ = ("Segment", "SegmentCache", "write_parts")
 
-_ROUND = 1 << 20  # segment sizes are whole MiB, so one fits many similar messages
+_ROUND = 1 << 16  # sizes in 64 KiB steps: one fits similar messages, and populating
+# a reused segment (MAP_POPULATE) allocates little beyond what a message uses
 
 
 def write_parts(fd: int, views: list[memoryview]) -> None:
@@ -41,7 +42,7 @@ def write_parts(fd: int, views: list[memoryview]) -> None:
 
 
 class Segment:
-    """One memfd, sized in whole MiB; mapped by the sender once it is reused."""
+    """One memfd, sized in 64 KiB steps; mapped by the sender once it is reused."""
 
     __slots__ = ("fd", "map", "size")
 
