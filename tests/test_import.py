@@ -163,3 +163,47 @@ def test_the_fork_server_preloads_what_children_most_often_receive(tmp_path: Pat
     (queues, locks, connections) no child imports again after its fork."""
     loaded = _child_modules("forkserver", tmp_path)
     assert {"phalanx.queues", "phalanx.synchronize", "phalanx._connection"} <= set(loaded)
+
+
+# Never loaded by a spawned pool worker: what it needs to run tasks is its socket,
+# its progress block (a shared-memory arena inherited as an fd) and the pickles.
+NOT_IN_A_POOL_WORKER = (
+    "hashlib",
+    "hmac",
+    "secrets",
+    "tempfile",
+    "shutil",
+    "ctypes",
+    "phalanx._resource_sharer",
+    "phalanx._wire.auth",
+    "phalanx.pool",
+    "phalanx.queues",
+    "phalanx.synchronize",
+)
+
+
+def test_a_spawned_pool_worker_loads_only_what_running_tasks_needs(tmp_path: Path) -> None:
+    script = tmp_path / "main.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import json, sys
+            import phalanx
+
+            def modules(_):
+                return sorted(sys.modules)
+
+            if __name__ == "__main__":
+                with phalanx.get_context("spawn").Pool(1) as pool:
+                    print(json.dumps(pool.apply(modules, (0,), timeout={DEADLINE})))
+            """
+        ),
+        encoding="utf-8",
+    )
+    out = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=DEADLINE * 2
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = set(json.loads(out.stdout))
+    assert "phalanx._pool_worker" in loaded
+    assert [name for name in NOT_IN_A_POOL_WORKER if name in loaded] == []

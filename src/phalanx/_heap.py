@@ -22,7 +22,6 @@ from typing import Any
 
 from . import _platform
 from . import _util as util
-from ._resource_sharer import share_fd
 
 __all__ = ("Arena", "Block", "malloc")
 
@@ -58,6 +57,10 @@ class Arena:
         _mapped[self.key] = self
 
     def __reduce__(self) -> tuple[Any, ...]:
+        # Imported here: a child that only unpickles arenas (every pool worker)
+        # never needs the sharer, nor the hmac/secrets/OpenSSL it imports.
+        from ._resource_sharer import share_fd
+
         return _rebuild_arena, (self.key, self.size, share_fd(self.fd))
 
 
