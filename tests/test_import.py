@@ -78,6 +78,16 @@ def test_import_phalanx_loads_only_what_starting_a_process_needs() -> None:
     assert [name for name in NOT_ON_IMPORT if name in loaded and name not in bare] == []
 
 
+def test_managers_load_xmlrpc_only_for_the_xmlrpclib_serializer() -> None:
+    """xmlrpc.client brings http.client, email and ssl (~25 ms in every manager server)."""
+    heavy = ("xmlrpc.client", "http.client", "ssl", "email.parser")
+    bare = set(json.loads(_run("import sys, json; print(json.dumps(sorted(sys.modules)))")))
+    loaded = json.loads(
+        _run("import sys, json, phalanx.managers; print(json.dumps(sorted(sys.modules)))")
+    )
+    assert [name for name in heavy if name in loaded and name not in bare] == []
+
+
 def test_the_lazy_names_resolve_on_first_use() -> None:
     out = _run(
         """
