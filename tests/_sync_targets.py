@@ -19,7 +19,7 @@ from typing import Any
 
 from _targets import DEADLINE, sleep_forever, write_json
 from phalanx import _tracker, shared_memory
-from phalanx._errors import AbandonedLockWarning
+from phalanx.errors import AbandonedLockWarning
 
 # --- locks --------------------------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import pytest
 import _targets
 import phalanx
 from _targets import DEADLINE
-from phalanx._errors import ProcessStateError
 from phalanx.context import BaseContext
+from phalanx.errors import ProcessStateError
 
 
 def test_process_state_error_is_value_and_assertion_error() -> None:

@@ -38,8 +38,8 @@ import phalanx._listener
 import phalanx.connection
 import phalanx.managers
 from _targets import DEADLINE, bounded, kill, start, wait_for_json, wait_until
-from phalanx._errors import AbandonedLockWarning
 from phalanx._wire.handshake import BANNER_FRAME
+from phalanx.errors import AbandonedLockWarning
 from phalanx.futures import ProcessPoolExecutor
 from phalanx.pool import Pool, PoolTerminatedError, WorkerLostError
 
@@ -990,7 +990,7 @@ def test_a_killed_waiter_does_not_hang_the_others(ctx: Any, how: str) -> None:
 
 
 @pytest.mark.stress
-@pytest.mark.filterwarnings("ignore::phalanx._errors.AbandonedLockWarning")
+@pytest.mark.filterwarnings("ignore::phalanx.errors.AbandonedLockWarning")
 def test_stress_waiters_killed_at_random_moments() -> None:
     """30 rounds: Event waiters and Barrier parties killed at random moments; set() and
     the barrier's live parties never hang."""

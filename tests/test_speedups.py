@@ -34,7 +34,7 @@ from _targets import (
     wait_until,
 )
 from phalanx import _fast, _platform, _semlock
-from phalanx._errors import AbandonedLockWarning, LockStateError
+from phalanx.errors import AbandonedLockWarning, LockStateError
 
 compiled = pytest.mark.skipif(_fast.speedups is None, reason="phalanx._speedups is not built")
 KINDS = ("Lock", "RLock", "Semaphore", "BoundedSemaphore")

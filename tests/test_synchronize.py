@@ -37,8 +37,8 @@ from _targets import (
     wait_until,
 )
 from phalanx import synchronize
-from phalanx._errors import AbandonedLockWarning, LockStateError
 from phalanx.context import BaseContext
+from phalanx.errors import AbandonedLockWarning, LockStateError
 from phalanx.process import BaseProcess
 from phalanx.reduction import ForkingPickler
 

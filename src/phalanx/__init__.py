@@ -10,10 +10,10 @@ from __future__ import annotations
 import sys as _sys
 
 from . import context as _context
-from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 from ._util import SUBDEBUG as SUBDEBUG  # module attributes, not in __all__ (as the stdlib)
 from ._util import SUBWARNING as SUBWARNING
 from .context import Process
+from .errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
 __all__ = (
     "Array",

@@ -20,10 +20,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import _platform
-from ._errors import BufferTooShort
 from ._resource_sharer import share_fd
 from ._wire import messages
 from ._wire.pickling import dumps, loads, register
+from .errors import BufferTooShort, ProtocolError
 
 __all__ = ("Connection", "Pipe", "wait")
 
@@ -190,7 +190,7 @@ class Connection:
             n = os.readv(handle, [view[got:]])
             if n == 0:
                 self.close()
-                raise messages.ProtocolError("got end of file during message")
+                raise ProtocolError("got end of file during message")
             got += n
 
     def _socket_fd(self, handle: int) -> bool:
@@ -206,7 +206,7 @@ class Connection:
                 return first
             if not first:
                 self.close()
-                raise messages.ProtocolError("got end of file during message")
+                raise ProtocolError("got end of file during message")
             buf = bytearray(size)
             buf[: len(first)] = first
             self._read_into(handle, memoryview(buf)[len(first) :])
@@ -223,7 +223,7 @@ class Connection:
         data = _platform.recv_bytes_waitall(handle, size)
         if len(data) < size:
             self.close()
-            raise messages.ProtocolError("got end of file during message")
+            raise ProtocolError("got end of file during message")
         return data
 
     def _read_header(self, handle: int) -> tuple[int, int]:
@@ -240,7 +240,7 @@ class Connection:
                 self._read_into(handle, memoryview(rest))
                 header += rest
             return messages.unpack_header(header)
-        except messages.ProtocolError:
+        except ProtocolError:
             self.close()
             raise
 
@@ -249,7 +249,7 @@ class Connection:
             count = messages.parse_oob_table(self._read_bytes(handle, 4), body_len)
             table = self._read_bytes(handle, 8 * count)
             sizes, pickle_len = messages.parse_oob_sizes(table, count, body_len)
-        except messages.ProtocolError:
+        except ProtocolError:
             self.close()
             raise
         data = self._read_bytes(handle, pickle_len)
@@ -276,9 +276,9 @@ class Connection:
     def _inline(self, data: Buffer, buffers: list[Buffer]) -> bytes:
         try:
             return messages.inline_buffers(data, buffers)  # type: ignore[arg-type]
-        except (ValueError, messages.ProtocolError) as exc:
+        except (ValueError, ProtocolError) as exc:
             self.close()
-            raise messages.ProtocolError(f"bad out-of-band message: {exc}") from None
+            raise ProtocolError(f"bad out-of-band message: {exc}") from None
 
     def recv_bytes(self, maxlength: int | None = None) -> bytes:
         """Receive one message as bytes (blocks).
@@ -410,3 +410,7 @@ def _reduce_connection(conn: Connection) -> tuple[Any, ...]:
 
 
 register(Connection, _reduce_connection)
+
+# Documented (and pickled by reference) under the public module that re-exports them.
+for _public in (Connection, Pipe, wait):
+    _public.__module__ = "phalanx.connection"

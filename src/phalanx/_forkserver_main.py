@@ -20,13 +20,13 @@ import time
 
 from . import _platform, _spawn, process
 from . import _util as util
-from ._errors import AuthenticationError
 from ._forkserver import MAX_FDS_PER_REQUEST
 from ._spawn_main import run_child
 from ._wire import auth
 from ._wire.fds import set_inherited_fds
 from ._wire.framing import FRAME_HEADER, read_frame, write_int
 from ._wire.pickling import loads
+from .errors import AuthenticationError
 
 TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
 if TYPE_CHECKING:

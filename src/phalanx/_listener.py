@@ -401,3 +401,15 @@ def Client(address: Any, family: str | None = None, authkey: bytes | None = None
         if key is not None:
             run_blocking(sock, auth.client_steps(key), HANDSHAKE_TIMEOUT)
         return Connection(sock.detach())
+
+
+# Documented (and pickled by reference) under the public module that re-exports them.
+for _public in (
+    Listener,
+    Client,
+    address_type,
+    arbitrary_address,
+    answer_challenge,
+    deliver_challenge,
+):
+    _public.__module__ = "phalanx.connection"

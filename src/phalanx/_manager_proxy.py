@@ -43,10 +43,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from . import _util as util
-from ._errors import AuthenticationError
 from ._listener import Client as _SocketClient
 from ._listener import Listener as _SocketListener
 from ._wire.pickling import register
+from .errors import AuthenticationError, RemoteError, ServerGoneError
 from .process import current_process
 
 __all__ = (
@@ -67,20 +67,6 @@ RETURN, ERROR, REMOTE, PROXY = "#RETURN", "#ERROR", "#TRACEBACK", "#PROXY"
 # them, then (priority 0) managers shut their servers down.
 _PROXY_PRIORITY = 10
 _FLUSH_PRIORITY = 5
-
-
-class RemoteError(Exception):
-    """The server could not run a request; ``args[0]`` is its explanation or traceback."""
-
-    def __str__(self) -> str:
-        return "\n" + "-" * 75 + "\n" + str(self.args[0]) + "-" * 75
-
-
-class ServerGoneError(RemoteError, ConnectionError):
-    """The manager's server went away (killed, shut down, network lost) during a request."""
-
-    def __str__(self) -> str:
-        return str(self.args[0])
 
 
 class Token:
@@ -589,3 +575,8 @@ def AutoProxy(
 
 def class_getitem(cls: type, item: Any) -> types.GenericAlias:
     return types.GenericAlias(cls, item)
+
+
+# Documented (and pickled by reference) under the public module that re-exports them.
+for _public in (Token, BaseProxy, RebuildProxy, MakeProxyType, AutoProxy):
+    _public.__module__ = "phalanx.managers"

@@ -22,8 +22,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _util as util
-from ._errors import AuthenticationError
 from ._manager_proxy import ERROR, PROXY, REMOTE, RETURN, listener_client
+from .errors import AuthenticationError
 from .process import AuthenticationString, current_process
 
 __all__ = ("Server", "public_methods")
@@ -300,3 +300,8 @@ class Server:
         "shutdown": _shutdown,
         "dummy": _dummy,
     }
+
+
+# Documented (and pickled by reference) under the public module that re-exports them.
+for _public in (Server, public_methods):
+    _public.__module__ = "phalanx.managers"

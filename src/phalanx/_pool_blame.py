@@ -16,8 +16,8 @@ import signal
 from collections.abc import Sequence
 
 from . import _platform
-from ._errors import TaskTimeoutError, WorkerLostError
 from ._pool_results import Chunk
+from .errors import TaskTimeoutError, WorkerLostError
 
 __all__ = (
     "INIT_FAILURES",

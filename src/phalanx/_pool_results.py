@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _platform
-from ._errors import PoolTerminatedError, TimeoutError
+from .errors import PoolTerminatedError, RemoteTraceback, TimeoutError
 
 __all__ = (
     "APPLY",
@@ -34,8 +34,6 @@ __all__ = (
     "IMapIterator",
     "IMapUnorderedIterator",
     "MapResult",
-    "MaybeEncodingError",
-    "RemoteTraceback",
     "deliver",
     "fail_all",
     "refuse",
@@ -47,17 +45,6 @@ MAP = 1  # payload = [x, ...]: func(x) for each
 STARMAP = 2  # payload = [args, ...]: func(*args) for each
 
 job_counter = itertools.count()
-
-
-class RemoteTraceback(Exception):
-    """The worker's traceback as text; attached as ``__cause__`` of a re-raised error."""
-
-    def __init__(self, tb: str) -> None:
-        super().__init__(tb)
-        self.tb = tb
-
-    def __str__(self) -> str:
-        return self.tb
 
 
 _ITEM = "_phalanx_item"  # set on a task's exception by the worker, taken off by add_item_note
@@ -102,21 +89,6 @@ class ExceptionWithTraceback:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return rebuild_exc, (self.exc, self.tb)
-
-
-class MaybeEncodingError(Exception):
-    """A result (or an exception) could not be pickled to travel back from the worker."""
-
-    def __init__(self, exc: Any, value: Any) -> None:
-        self.exc = repr(exc)
-        self.value = repr(value)
-        super().__init__(self.exc, self.value)
-
-    def __str__(self) -> str:
-        return f"Error sending result: '{self.value}'. Reason: '{self.exc}'"
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__}: {self}>"
 
 
 class Chunk:

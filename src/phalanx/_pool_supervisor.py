@@ -34,7 +34,6 @@ from typing import Any
 from . import _heap, _platform
 from . import _util as util
 from ._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
-from ._errors import PoolTerminatedError, WorkerLostError
 from ._pool_blame import StartFailures, blame, death_error, how, signal_of
 from ._pool_results import Chunk, add_item_note, deliver, fail_all
 from ._pool_worker import (
@@ -52,6 +51,7 @@ from ._pool_worker import (
     worker_main,
 )
 from ._segments import SegmentCache
+from .errors import PoolTerminatedError, WorkerLostError
 
 __all__ = ("CREDIT", "ProcessBackend")
 

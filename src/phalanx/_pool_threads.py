@@ -10,8 +10,8 @@ import collections
 import threading
 from typing import Any
 
-from ._errors import PoolTerminatedError
 from ._pool_results import APPLY, MAP, Chunk, fail_all, refuse
+from .errors import PoolTerminatedError
 
 __all__ = ("ThreadBackend",)
 

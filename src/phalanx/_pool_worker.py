@@ -50,8 +50,9 @@ from typing import Any
 from . import _platform
 from . import _util as util
 from ._channel import decode, encode, recv_datagram, recv_spinning, send_datagram
-from ._pool_results import APPLY, MAP, ExceptionWithTraceback, MaybeEncodingError, mark_item
+from ._pool_results import APPLY, MAP, ExceptionWithTraceback, mark_item
 from ._wire.fds import DupFd
+from .errors import MaybeEncodingError
 
 __all__ = (
     "BEGUN",

@@ -18,10 +18,10 @@ import threading
 
 from . import _platform, process
 from . import _util as util
-from ._errors import AuthenticationError
 from ._wire import auth
 from ._wire.fds import DupFd
 from ._wire.framing import sock_recv_frame, sock_send_frame
+from .errors import AuthenticationError
 
 __all__ = ("SharedFd", "share_fd")
 

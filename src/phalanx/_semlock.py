@@ -57,10 +57,10 @@ from typing import Any
 
 from . import _heap, _platform
 from . import _util as util
-from ._errors import AbandonedLockWarning, LockStateError
 from ._fast import load as _load_speedups
 from ._fast import speedups as _speedups
 from ._wire.pickling import get_spawning_popen
+from .errors import AbandonedLockWarning, LockStateError
 
 __all__ = ("RECURSIVE_MUTEX", "SEMAPHORE", "SEM_VALUE_MAX", "SemLock")
 

@@ -288,3 +288,18 @@ def wait_for(
         wait(waittime)
         result = predicate()
     return result
+
+
+# Documented (and pickled by reference) under the public module that re-exports them.
+for _public in (
+    Finalize,
+    debug,
+    get_logger,
+    info,
+    is_exiting,
+    log_to_stderr,
+    register_after_fork,
+    sub_debug,
+    sub_warning,
+):
+    _public.__module__ = "phalanx.util"

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._cluster.backend import ClusterSemanticsWarning
+from .errors import ClusterSemanticsWarning
 
 __all__ = ("ClusterSemanticsWarning", "Dask", "Ray", "engine_for")
 

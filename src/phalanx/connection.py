@@ -13,7 +13,6 @@ with an ``authkey`` nothing is unpickled before the HMAC-SHA256 handshake
 from __future__ import annotations
 
 from ._connection import Connection, Pipe, wait
-from ._errors import AuthenticationError, BufferTooShort
 from ._listener import (
     Client,
     Listener,
@@ -26,6 +25,7 @@ from ._listener import (
 )
 from ._wire.auth import CHALLENGE_TAG as CHALLENGE
 from ._wire.auth import FAILURE, WELCOME
+from .errors import AuthenticationError, BufferTooShort
 
 __all__ = (
     "CHALLENGE",

@@ -11,7 +11,7 @@ import sys
 
 from . import _platform, process
 from . import _util as util
-from ._errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
+from .errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
 # The parts of the API are imported when first used, as the stdlib does: a
 # program (or a spawned child) that only starts processes never loads the

@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future
 from typing import Any
 
-from . import _errors
 from . import _util as util
+from . import errors as _errors
 from ._pool_backend import PoolBackend, cluster_backend
 from ._pool_results import APPLY, Chunk, _Job
 from ._pool_supervisor import ProcessBackend

@@ -25,14 +25,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _util as util
-from ._errors import ProcessError, ProcessStateError
 from ._manager_proxy import (
     AutoProxy,
     BaseProxy,
     MakeProxyType,
     RebuildProxy,
-    RemoteError,
-    ServerGoneError,
     Token,
     _adopt,
     _channels,
@@ -40,6 +37,7 @@ from ._manager_proxy import (
     listener_client,
 )
 from ._manager_server import Server, public_methods
+from .errors import ProcessError, ProcessStateError, RemoteError, ServerGoneError
 from .process import AuthenticationString, current_process
 
 __all__ = (

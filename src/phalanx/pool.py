@@ -29,7 +29,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from . import _util as util
-from ._errors import PoolTerminatedError, TaskTimeoutError, TimeoutError, WorkerLostError
 from ._pool_backend import cluster_backend
 from ._pool_results import (
     APPLY,
@@ -42,14 +41,20 @@ from ._pool_results import (
     IMapIterator,
     IMapUnorderedIterator,
     MapResult,
-    MaybeEncodingError,
-    RemoteTraceback,
     job_counter,
     rebuild_exc,
 )
 from ._pool_supervisor import ProcessBackend
 from ._pool_threads import ThreadBackend
 from ._progress import make_bar
+from .errors import (
+    MaybeEncodingError,
+    PoolTerminatedError,
+    RemoteTraceback,
+    TaskTimeoutError,
+    TimeoutError,
+    WorkerLostError,
+)
 
 __all__ = ("Pool", "ThreadPool")
 

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 
 from . import _platform, _stdlib
 from . import _util as util
-from ._errors import ProcessStateError
 from ._wire.pickling import get_spawning_popen
+from .errors import ProcessStateError
 
 TYPE_CHECKING = False  # typing is not imported at run time: see context.py
 if TYPE_CHECKING:

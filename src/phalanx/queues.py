@@ -40,7 +40,6 @@ from . import _util as util
 from ._channel import INLINE as _INLINE
 from ._channel import MAX_INLINE as _MAX_INLINE
 from ._channel import Channel, decode, encode
-from ._errors import LockStateError
 from ._queue_transport import (
     LOST,
     RingTransport,
@@ -53,6 +52,7 @@ from ._ring import Ring
 from ._wire.pickling import ATOMS as _ATOMS
 from ._wire.pickling import PROTOCOL as _PROTOCOL
 from ._wire.pickling import get_spawning_popen
+from .errors import LockStateError
 from .synchronize import SEM_VALUE_MAX, BoundedSemaphore, Condition, Semaphore
 
 __all__ = ("JoinableQueue", "Queue", "SimpleQueue")

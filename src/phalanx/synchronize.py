@@ -24,10 +24,10 @@ from typing import Any
 
 from . import _heap, process
 from . import _util as util
-from ._errors import AbandonedLockWarning, LockStateError
 from ._semlock import RECURSIVE_MUTEX, SEM_VALUE_MAX, SEMAPHORE
 from ._semlock import SemLock as _SemLockCore
 from ._waiters import SLOTS, Counter, WaitList, is_dead, my_start_time
+from .errors import AbandonedLockWarning, LockStateError
 
 __all__ = (
     "SEM_VALUE_MAX",

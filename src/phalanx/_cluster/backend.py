@@ -44,15 +44,20 @@ import time
 import warnings
 from typing import Any
 
-from .._errors import PoolTerminatedError, TaskTimeoutError, WorkerLostError
 from .._pool_results import Chunk, add_item_note, deliver, fail_all, refuse
 from .._wire import pickling
+from ..errors import (
+    ClusterSemanticsWarning,
+    PoolTerminatedError,
+    TaskTimeoutError,
+    WorkerLostError,
+)
 from .engine import Engine, TaskEnd
 from .records import ASSIGNED, BEGUN, DONE, QUEUED, Entry, Peer, Task, is_loopback
 from .runner import PEER_SILENT_AFTER, HubSpec, tune_link
 from .store import Store, encode
 
-__all__ = ("ClusterBackend", "ClusterSemanticsWarning")
+__all__ = ("ClusterBackend",)
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
 
@@ -68,10 +73,6 @@ UNSTARTED_LIMIT = 20
 # (lost() gives up on a head after net.LOST_AFTER, 5 s).
 DOUBT_LIMIT = 15.0
 CAPACITY_EVERY = 1.0  # how often the engine's capacity is asked again
-
-
-class ClusterSemanticsWarning(RuntimeWarning):
-    """A promise of the local pool that this engine cannot keep here (the message says which)."""
 
 
 class ClusterBackend:

@@ -45,9 +45,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import __version__, _platform
-from .._pool_results import ExceptionWithTraceback, MaybeEncodingError
+from .._pool_results import ExceptionWithTraceback
 from .._pool_worker import _run
 from .._wire import pickling
+from ..errors import MaybeEncodingError
 
 __all__ = ("HubSpec", "run_task")
 

@@ -10,7 +10,7 @@ import weakref
 
 from .. import _platform, _tracker
 from .. import _util as util
-from .._errors import ProcessStateError
+from ..errors import ProcessStateError
 from ..process import check_timeout, flush_std_streams
 
 TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py

@@ -23,7 +23,7 @@ import secrets
 from collections.abc import Callable, Generator
 from typing import Any
 
-from .._errors import AuthenticationError
+from ..errors import AuthenticationError
 
 CHALLENGE_TAG = b"#PHALANX-CHALLENGE-SHA256#"
 WELCOME = b"#PHALANX-WELCOME#"

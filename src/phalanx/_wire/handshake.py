@@ -20,7 +20,7 @@ import socket
 import struct
 import time
 
-from .._errors import AuthenticationError
+from ..errors import AuthenticationError
 from . import auth, messages
 
 __all__ = ("BANNER_FRAME", "STDLIB_PEER", "Handshake", "run_blocking")

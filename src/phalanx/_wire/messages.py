@@ -24,6 +24,8 @@ import mmap
 import os
 import struct
 
+from ..errors import ProtocolError
+
 ByteData = bytes | bytearray | memoryview | mmap.mmap
 
 HEADER = struct.Struct("!Q")
@@ -47,10 +49,6 @@ def _memory_limit() -> int:
 # No single message can be larger than physical memory: a header claiming more
 # is corrupt (or hostile).
 MAX_MESSAGE = _memory_limit()
-
-
-class ProtocolError(OSError):
-    """The byte stream is not a valid sequence of messages."""
 
 
 def pack_header(kind: int, length: int) -> bytes:
