@@ -15,6 +15,10 @@ from ._util import SUBWARNING as SUBWARNING
 from .context import Process
 from .errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
+TYPE_CHECKING = False  # typing is not imported at run time: see context.py
+if TYPE_CHECKING:
+    from typing import Final
+
 __all__ = (
     "Array",
     "AuthenticationError",
@@ -59,37 +63,44 @@ __version__ = "0.1.0"
 
 _default = _context._default_context
 
-Array = _default.Array
-Barrier = _default.Barrier
-BoundedSemaphore = _default.BoundedSemaphore
-Condition = _default.Condition
-Event = _default.Event
-JoinableQueue = _default.JoinableQueue
-Lock = _default.Lock
-Manager = _default.Manager
-Pipe = _default.Pipe
-Pool = _default.Pool
-Queue = _default.Queue
-RLock = _default.RLock
-RawArray = _default.RawArray
-RawValue = _default.RawValue
-Semaphore = _default.Semaphore
-SimpleQueue = _default.SimpleQueue
-Value = _default.Value
-active_children = _default.active_children
-allow_connection_pickling = _default.allow_connection_pickling
-cpu_count = _default.cpu_count
-current_process = _default.current_process
-freeze_support = _default.freeze_support
-get_all_start_methods = _default.get_all_start_methods
-get_context = _default.get_context
-get_logger = _default.get_logger
-get_start_method = _default.get_start_method
-log_to_stderr = _default.log_to_stderr
-parent_process = _default.parent_process
-set_executable = _default.set_executable
-set_forkserver_preload = _default.set_forkserver_preload
-set_start_method = _default.set_start_method
+# For type checkers the queue names are the classes (as typeshed has them), so that
+# ``multiprocessing.Queue[int]`` annotates; at run time they are the context's methods.
+if TYPE_CHECKING:
+    from .queues import JoinableQueue as JoinableQueue
+    from .queues import Queue as Queue
+    from .queues import SimpleQueue as SimpleQueue
+else:
+    JoinableQueue = _default.JoinableQueue
+    Queue = _default.Queue
+    SimpleQueue = _default.SimpleQueue
+Array: Final = _default.Array
+Barrier: Final = _default.Barrier
+BoundedSemaphore: Final = _default.BoundedSemaphore
+Condition: Final = _default.Condition
+Event: Final = _default.Event
+Lock: Final = _default.Lock
+Manager: Final = _default.Manager
+Pipe: Final = _default.Pipe
+Pool: Final = _default.Pool
+RLock: Final = _default.RLock
+RawArray: Final = _default.RawArray
+RawValue: Final = _default.RawValue
+Semaphore: Final = _default.Semaphore
+Value: Final = _default.Value
+active_children: Final = _default.active_children
+allow_connection_pickling: Final = _default.allow_connection_pickling
+cpu_count: Final = _default.cpu_count
+current_process: Final = _default.current_process
+freeze_support: Final = _default.freeze_support
+get_all_start_methods: Final = _default.get_all_start_methods
+get_context: Final = _default.get_context
+get_logger: Final = _default.get_logger
+get_start_method: Final = _default.get_start_method
+log_to_stderr: Final = _default.log_to_stderr
+parent_process: Final = _default.parent_process
+set_executable: Final = _default.set_executable
+set_forkserver_preload: Final = _default.set_forkserver_preload
+set_start_method: Final = _default.set_start_method
 
 
 # Imported when first named, like the rest of the API (``import phalanx`` loads
@@ -99,7 +110,6 @@ set_start_method = _default.set_start_method
 _LAZY_SUBMODULES = frozenset({"queues", "reduction", "sharedctypes", "synchronize", "util"})
 
 
-TYPE_CHECKING = False
 if TYPE_CHECKING:
     from . import reduction as reducer
 else:  # hidden from type checkers: a module ``__getattr__`` would hide typos from them

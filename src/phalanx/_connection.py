@@ -17,13 +17,30 @@ import socket
 import stat
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from . import _platform
 from ._resource_sharer import share_fd
 from ._wire import messages
 from ._wire.pickling import dumps, loads, register
 from .errors import BufferTooShort, ProtocolError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Self
+
+    from _typeshed import ReadableBuffer
+
+    # PEP 696 defaults (typing_extensions for the checker only; 3.11 and 3.12's
+    # TypeVar has none): a bare ``Connection`` is ``Connection[Any, Any]``, as
+    # in typeshed.
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    _SendT_contra = _TypeVarWithDefault("_SendT_contra", contravariant=True, default=Any)
+    _RecvT_co = _TypeVarWithDefault("_RecvT_co", covariant=True, default=Any)
+else:
+    _SendT_contra = TypeVar("_SendT_contra", contravariant=True)
+    _RecvT_co = TypeVar("_RecvT_co", covariant=True)
 
 __all__ = ("Connection", "Pipe", "wait")
 
@@ -33,9 +50,11 @@ _SMALL = 1 << 16  # below this a message goes out in one write() of a joined buf
 _IOV_MAX = 1024
 
 
-class Connection:
+class Connection(Generic[_SendT_contra, _RecvT_co]):
     """One end of a pipe: send and receive whole messages.
 
+    ``Connection[SendT, RecvT]`` sends ``SendT`` and receives ``RecvT`` for
+    type checkers (a bare ``Connection`` is ``Connection[Any, Any]``).
     ``send``/``recv`` block with no timeout, like the stdlib: bound them with
     ``poll`` or ``wait``.  ``recv`` raises ``EOFError`` once the peer has closed
     its end and nothing is left to read; every call on a closed connection
@@ -106,7 +125,7 @@ class Connection:
         if self._handle is not None:
             _os_close(self._handle)
 
-    def __enter__(self) -> Connection:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -119,7 +138,7 @@ class Connection:
 
     # -- sending ------------------------------------------------------------------------
 
-    def send_bytes(self, buf: Any, offset: int = 0, size: int | None = None) -> None:
+    def send_bytes(self, buf: ReadableBuffer, offset: int = 0, size: int | None = None) -> None:
         """Send a bytes-like object (or its slice ``[offset:offset+size]``) as one message."""
         handle = self._check_writable()
         view = memoryview(buf)
@@ -139,7 +158,7 @@ class Connection:
         body = view[offset : offset + size]
         self._write_parts(handle, [messages.pack_header(messages.KIND_RAW, size), body])
 
-    def send(self, obj: Any) -> None:
+    def send(self, obj: _SendT_contra) -> None:
         """Pickle ``obj`` and send it as one message (large buffers out of band)."""
         handle = self._check_writable()
         buffers: list[pickle.PickleBuffer] = []
@@ -322,14 +341,16 @@ class Connection:
         view[offset : offset + len(data)] = data
         return len(data)
 
-    def recv(self) -> Any:
+    def recv(self) -> _RecvT_co:
         """Receive one message and unpickle it (blocks); ``EOFError`` if the peer closed."""
         handle = self._check_readable()
         kind, length = self._read_header(handle)
+        # (What the peer sent is RecvT by the caller's word: an unchecked cast,
+        # as typeshed's; no cast() call here, recv() is a hot path.)
         if kind == messages.KIND_RAW:
-            return loads(self._read_bytes(handle, length))
+            return loads(self._read_bytes(handle, length))  # type: ignore[no-any-return]
         data, buffers = self._read_oob(handle, length)
-        return loads(data, buffers)
+        return loads(data, buffers)  # type: ignore[no-any-return]
 
     def poll(self, timeout: float | None = 0.0) -> bool:
         """Whether a message (or EOF) can be read within ``timeout`` seconds (None: forever)."""
@@ -373,7 +394,7 @@ def _to_bytes(data: Buffer) -> bytes:
     return result
 
 
-def Pipe(duplex: bool = True) -> tuple[Connection, Connection]:
+def Pipe(duplex: bool = True) -> tuple[Connection[Any, Any], Connection[Any, Any]]:
     """A pair of connected ``Connection`` objects; one-way ``(reader, writer)`` if not duplex."""
     if duplex:
         s1, s2 = socket.socketpair()
@@ -389,11 +410,15 @@ def _fd_of(obj: Any) -> int:
     return obj if isinstance(obj, int) else int(obj.fileno())
 
 
-def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
+def wait(
+    object_list: Iterable[Connection[_SendT_contra, _RecvT_co] | socket.socket | int],
+    timeout: float | None = None,
+) -> list[Connection[_SendT_contra, _RecvT_co] | socket.socket | int]:
     """The objects of ``object_list`` ready to be read, waiting up to ``timeout`` seconds.
 
     Accepts connections, sockets, process sentinels (ints) and anything with
-    ``fileno()``.  A connection is ready when a message or EOF awaits.
+    ``fileno()`` (typed as typeshed has it: connections, sockets and ints).  A
+    connection is ready when a message or EOF awaits.
     """
     objects = list(object_list)
     fds = {_fd_of(obj) for obj in objects}
@@ -401,11 +426,11 @@ def wait(object_list: Iterable[Any], timeout: float | None = None) -> list[Any]:
     return [obj for obj in objects if _fd_of(obj) in ready]
 
 
-def _rebuild_connection(df: Any, readable: bool, writable: bool) -> Connection:
+def _rebuild_connection(df: Any, readable: bool, writable: bool) -> Connection[Any, Any]:
     return Connection(df.detach(), readable, writable)
 
 
-def _reduce_connection(conn: Connection) -> tuple[Any, ...]:
+def _reduce_connection(conn: Connection[Any, Any]) -> tuple[Any, ...]:
     return _rebuild_connection, (share_fd(conn.fileno()), conn.readable, conn.writable)
 
 

@@ -27,6 +27,14 @@ from ._wire import auth
 from ._wire.handshake import Handshake, run_blocking
 from .util import get_temp_dir, is_abstract_socket_namespace
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Self, TypeAlias
+
+    # https://docs.python.org/3/library/multiprocessing.html#address-formats
+    # (bytes: a Linux abstract AF_UNIX name, starting with a NUL byte)
+    _Address: TypeAlias = str | bytes | tuple[str, int]
+
 __all__ = (
     "Client",
     "Listener",
@@ -38,7 +46,7 @@ __all__ = (
     "families",
 )
 
-families = ["AF_INET", "AF_UNIX"]
+families: list[str] = ["AF_INET", "AF_UNIX"]
 # A peer gets this long to complete the handshake: one that connects and goes
 # silent must not block accept() (and every client queued behind it) forever.
 HANDSHAKE_TIMEOUT = 20.0
@@ -49,7 +57,7 @@ _KEYED_BACKLOG = 64
 _ACCEPT_BATCH = 64  # clients taken off the kernel's queue per turn
 _BACKOFF_MIN, _BACKOFF_MAX = 0.01, 1.0  # pause in accepting when out of fds
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-default_family = "AF_UNIX"
+default_family: str = "AF_UNIX"
 _MAX_AUTH_MESSAGE = auth.MAX_AUTH_MESSAGE
 
 
@@ -84,14 +92,14 @@ def _check_authkey(authkey: object) -> bytes | None:
     return authkey
 
 
-def deliver_challenge(connection: Any, authkey: bytes) -> None:
+def deliver_challenge(connection: Connection[Any, Any], authkey: bytes) -> None:
     """Check that the peer of ``connection`` knows ``authkey`` (AuthenticationError if not)."""
     if not isinstance(authkey, bytes):
         raise ValueError(f"Authkey must be bytes, not {type(authkey).__name__}")
     auth.deliver_challenge(connection.send_bytes, connection.recv_bytes, authkey)
 
 
-def answer_challenge(connection: Any, authkey: bytes) -> None:
+def answer_challenge(connection: Connection[Any, Any], authkey: bytes) -> None:
     """Prove to the peer of ``connection`` that we know ``authkey``."""
     if not isinstance(authkey, bytes):
         raise ValueError(f"Authkey must be bytes, not {type(authkey).__name__}")
@@ -114,7 +122,7 @@ class Listener:
 
     def __init__(
         self,
-        address: Any = None,
+        address: _Address | None = None,
         family: str | None = None,
         backlog: int = 1,
         authkey: bytes | None = None,
@@ -176,7 +184,7 @@ class Listener:
             self._watch.close()
             self._new_watch(self._socket)
 
-    def accept(self) -> Any:
+    def accept(self) -> Connection[Any, Any]:
         """Wait for a client (blocks) and return its connection, authenticated if keyed.
 
         Raises the error of a client that fails its handshake (a wrong key:
@@ -203,7 +211,7 @@ class Listener:
                     del outcome  # no reference cycle through the traceback
             return self._wrap(outcome)
 
-    def _wrap(self, conn: Connection) -> Any:
+    def _wrap(self, conn: Connection[Any, Any]) -> Connection[Any, Any]:
         """What ``accept()`` returns for an accepted connection (subclasses wrap it)."""
         return conn
 
@@ -359,7 +367,7 @@ class Listener:
         self._check_pid()
         return self._watch.fileno()
 
-    def __enter__(self) -> Listener:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -386,7 +394,9 @@ def _poke(fd: int) -> None:
         pass
 
 
-def Client(address: Any, family: str | None = None, authkey: bytes | None = None) -> Connection:
+def Client(
+    address: _Address, family: str | None = None, authkey: bytes | None = None
+) -> Connection[Any, Any]:
     """Connect to a ``Listener`` at ``address``; authenticate if ``authkey`` is given.
 
     The handshake has ``HANDSHAKE_TIMEOUT`` seconds in all: a server that

@@ -49,6 +49,14 @@ from ._wire.pickling import register
 from .errors import AuthenticationError, RemoteError, ServerGoneError
 from .process import current_process
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # A manager's server address: an AF_UNIX path (bytes: a Linux abstract name) or
+    # (host, port), as ``multiprocessing.connection`` takes them.
+    _Address: TypeAlias = str | bytes | tuple[str, int]
+
 __all__ = (
     "AutoProxy",
     "BaseProxy",
@@ -74,13 +82,17 @@ class Token:
 
     __slots__ = ("address", "id", "typeid")
 
-    def __init__(self, typeid: str, address: Any, id: str) -> None:
+    typeid: str
+    address: _Address | None
+    id: str
+
+    def __init__(self, typeid: str, address: _Address | None, id: str) -> None:
         self.typeid, self.address, self.id = typeid, address, id
 
-    def __getstate__(self) -> tuple[str, Any, str]:
+    def __getstate__(self) -> tuple[str, _Address | None, str]:
         return (self.typeid, self.address, self.id)
 
-    def __setstate__(self, state: tuple[str, Any, str]) -> None:
+    def __setstate__(self, state: tuple[str, _Address | None, str]) -> None:
         self.typeid, self.address, self.id = state
 
     def __repr__(self) -> str:
@@ -142,7 +154,7 @@ def _xml_client(*args: Any, **kwds: Any) -> _XmlConnection:
     return _XmlConnection(_SocketClient(*args, **kwds))
 
 
-listener_client: dict[str, tuple[Any, Callable[..., Any]]] = {
+listener_client: dict[str, tuple[type[_SocketListener], Callable[..., Any]]] = {
     "pickle": (_SocketListener, _SocketClient),
     "xmlrpclib": (_XmlListener, _xml_client),
 }
@@ -316,6 +328,7 @@ class BaseProxy:
 
     _exposed_: tuple[str, ...] | None = None
     _method_to_typeid_: Mapping[str, str] | None = None
+    _isauto: bool  # set (True) on the proxies AutoProxy makes
 
     def __init__(
         self,
@@ -527,8 +540,8 @@ def _make_method(name: str) -> Callable[..., Any]:
 def MakeProxyType(
     name: str,
     exposed: Iterable[str],
-    _cache: dict[tuple[str, tuple[str, ...]], type] = {},  # noqa: B006 (a deliberate memo)
-) -> type:
+    _cache: dict[tuple[str, tuple[str, ...]], type[BaseProxy]] = {},  # noqa: B006 (a deliberate memo)
+) -> type[BaseProxy]:
     """A ``BaseProxy`` subclass with one method per exposed name (built without ``exec``)."""
     exposed = tuple(exposed)
     try:
@@ -570,7 +583,7 @@ def AutoProxy(
         manager_owned=manager_owned,
     )
     proxy._isauto = True
-    return proxy  # type: ignore[no-any-return]
+    return proxy
 
 
 def class_getitem(cls: type, item: Any) -> types.GenericAlias:

@@ -26,6 +26,11 @@ from ._manager_proxy import ERROR, PROXY, REMOTE, RETURN, listener_client
 from .errors import AuthenticationError
 from .process import AuthenticationString, current_process
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._listener import Listener
+    from ._manager_proxy import _Address
+
 __all__ = ("Server", "public_methods")
 
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -56,24 +61,30 @@ class Server:
     """Serves the referents of a manager on ``address`` (see the module docstring)."""
 
     def __init__(
-        self, registry: Mapping[str, tuple[Any, ...]], address: Any, authkey: bytes, serializer: str
+        self,
+        registry: Mapping[str, tuple[Any, ...]],
+        address: _Address | None,
+        authkey: bytes,
+        serializer: str,
     ) -> None:
         if not isinstance(authkey, bytes):
             raise TypeError(f"Authkey {authkey!r} is type {type(authkey)!s}, not bytes")
-        self.registry = registry
-        self.authkey = AuthenticationString(authkey)
+        self.registry: Mapping[str, tuple[Any, ...]] = registry
+        self.authkey: AuthenticationString = AuthenticationString(authkey)
         try:
             listener_type = listener_client[serializer][0]
         except KeyError:
             raise ValueError(
                 f"unknown serializer {serializer!r}: use one of {sorted(listener_client)}"
             ) from None
-        self.listener = listener_type(address=address, backlog=128, authkey=authkey)
-        self.address = self.listener.address
-        self.serializer = serializer
+        self.listener: Listener = listener_type(address=address, backlog=128, authkey=authkey)
+        # Truthfully an _Address; Any until callers that unpack it as (host, port)
+        # (__main__.serve_manager) narrow it first.
+        self.address: Any = self.listener.address
+        self.serializer: str = serializer
         self._objects: dict[str, _Entry] = {}
         self._mutex = threading.RLock()
-        self.stop_event = threading.Event()
+        self.stop_event: threading.Event = threading.Event()
 
     # -- lifetime ----------------------------------------------------------------------
 

@@ -17,11 +17,14 @@ import sys
 import threading
 import traceback
 import types
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from . import _platform
 from .errors import PoolTerminatedError, RemoteTraceback, TimeoutError
+
+if TYPE_CHECKING:
+    from .pool import Pool
 
 __all__ = (
     "APPLY",
@@ -44,7 +47,9 @@ APPLY = 0  # payload = (args, kwds): one call
 MAP = 1  # payload = [x, ...]: func(x) for each
 STARMAP = 2  # payload = [args, ...]: func(*args) for each
 
-job_counter = itertools.count()
+job_counter: itertools.count[int] = itertools.count()
+
+_T = TypeVar("_T")
 
 
 _ITEM = "_phalanx_item"  # set on a task's exception by the worker, taken off by add_item_note
@@ -75,6 +80,7 @@ def add_item_note(exc: BaseException, chunk: Chunk) -> None:
 
 
 def rebuild_exc(exc: BaseException, tb: str) -> BaseException:
+    """``exc`` with its remote traceback text attached as its cause (unpickling side)."""
     exc.__cause__ = RemoteTraceback(tb)
     return exc
 
@@ -84,8 +90,8 @@ class ExceptionWithTraceback:
 
     def __init__(self, exc: BaseException, tb: types.TracebackType | None) -> None:
         text = "".join(traceback.format_exception(type(exc), exc, tb))
-        self.exc = exc
-        self.tb = f'\n"""\n{text}"""'
+        self.exc: BaseException = exc
+        self.tb: str = f'\n"""\n{text}"""'
 
     def __reduce__(self) -> tuple[Any, ...]:
         return rebuild_exc, (self.exc, self.tb)
@@ -242,7 +248,7 @@ class _Job:
             pool._interrupted()
 
 
-class ApplyResult(_Job):
+class ApplyResult(_Job, Generic[_T]):
     """The future result of ``apply_async`` (and the base of ``MapResult``).
 
     Ready is a one-shot latch kept here, not a ``threading.Event`` (which is
@@ -250,11 +256,13 @@ class ApplyResult(_Job):
     (``_set_ready``); waiters take it and give it straight back, so all pass.
     """
 
+    # (Generic adds no __new__/__init__: creating one costs what it did.)
+
     def __init__(
         self,
-        pool: Any,
-        callback: Callable[[Any], Any] | None = None,
-        error_callback: Callable[[BaseException], Any] | None = None,
+        pool: Pool,
+        callback: Callable[[_T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
     ) -> None:
         super().__init__(pool, callback, error_callback)
         self._success = True
@@ -288,17 +296,20 @@ class ApplyResult(_Job):
         return self._done
 
     def ready(self) -> bool:
+        """Whether the call is over (result or exception in)."""
         return self._done
 
     def successful(self) -> bool:
+        """Whether the call returned without raising; ``ValueError`` if not ready yet."""
         if not self.ready():
             raise ValueError(f"{self!r} not ready: call successful() once ready() is true")
         return self._success
 
     def wait(self, timeout: float | None = None) -> None:
+        """Wait until the result is ready, or ``timeout`` seconds at most."""
         self._wait_ready(timeout)
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None) -> _T:
         """The result; re-raises the task's exception; ``TimeoutError`` if not ready in time."""
         try:
             ready = self._wait_ready(timeout)
@@ -308,7 +319,7 @@ class ApplyResult(_Job):
         if not ready:
             raise TimeoutError(f"result not ready after {timeout} s")
         if self._success:
-            return self._value
+            return self._value  # type: ignore[no-any-return]
         raise self._value
 
     def _set(self, index: int, ok: bool, value: Any) -> None:
@@ -324,24 +335,25 @@ class ApplyResult(_Job):
         self._set_ready()
 
     def __class_getitem__(cls, item: Any) -> types.GenericAlias:
+        # As the stdlib's (a types.GenericAlias), not Generic's.
         return types.GenericAlias(cls, item)
 
 
 AsyncResult = ApplyResult
 
 
-class MapResult(ApplyResult):
+class MapResult(ApplyResult[list[_T]]):
     """The future list of ``map_async``/``starmap_async``: ready once every chunk is."""
 
     _call = "map"
 
     def __init__(
         self,
-        pool: Any,
+        pool: Pool,
         chunksize: int,
         length: int,
-        callback: Callable[[Any], Any] | None = None,
-        error_callback: Callable[[BaseException], Any] | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
     ) -> None:
         super().__init__(pool, callback, error_callback)
         self._lock = threading.Lock()
@@ -383,12 +395,15 @@ class MapResult(ApplyResult):
             self._set_ready()
 
 
-class IMapIterator(_Job):
-    """The iterator of ``imap``: results in input order, as they come."""
+class IMapIterator(_Job, Generic[_T]):
+    """The iterator of ``imap``: results in input order, as they come.
+
+    (An ``Iterator[_T]`` for type checkers, by its ``__iter__``/``__next__``.)
+    """
 
     _call = "imap"  # (for notes on the exceptions of its tasks)
 
-    def __init__(self, pool: Any, chunksize: int = 1) -> None:
+    def __init__(self, pool: Pool, chunksize: int = 1) -> None:
         super().__init__(pool, None, None)
         self._cond = threading.Condition(threading.Lock())
         self._chunksize = chunksize
@@ -407,10 +422,11 @@ class IMapIterator(_Job):
     def _chunk_start(self, index: int) -> int:
         return index * self._chunksize
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Self:
         return self
 
-    def next(self, timeout: float | None = None) -> Any:
+    def next(self, timeout: float | None = None) -> _T:
+        """The next result; ``TimeoutError`` if none comes within ``timeout`` seconds."""
         local = self._local
         if local:  # the hot path: results already taken over, in this thread
             ok, value, last = local.popleft()
@@ -419,7 +435,7 @@ class IMapIterator(_Job):
                 if self._credit_due >= 16:
                     self._give_credit()
             if ok:
-                return value
+                return value  # type: ignore[no-any-return]
             raise value
         try:
             ok, value = self._take(timeout)
@@ -427,7 +443,7 @@ class IMapIterator(_Job):
             self._interrupted()  # outside our lock: the pool fails chunks as it stops
             raise
         if ok:
-            return value
+            return value  # type: ignore[no-any-return]
         raise value
 
     def _take(self, timeout: float | None) -> tuple[bool, Any]:
@@ -506,7 +522,7 @@ class IMapIterator(_Job):
                 cache.pop(self._job, None)
 
 
-class IMapUnorderedIterator(IMapIterator):
+class IMapUnorderedIterator(IMapIterator[_T]):
     """The iterator of ``imap_unordered``: results as soon as they are ready."""
 
     _call = "imap_unordered"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import collections
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ._pool_results import APPLY, MAP, Chunk, fail_all, refuse
@@ -23,7 +24,7 @@ class _Thread:
 
     def __init__(self, thread: threading.Thread) -> None:
         self.thread = thread
-        self.pid = None
+        self.pid: int | None = None
         self.name = thread.name
 
     def is_alive(self) -> bool:
@@ -31,7 +32,12 @@ class _Thread:
 
 
 class ThreadBackend:
-    def __init__(self, processes: int, initializer: Any, initargs: tuple[Any, ...]) -> None:
+    def __init__(
+        self,
+        processes: int,
+        initializer: Callable[..., object] | None,
+        initargs: tuple[Any, ...],
+    ) -> None:
         self.size = processes
         self.state = RUN
         self.broken: BaseException | None = None
@@ -40,7 +46,7 @@ class ThreadBackend:
         self._cond = threading.Condition()
         self._pending: collections.deque[Chunk] = collections.deque()
         self._feeders = 0
-        self.workers = []
+        self.workers: list[_Thread] = []
         for i in range(processes):
             thread = threading.Thread(
                 target=self._work, name=f"ThreadPoolWorker-{i + 1}", daemon=True

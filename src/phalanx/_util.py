@@ -19,8 +19,10 @@ from collections.abc import Callable, Mapping, Sequence
 TYPE_CHECKING = False  # typing is not imported at run time: see context.py
 if TYPE_CHECKING:
     import logging
-    from typing import Any
+    from typing import Any, TypeVar
     from weakref import ReferenceType, WeakValueDictionary
+
+    _T = TypeVar("_T")
 
 __all__ = (
     "DEBUG",
@@ -269,8 +271,8 @@ def close_stdin() -> None:
 
 
 def wait_for(
-    wait: Callable[[float | None], Any], predicate: Callable[[], Any], timeout: float | None
-) -> Any:
+    wait: Callable[[float | None], Any], predicate: Callable[[], _T], timeout: float | None
+) -> _T:
     """``Condition.wait_for`` on any ``wait(timeout)``: until ``predicate()`` is true or time is up.
 
     Returns the predicate's last value.

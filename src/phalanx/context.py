@@ -19,12 +19,29 @@ from .errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutEr
 # ``import multiprocessing``.  ``tests/test_import.py`` holds this.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import ctypes
     import logging
-    from collections.abc import Sequence
+    from _ctypes import _CData
+    from collections.abc import Callable, Iterable, Sequence
+    from ctypes import _SimpleCData, c_char
     from types import ModuleType
-    from typing import Any, ClassVar
+    from typing import Any, ClassVar, Final, Literal, overload
 
-    from . import _connection, queues, synchronize
+    from . import _connection, managers, pool, queues, synchronize
+    from .sharedctypes import (
+        _CT,
+        _T,
+        Synchronized,
+        SynchronizedArray,
+        SynchronizedBase,
+        SynchronizedString,
+        _LockLike,
+    )
+else:
+
+    def overload(func: object) -> object:  # the last definition is the one that runs
+        return func
+
 
 __all__ = (
     "AuthenticationError",
@@ -68,11 +85,25 @@ class BaseContext:
     TimeoutError = TimeoutError
     AuthenticationError = AuthenticationError
 
-    current_process = staticmethod(process.current_process)
-    parent_process = staticmethod(process.parent_process)
-    active_children = staticmethod(process.active_children)
+    if TYPE_CHECKING:
 
-    def Pipe(self, duplex: bool = True) -> tuple[_connection.Connection, _connection.Connection]:
+        @staticmethod
+        def current_process() -> process.BaseProcess: ...
+
+        @staticmethod
+        def parent_process() -> process.BaseProcess | None: ...
+
+        @staticmethod
+        def active_children() -> list[process.BaseProcess]: ...
+
+    else:  # the functions themselves, as the stdlib's (no extra frame, same identity)
+        current_process = staticmethod(process.current_process)
+        parent_process = staticmethod(process.parent_process)
+        active_children = staticmethod(process.active_children)
+
+    def Pipe(
+        self, duplex: bool = True
+    ) -> tuple[_connection.Connection[Any, Any], _connection.Connection[Any, Any]]:
         """Two connected ``Connection`` objects (see :func:`phalanx.connection.Pipe`)."""
         from ._connection import Pipe
 
@@ -115,32 +146,32 @@ class BaseContext:
         return Event(ctx=self.get_context())
 
     def Barrier(
-        self, parties: int, action: Any = None, timeout: float | None = None
+        self, parties: int, action: Callable[[], object] | None = None, timeout: float | None = None
     ) -> synchronize.Barrier:
         """A barrier for ``parties`` processes."""
         from .synchronize import Barrier
 
         return Barrier(parties, action, timeout, ctx=self.get_context())
 
-    def Queue(self, maxsize: int = 0) -> queues.Queue:
+    def Queue(self, maxsize: int = 0) -> queues.Queue[Any]:
         """A FIFO queue between processes (see :mod:`phalanx.queues`)."""
         from .queues import Queue
 
         return Queue(maxsize, ctx=self.get_context())
 
-    def JoinableQueue(self, maxsize: int = 0) -> queues.JoinableQueue:
+    def JoinableQueue(self, maxsize: int = 0) -> queues.JoinableQueue[Any]:
         """A queue with ``task_done()`` and ``join()``."""
         from .queues import JoinableQueue
 
         return JoinableQueue(maxsize, ctx=self.get_context())
 
-    def SimpleQueue(self) -> queues.SimpleQueue:
+    def SimpleQueue(self) -> queues.SimpleQueue[Any]:
         """A simplified unbounded queue."""
         from .queues import SimpleQueue
 
         return SimpleQueue(ctx=self.get_context())
 
-    def Manager(self) -> Any:
+    def Manager(self) -> managers.SyncManager:
         """A started ``SyncManager``: a server process holding shared objects."""
         from .managers import SyncManager
 
@@ -154,13 +185,13 @@ class BaseContext:
     def Pool(
         self,
         processes: int | None = None,
-        initializer: Any = None,
-        initargs: Any = (),
+        initializer: Callable[..., object] | None = None,
+        initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         *,
         retries: int = 0,
         backend: Any = None,
-    ) -> Any:
+    ) -> pool.Pool:
         """A pool of worker processes (see :mod:`phalanx.pool`).
 
         ``retries`` and ``backend`` are phalanx's: ``backend="dask"``, ``"ray"``,
@@ -179,25 +210,114 @@ class BaseContext:
             backend=backend,
         )
 
-    def RawValue(self, typecode_or_type: Any, *args: Any) -> Any:
+    @overload
+    def RawValue(self, typecode_or_type: type[_CT], *args: Any) -> _CT: ...
+    @overload
+    def RawValue(self, typecode_or_type: str, *args: Any) -> Any: ...
+    def RawValue(self, typecode_or_type: str | type[_CData], *args: Any) -> Any:
         """A shared ctypes object without a lock."""
         from .sharedctypes import RawValue
 
         return RawValue(typecode_or_type, *args)
 
-    def RawArray(self, typecode_or_type: Any, size_or_initializer: Any) -> Any:
+    @overload
+    def RawArray(
+        self, typecode_or_type: type[_CT], size_or_initializer: int | Sequence[Any]
+    ) -> ctypes.Array[_CT]: ...
+    @overload
+    def RawArray(self, typecode_or_type: str, size_or_initializer: int | Sequence[Any]) -> Any: ...
+    def RawArray(
+        self, typecode_or_type: str | type[_CData], size_or_initializer: int | Sequence[Any]
+    ) -> Any:
         """A shared ctypes array without a lock."""
         from .sharedctypes import RawArray
 
         return RawArray(typecode_or_type, size_or_initializer)
 
-    def Value(self, typecode_or_type: Any, *args: Any, lock: Any = True) -> Any:
+    @overload
+    def Value(
+        self,
+        typecode_or_type: type[_SimpleCData[_T]],
+        *args: Any,
+        lock: Literal[True] | _LockLike = True,
+    ) -> Synchronized[_T]: ...
+    @overload  # typeshed says Synchronized[_CT]: it is the raw object
+    def Value(self, typecode_or_type: type[_CT], *args: Any, lock: Literal[False]) -> _CT: ...
+    @overload  # typeshed says Synchronized[_CT]: a Structure's wrapper has no .value
+    def Value(
+        self, typecode_or_type: type[_CT], *args: Any, lock: Literal[True] | _LockLike = True
+    ) -> SynchronizedBase[_CT]: ...
+    @overload
+    def Value(
+        self, typecode_or_type: str, *args: Any, lock: Literal[True] | _LockLike = True
+    ) -> Synchronized[Any]: ...
+    @overload
+    def Value(
+        self, typecode_or_type: str | type[_CData], *args: Any, lock: bool | _LockLike = True
+    ) -> Any: ...
+    def Value(
+        self, typecode_or_type: str | type[_CData], *args: Any, lock: bool | _LockLike = True
+    ) -> Any:
         """A shared ctypes object, synchronized by a lock unless ``lock=False``."""
         from .sharedctypes import Value
 
         return Value(typecode_or_type, *args, lock=lock, ctx=self.get_context())
 
-    def Array(self, typecode_or_type: Any, size_or_initializer: Any, *, lock: Any = True) -> Any:
+    @overload  # typeshed says SynchronizedArray[_T]: it is the raw ctypes array
+    def Array(
+        self,
+        typecode_or_type: type[_CT],
+        size_or_initializer: int | Sequence[Any],
+        *,
+        lock: Literal[False],
+    ) -> ctypes.Array[_CT]: ...
+    @overload
+    def Array(
+        self,
+        typecode_or_type: type[c_char],
+        size_or_initializer: int | Sequence[Any],
+        *,
+        lock: Literal[True] | _LockLike = True,
+    ) -> SynchronizedString: ...
+    @overload
+    def Array(
+        self,
+        typecode_or_type: type[_SimpleCData[_T]],
+        size_or_initializer: int | Sequence[Any],
+        *,
+        lock: Literal[True] | _LockLike = True,
+    ) -> SynchronizedArray[_T]: ...
+    @overload  # "c" is c_char (typeshed: SynchronizedArray[Any])
+    def Array(
+        self,
+        typecode_or_type: Literal["c"],
+        size_or_initializer: int | Sequence[Any],
+        *,
+        lock: Literal[True] | _LockLike = True,
+    ) -> SynchronizedString: ...
+    @overload
+    def Array(
+        self,
+        typecode_or_type: str,
+        size_or_initializer: int | Sequence[Any],
+        *,
+        lock: Literal[True] | _LockLike = True,
+    ) -> SynchronizedArray[Any]: ...
+    @overload
+    def Array(
+        self,
+        typecode_or_type: str | type[_CData],
+        size_or_initializer: int | Sequence[Any],
+        *,
+        lock: bool | _LockLike = True,
+    ) -> Any: ...
+    def Array(
+        self,
+        typecode_or_type: str | type[_CData],
+        size_or_initializer: int | Sequence[Any],
+        *,
+        lock: bool | _LockLike = True,
+    ) -> Any:
         """A shared ctypes array, synchronized by a lock unless ``lock=False``."""
         from .sharedctypes import Array
 
@@ -237,6 +357,17 @@ class BaseContext:
         """Modules the fork server imports once, so its children start with them loaded."""
         _module("phalanx._forkserver").set_forkserver_preload(module_names)
 
+    @overload
+    def get_context(self, method: None = None) -> BaseContext: ...
+    @overload
+    def get_context(self, method: Literal["spawn"]) -> SpawnContext: ...
+    @overload
+    def get_context(self, method: Literal["fork"]) -> ForkContext: ...
+    @overload
+    def get_context(self, method: Literal["forkserver"]) -> ForkServerContext: ...
+    @overload
+    def get_context(self, method: str) -> BaseContext: ...
+
     def get_context(self, method: str | None = None) -> BaseContext:
         """The context of start method ``method`` (this one if None)."""
         if method is None:
@@ -249,6 +380,11 @@ class BaseContext:
                 f"available start methods: {', '.join(_platform.START_METHODS)}"
             ) from None
         return ctx
+
+    @overload
+    def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
+    @overload
+    def get_start_method(self, allow_none: bool) -> str | None: ...
 
     def get_start_method(self, allow_none: bool = False) -> str | None:
         return self._name
@@ -311,27 +447,38 @@ class ForkServerProcess(process.BaseProcess):
 
 class ForkContext(BaseContext):
     _name = "fork"
-    Process = ForkProcess
+    Process: ClassVar[type[ForkProcess]] = ForkProcess
 
 
 class SpawnContext(BaseContext):
     _name = "spawn"
-    Process = SpawnProcess
+    Process: ClassVar[type[SpawnProcess]] = SpawnProcess
 
 
 class ForkServerContext(BaseContext):
     _name = "forkserver"
-    Process = ForkServerProcess
+    Process: ClassVar[type[ForkServerProcess]] = ForkServerProcess
 
 
 class DefaultContext(BaseContext):
     """The context behind the module-level API: its start method is chosen once."""
 
-    Process = Process
+    Process: ClassVar[type[Process]] = Process
 
     def __init__(self, context: BaseContext) -> None:
         self._default_context = context
         self._actual_context: BaseContext | None = None
+
+    @overload
+    def get_context(self, method: None = None) -> BaseContext: ...
+    @overload
+    def get_context(self, method: Literal["spawn"]) -> SpawnContext: ...
+    @overload
+    def get_context(self, method: Literal["fork"]) -> ForkContext: ...
+    @overload
+    def get_context(self, method: Literal["forkserver"]) -> ForkServerContext: ...
+    @overload
+    def get_context(self, method: str) -> BaseContext: ...
 
     def get_context(self, method: str | None = None) -> BaseContext:
         if method is None:
@@ -351,6 +498,11 @@ class DefaultContext(BaseContext):
             self._actual_context = None
             return
         self._actual_context = self.get_context(method)
+
+    @overload
+    def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
+    @overload
+    def get_start_method(self, allow_none: bool) -> str | None: ...
 
     def get_start_method(self, allow_none: bool = False) -> str | None:
         """The default start method (fixes it, unless ``allow_none`` and none is set)."""
@@ -381,7 +533,7 @@ def _inherit_start_method(process_obj: process.BaseProcess) -> None:
 
 process._bootstrap_hooks.append(_inherit_start_method)
 
-get_context = _default_context.get_context
-get_start_method = _default_context.get_start_method
-set_start_method = _default_context.set_start_method
-get_all_start_methods = _default_context.get_all_start_methods
+get_context: Final = _default_context.get_context
+get_start_method: Final = _default_context.get_start_method
+set_start_method: Final = _default_context.set_start_method
+get_all_start_methods: Final = _default_context.get_all_start_methods

@@ -123,6 +123,9 @@ class RemoteTraceback(Exception):
 class MaybeEncodingError(Exception):
     """A pool task's result (or exception) could not be pickled to travel back from the worker."""
 
+    exc: str  # repr() of the error
+    value: str  # repr() of the result
+
     def __init__(self, exc: object, value: object) -> None:
         self.exc = repr(exc)
         self.value = repr(value)

@@ -25,20 +25,44 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from . import _util as util
-from ._manager_proxy import (
-    AutoProxy,
-    BaseProxy,
-    MakeProxyType,
-    RebuildProxy,
-    Token,
-    _adopt,
-    _channels,
-    dispatch,
-    listener_client,
-)
-from ._manager_server import Server, public_methods
-from .errors import ProcessError, ProcessStateError, RemoteError, ServerGoneError
+from ._manager_proxy import AutoProxy as AutoProxy
+from ._manager_proxy import BaseProxy, Token, _adopt, _channels, dispatch
+from ._manager_proxy import MakeProxyType as MakeProxyType
+from ._manager_proxy import RebuildProxy as RebuildProxy
+from ._manager_proxy import listener_client as listener_client
+from ._manager_server import Server as Server
+from ._manager_server import public_methods as public_methods
+from .errors import ProcessError, ProcessStateError, RemoteError
+from .errors import ServerGoneError as ServerGoneError
 from .process import AuthenticationString, current_process
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import builtins
+    import sys
+    from collections.abc import Iterator, MutableMapping, MutableSequence
+    from typing import Generic, Self, SupportsIndex, TypeAlias, TypeVar, overload
+
+    from _typeshed import (
+        SupportsKeysAndGetItem,
+        SupportsRichComparison,
+        SupportsRichComparisonT,
+    )
+
+    from . import pool
+    from ._manager_proxy import _Address
+    from .context import BaseContext
+    from .shared_memory import ShareableList as _ShareableList
+    from .shared_memory import SharedMemory as _SharedMemory
+
+    _T = TypeVar("_T")
+    _T1 = TypeVar("_T1")
+    _T2 = TypeVar("_T2")
+    _KT = TypeVar("_KT")
+    _VT = TypeVar("_VT")
+    _S = TypeVar("_S")
+    # What a ShareableList holds (as typeshed's multiprocessing.shared_memory._SLT).
+    _SLT = TypeVar("_SLT", int, float, bool, str, bytes, None)
 
 __all__ = (
     "BaseManager",
@@ -70,6 +94,8 @@ class State:
     STARTED = 1
     SHUTDOWN = 2
 
+    value: int
+
     def __init__(self) -> None:
         self.value = State.INITIAL
 
@@ -79,13 +105,14 @@ class BaseManager:
 
     _registry: dict[str, tuple[Any, Any, Any, Any]] = {}
     _Server: type[Server] = Server
+    shutdown: util.Finalize  # set by start(): stops the server process
 
     def __init__(
         self,
-        address: Any = None,
+        address: _Address | None = None,
         authkey: bytes | None = None,
         serializer: str = "pickle",
-        ctx: Any = None,
+        ctx: BaseContext | None = None,
         *,
         shutdown_timeout: float = 1.0,
     ) -> None:
@@ -133,7 +160,7 @@ class BaseManager:
             raise ProcessError(f"Unknown state {self._state.value!r}")
 
     def start(
-        self, initializer: Callable[..., Any] | None = None, initargs: Iterable[Any] = ()
+        self, initializer: Callable[..., object] | None = None, initargs: Iterable[Any] = ()
     ) -> None:
         """Start the server process; returns once it listens."""
         self._check_initial()
@@ -190,11 +217,11 @@ class BaseManager:
     def _run_server(
         cls,
         registry: Mapping[str, Any],
-        address: Any,
+        address: _Address | None,
         authkey: bytes,
         serializer: str,
         writer: Any,
-        initializer: Callable[..., Any] | None = None,
+        initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
         # Ctrl-C reaches the whole process group: the manager's owner decides
@@ -232,7 +259,7 @@ class BaseManager:
     def _number_of_objects(self) -> int:
         return int(dispatch(self._address, self._serializer, bytes(self._authkey), "count"))
 
-    def __enter__(self) -> BaseManager:
+    def __enter__(self) -> Self:
         if self._state.value == State.INITIAL:
             self.start()
         if self._state.value != State.STARTED:
@@ -271,14 +298,15 @@ class BaseManager:
         state.value = State.SHUTDOWN
 
     @property
-    def address(self) -> Any:
+    def address(self) -> _Address | None:
+        """Where the server listens (None before ``start()`` when none was given)."""
         return self._address
 
     @classmethod
     def register(
         cls,
         typeid: str,
-        callable: Callable[..., Any] | None = None,
+        callable: Callable[..., object] | None = None,
         proxytype: Any = None,
         exposed: Sequence[str] | None = None,
         method_to_typeid: Mapping[str, str] | None = None,
@@ -336,6 +364,16 @@ class Namespace:
         shown = sorted(f"{k}={v!r}" for k, v in self.__dict__.items() if not k.startswith("_"))
         return f"{type(self).__name__}({', '.join(shown)})"
 
+    if TYPE_CHECKING:
+        # Any attribute can be set, then read.
+        def __getattr__(self, name: str, /) -> Any: ...
+        def __setattr__(self, name: str, value: Any, /) -> None: ...
+
+
+if TYPE_CHECKING:
+    # SyncManager.Namespace() returns one (the method's name hides the class there).
+    _Namespace: TypeAlias = Namespace
+
 
 class Value:
     """A value with ``get``/``set`` and a ``value`` property (``lock`` is ignored)."""
@@ -353,7 +391,10 @@ class Value:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._typecode!r}, {self._value!r})"
 
-    value = property(get, set)
+    if TYPE_CHECKING:
+        value: Any
+    else:
+        value = property(get, set)
 
 
 def Array(typecode: str, sequence: Iterable[Any], lock: bool = True) -> array.array[Any]:
@@ -478,128 +519,260 @@ class NamespaceProxy(BaseProxy):
         callmethod("__delattr__", (key,))
 
 
-class ValueProxy(BaseProxy):
-    _exposed_ = ("get", "set")
+# The proxies below are generic for type checkers only (as in typeshed): at run time
+# they are the plain classes of the ``else`` branches (MakeProxyType builds some), and
+# ``ValueProxy[int]``, ``ListProxy[int]``, ``DictProxy[str, int]`` are GenericAliases.
+if TYPE_CHECKING:
 
-    def get(self) -> Any:
-        return self._callmethod("get")
+    class ValueProxy(BaseProxy, Generic[_T]):
+        def get(self) -> _T: ...
+        def set(self, value: _T) -> None: ...
 
-    def set(self, value: Any) -> Any:
-        return self._callmethod("set", (value,))
+        value: _T
 
-    value = property(get, set)
+        def __class_getitem__(cls, item: Any, /) -> types.GenericAlias: ...
 
-    __class_getitem__: Any = classmethod(types.GenericAlias)
+    class BaseListProxy(BaseProxy, MutableSequence[_T]):
+        def __len__(self) -> int: ...
+        def __add__(self, x: builtins.list[_T], /) -> builtins.list[_T]: ...
+        def __delitem__(self, i: SupportsIndex | slice, /) -> None: ...
+        @overload
+        def __getitem__(self, i: SupportsIndex, /) -> _T: ...
+        @overload
+        def __getitem__(self, s: slice, /) -> builtins.list[_T]: ...
+        def __getitem__(self, i: SupportsIndex | slice, /) -> _T | builtins.list[_T]: ...
+        @overload
+        def __setitem__(self, i: SupportsIndex, o: _T, /) -> None: ...
+        @overload
+        def __setitem__(self, s: slice, o: Iterable[_T], /) -> None: ...
+        def __setitem__(self, i: SupportsIndex | slice, o: Any, /) -> None: ...
+        def __mul__(self, n: SupportsIndex, /) -> builtins.list[_T]: ...
+        def __rmul__(self, n: SupportsIndex, /) -> builtins.list[_T]: ...
+        def __imul__(self, value: SupportsIndex, /) -> Self: ...
+        def __reversed__(self) -> Iterator[_T]: ...
+        def append(self, object: _T, /) -> None: ...
+        def extend(self, iterable: Iterable[_T], /) -> None: ...
+        def pop(self, index: SupportsIndex = -1, /) -> _T: ...
+        def index(
+            self, value: _T, start: SupportsIndex = 0, stop: SupportsIndex = sys.maxsize, /
+        ) -> int: ...
+        def count(self, value: _T, /) -> int: ...
+        def insert(self, index: SupportsIndex, object: _T, /) -> None: ...
+        def remove(self, value: _T, /) -> None: ...
+        @overload
+        def sort(
+            self: BaseListProxy[SupportsRichComparisonT],
+            *,
+            key: None = None,
+            reverse: bool = False,
+        ) -> None: ...
+        @overload
+        def sort(
+            self, *, key: Callable[[_T], SupportsRichComparison], reverse: bool = False
+        ) -> None: ...
+        def sort(self, *, key: Any = None, reverse: bool = False) -> None: ...
 
+    class ListProxy(BaseListProxy[_T]):
+        def __iadd__(self, value: Iterable[_T], /) -> Self: ...  # type: ignore[override]
+        def __imul__(self, value: SupportsIndex, /) -> Self: ...  # type: ignore[override]
+        def __class_getitem__(cls, item: Any, /) -> types.GenericAlias: ...
 
-BaseListProxy = MakeProxyType(
-    "BaseListProxy",
-    (
-        "__add__",
-        "__contains__",
-        "__delitem__",
-        "__getitem__",
-        "__len__",
-        "__mul__",
-        "__reversed__",
-        "__rmul__",
-        "__setitem__",
-        "append",
-        "count",
-        "extend",
-        "index",
-        "insert",
-        "pop",
-        "remove",
-        "reverse",
-        "sort",
-        "__imul__",
-    ),
-)
+    class _BaseDictProxy(BaseProxy, MutableMapping[_KT, _VT]):
+        def __len__(self) -> int: ...
+        def __getitem__(self, key: _KT, /) -> _VT: ...
+        def __setitem__(self, key: _KT, value: _VT, /) -> None: ...
+        def __delitem__(self, key: _KT, /) -> None: ...
+        def __iter__(self) -> Iterator[_KT]: ...
+        def copy(self) -> builtins.dict[_KT, _VT]: ...
+        @overload
+        def get(self, key: _KT, /) -> _VT | None: ...
+        @overload
+        def get(self, key: _KT, default: _VT, /) -> _VT: ...
+        @overload
+        def get(self, key: _KT, default: _T, /) -> _VT | _T: ...
+        def get(self, key: _KT, default: Any = None, /) -> Any: ...
+        @overload
+        def pop(self, key: _KT, /) -> _VT: ...
+        @overload
+        def pop(self, key: _KT, default: _VT, /) -> _VT: ...
+        @overload
+        def pop(self, key: _KT, default: _T, /) -> _VT | _T: ...
+        def pop(self, key: _KT, /, *default: Any) -> Any: ...
+        def keys(self) -> builtins.list[_KT]: ...  # type: ignore[override]
+        def items(self) -> builtins.list[tuple[_KT, _VT]]: ...  # type: ignore[override]
+        def values(self) -> builtins.list[_VT]: ...  # type: ignore[override]
+        # Beyond typeshed before 3.14 (these are proxied on every version here):
+        @overload
+        def fromkeys(
+            self, iterable: Iterable[_T], value: None = None, /
+        ) -> builtins.dict[_T, Any | None]: ...
+        @overload
+        def fromkeys(self, iterable: Iterable[_T], value: _S, /) -> builtins.dict[_T, _S]: ...
+        def fromkeys(self, iterable: Iterable[Any], value: Any = None, /) -> Any: ...
+        @overload
+        def __or__(self, value: builtins.dict[_KT, _VT], /) -> builtins.dict[_KT, _VT]: ...
+        @overload
+        def __or__(
+            self, value: builtins.dict[_T1, _T2], /
+        ) -> builtins.dict[_KT | _T1, _VT | _T2]: ...
+        def __or__(self, value: Any, /) -> Any: ...
+        @overload
+        def __ror__(self, value: builtins.dict[_KT, _VT], /) -> builtins.dict[_KT, _VT]: ...
+        @overload
+        def __ror__(
+            self, value: builtins.dict[_T1, _T2], /
+        ) -> builtins.dict[_KT | _T1, _VT | _T2]: ...
+        def __ror__(self, value: Any, /) -> Any: ...
 
+    class DictProxy(_BaseDictProxy[_KT, _VT]):
+        @overload  # type: ignore[override,misc]
+        def __ior__(self, value: SupportsKeysAndGetItem[_KT, _VT], /) -> Self: ...
+        @overload
+        def __ior__(self, value: Iterable[tuple[_KT, _VT]], /) -> Self: ...
+        def __ior__(self, value: Any, /) -> Self: ...  # type: ignore[misc]
+        def __class_getitem__(cls, item: Any, /) -> types.GenericAlias: ...
 
-class ListProxy(BaseListProxy):  # type: ignore[valid-type,misc]
-    def __iadd__(self, value: Any) -> ListProxy:
-        self._callmethod("extend", (value,))
-        return self
+    class ArrayProxy(BaseProxy):
+        def __len__(self) -> int: ...
+        def __getitem__(self, key: Any, /) -> Any: ...
+        def __setitem__(self, key: Any, value: Any, /) -> None: ...
 
-    def __imul__(self, value: Any) -> ListProxy:
-        self._callmethod("__imul__", (value,))
-        return self
+    class BasePoolProxy(BaseProxy):
+        # A pool's methods, called in the server (the *_async and imap* ones return proxies).
+        def apply(self, *args: Any, **kwds: Any) -> Any: ...
+        def apply_async(self, *args: Any, **kwds: Any) -> Any: ...
+        def close(self) -> None: ...
+        def imap(self, *args: Any, **kwds: Any) -> Any: ...
+        def imap_unordered(self, *args: Any, **kwds: Any) -> Any: ...
+        def join(self) -> None: ...
+        def map(self, *args: Any, **kwds: Any) -> Any: ...
+        def map_async(self, *args: Any, **kwds: Any) -> Any: ...
+        def starmap(self, *args: Any, **kwds: Any) -> Any: ...
+        def starmap_async(self, *args: Any, **kwds: Any) -> Any: ...
+        def terminate(self) -> None: ...
 
-    __class_getitem__: Any = classmethod(types.GenericAlias)
+    class PoolProxy(BasePoolProxy):
+        def __enter__(self) -> Self: ...
+        def __exit__(self, *exc: object) -> None: ...
 
+else:
 
-_BaseDictProxy = MakeProxyType(
-    "_BaseDictProxy",
-    (
-        "__contains__",
-        "__delitem__",
-        "__getitem__",
-        "__ior__",
-        "__iter__",
-        "__len__",
-        "__or__",
-        "__reversed__",
-        "__ror__",
-        "__setitem__",
-        "clear",
-        "copy",
-        "fromkeys",
-        "get",
-        "items",
-        "keys",
-        "pop",
-        "popitem",
-        "setdefault",
-        "update",
-        "values",
-    ),
-)
-_BaseDictProxy._method_to_typeid_ = {"__iter__": "Iterator"}  # type: ignore[attr-defined]
+    class ValueProxy(BaseProxy):
+        _exposed_ = ("get", "set")
 
+        def get(self) -> Any:
+            return self._callmethod("get")
 
-class DictProxy(_BaseDictProxy):  # type: ignore[valid-type,misc]
-    def __ior__(self, value: Any) -> DictProxy:
-        self._callmethod("__ior__", (value,))
-        return self
+        def set(self, value: Any) -> Any:
+            return self._callmethod("set", (value,))
 
-    __class_getitem__: Any = classmethod(types.GenericAlias)
+        value = property(get, set)
 
+        __class_getitem__: Any = classmethod(types.GenericAlias)
 
-ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__"))
+    BaseListProxy = MakeProxyType(
+        "BaseListProxy",
+        (
+            "__add__",
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__len__",
+            "__mul__",
+            "__reversed__",
+            "__rmul__",
+            "__setitem__",
+            "append",
+            "count",
+            "extend",
+            "index",
+            "insert",
+            "pop",
+            "remove",
+            "reverse",
+            "sort",
+            "__imul__",
+        ),
+    )
 
-BasePoolProxy = MakeProxyType(
-    "PoolProxy",
-    (
-        "apply",
-        "apply_async",
-        "close",
-        "imap",
-        "imap_unordered",
-        "join",
-        "map",
-        "map_async",
-        "starmap",
-        "starmap_async",
-        "terminate",
-    ),
-)
-BasePoolProxy._method_to_typeid_ = {  # type: ignore[attr-defined]
-    "apply_async": "AsyncResult",
-    "map_async": "AsyncResult",
-    "starmap_async": "AsyncResult",
-    "imap": "Iterator",
-    "imap_unordered": "Iterator",
-}
+    class ListProxy(BaseListProxy):
+        def __iadd__(self, value: Any) -> ListProxy:
+            self._callmethod("extend", (value,))
+            return self
 
+        def __imul__(self, value: Any) -> ListProxy:
+            self._callmethod("__imul__", (value,))
+            return self
 
-class PoolProxy(BasePoolProxy):  # type: ignore[valid-type,misc]
-    def __enter__(self) -> PoolProxy:
-        return self
+        __class_getitem__: Any = classmethod(types.GenericAlias)
 
-    def __exit__(self, *exc: object) -> None:
-        self.terminate()
+    _BaseDictProxy = MakeProxyType(
+        "_BaseDictProxy",
+        (
+            "__contains__",
+            "__delitem__",
+            "__getitem__",
+            "__ior__",
+            "__iter__",
+            "__len__",
+            "__or__",
+            "__reversed__",
+            "__ror__",
+            "__setitem__",
+            "clear",
+            "copy",
+            "fromkeys",
+            "get",
+            "items",
+            "keys",
+            "pop",
+            "popitem",
+            "setdefault",
+            "update",
+            "values",
+        ),
+    )
+    _BaseDictProxy._method_to_typeid_ = {"__iter__": "Iterator"}
+
+    class DictProxy(_BaseDictProxy):
+        def __ior__(self, value: Any) -> DictProxy:
+            self._callmethod("__ior__", (value,))
+            return self
+
+        __class_getitem__: Any = classmethod(types.GenericAlias)
+
+    ArrayProxy = MakeProxyType("ArrayProxy", ("__len__", "__getitem__", "__setitem__"))
+
+    BasePoolProxy = MakeProxyType(
+        "PoolProxy",
+        (
+            "apply",
+            "apply_async",
+            "close",
+            "imap",
+            "imap_unordered",
+            "join",
+            "map",
+            "map_async",
+            "starmap",
+            "starmap_async",
+            "terminate",
+        ),
+    )
+    BasePoolProxy._method_to_typeid_ = {
+        "apply_async": "AsyncResult",
+        "map_async": "AsyncResult",
+        "starmap_async": "AsyncResult",
+        "imap": "Iterator",
+        "imap_unordered": "Iterator",
+    }
+
+    class PoolProxy(BasePoolProxy):
+        def __enter__(self) -> PoolProxy:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.terminate()
 
 
 def _pool(*args: Any, **kwds: Any) -> Any:
@@ -611,22 +784,71 @@ def _pool(*args: Any, **kwds: Any) -> Any:
 class SyncManager(BaseManager):
     """A manager serving queues, locks, events, lists, dicts, namespaces, values and pools."""
 
-    # Methods added by register() below; declared for type checkers.
-    Barrier: Callable[..., Any]
-    BoundedSemaphore: Callable[..., Any]
-    Condition: Callable[..., Any]
-    Event: Callable[..., Any]
-    Lock: Callable[..., Any]
-    Namespace: Callable[..., Any]
-    Pool: Callable[..., Any]
-    RLock: Callable[..., Any]
-    Semaphore: Callable[..., Any]
-    Queue: Callable[..., Any]
-    JoinableQueue: Callable[..., Any]
-    Value: Callable[..., Any]
-    Array: Callable[..., Any]
-    dict: Callable[..., Any]
-    list: Callable[..., Any]
+    if TYPE_CHECKING:
+        # Added by register() below.  The types are typeshed's for the stdlib's
+        # SyncManager: a lock or a queue is a proxy at run time, used as the real thing.
+        def Barrier(
+            self,
+            parties: int,
+            action: Callable[[], None] | None = None,
+            timeout: float | None = None,
+        ) -> threading.Barrier: ...
+        def BoundedSemaphore(self, value: int = 1) -> threading.BoundedSemaphore: ...
+        def Condition(
+            self, lock: threading.Lock | threading.RLock | threading._RLock | None = None
+        ) -> threading.Condition: ...
+        def Event(self) -> threading.Event: ...
+        def Lock(self) -> threading.Lock: ...
+        def Namespace(self, **kwds: Any) -> _Namespace: ...
+        def Pool(
+            self,
+            processes: int | None = None,
+            initializer: Callable[..., object] | None = None,
+            initargs: Iterable[Any] = (),
+            maxtasksperchild: int | None = None,
+            context: Any | None = None,
+            *,
+            retries: int = 0,
+            backend: Any = None,
+        ) -> pool.Pool: ...
+        def Queue(self, maxsize: int = 0) -> queue.Queue[Any]: ...
+        def JoinableQueue(self, maxsize: int = 0) -> queue.Queue[Any]: ...
+        def RLock(self) -> threading.RLock: ...
+        def Semaphore(self, value: int = 1) -> threading.Semaphore: ...
+        def Array(
+            self, typecode: Any, sequence: Sequence[_T], lock: bool = True
+        ) -> Sequence[_T]: ...
+        def Value(self, typecode: Any, value: _T, lock: bool = True) -> ValueProxy[_T]: ...
+
+        # As builtins.dict.__init__ (self is positional-only: m.dict(self=1) is {'self': 1})
+        @overload
+        def dict(self, /) -> DictProxy[Any, Any]: ...
+        @overload
+        def dict(self, /, **kwargs: _VT) -> DictProxy[str, _VT]: ...
+        @overload
+        def dict(self, map: SupportsKeysAndGetItem[_KT, _VT], /) -> DictProxy[_KT, _VT]: ...
+        @overload
+        def dict(
+            self, map: SupportsKeysAndGetItem[str, _VT], /, **kwargs: _VT
+        ) -> DictProxy[str, _VT]: ...
+        @overload
+        def dict(self, iterable: Iterable[tuple[_KT, _VT]], /) -> DictProxy[_KT, _VT]: ...
+        @overload
+        def dict(
+            self, iterable: Iterable[tuple[str, _VT]], /, **kwargs: _VT
+        ) -> DictProxy[str, _VT]: ...
+        @overload
+        def dict(self, iterable: Iterable[builtins.list[str]], /) -> DictProxy[str, str]: ...
+        @overload
+        def dict(self, iterable: Iterable[builtins.list[bytes]], /) -> DictProxy[bytes, bytes]: ...
+        def dict(self, /, *args: Any, **kwargs: Any) -> DictProxy[Any, Any]: ...
+
+        # As builtins.list.__init__
+        @overload
+        def list(self, iterable: Iterable[_T], /) -> ListProxy[_T]: ...
+        @overload
+        def list(self, /) -> ListProxy[Any]: ...
+        def list(self, /, *args: Any) -> ListProxy[Any]: ...
 
 
 SyncManager.register("Queue", queue.Queue)
@@ -692,18 +914,20 @@ class RemoteManager(SyncManager):
     same name gets a proxy to the same object.
     """
 
-    get_dict: Callable[[str], Any]
-    get_list: Callable[[str], Any]
-    get_queue: Callable[[str], Any]
-    get_namespace: Callable[[str], Any]
-    get_lock: Callable[[str], Any]
+    if TYPE_CHECKING:
+        # Added by register() below (typed as SyncManager's creators are).
+        def get_dict(self, name: str) -> DictProxy[Any, Any]: ...
+        def get_list(self, name: str) -> ListProxy[Any]: ...
+        def get_queue(self, name: str) -> queue.Queue[Any]: ...
+        def get_namespace(self, name: str) -> _Namespace: ...
+        def get_lock(self, name: str) -> threading.Lock: ...
 
     def __init__(
         self,
-        address: Any = None,
+        address: _Address | None = None,
         authkey: bytes | None = None,
         serializer: str = "pickle",
-        ctx: Any = None,
+        ctx: BaseContext | None = None,
         *,
         shutdown_timeout: float = 1.0,
     ) -> None:
@@ -728,10 +952,25 @@ RemoteManager.register("get_lock", _named_lock_, AcquirerProxy)
 class SharedMemoryServer(Server):
     """A server that also unlinks, at shutdown, the segments its clients created."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.segments: list[str] = []
-        self._segments_lock = threading.Lock()
+    segments: list[str]
+    _segments_lock: threading.Lock
+
+    if TYPE_CHECKING:
+        # Server's parameters, which the run-time *args, **kwargs pass on.
+        def __init__(
+            self,
+            registry: Mapping[str, tuple[Any, ...]],
+            address: _Address | None,
+            authkey: bytes,
+            serializer: str,
+        ) -> None: ...
+
+    else:
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.segments = []
+            self._segments_lock = threading.Lock()
 
     def _track(self, name: str) -> tuple[str, Any]:
         with self._segments_lock:
@@ -781,10 +1020,17 @@ class SharedMemoryManager(BaseManager):
 
     _Server = SharedMemoryServer
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    if TYPE_CHECKING:
+        # Checkers see BaseManager's __init__ (the run-time one passes *args, **kwargs on,
+        # with the stdlib's signature); get_server() makes a SharedMemoryServer (_Server).
+        def get_server(self) -> SharedMemoryServer: ...
 
-    def SharedMemory(self, size: int) -> Any:
+    else:
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+
+    def SharedMemory(self, size: int) -> _SharedMemory:
         """A new ``SharedMemory`` of ``size`` bytes, unlinked when the manager shuts down."""
         from .shared_memory import SharedMemory
 
@@ -793,12 +1039,12 @@ class SharedMemoryManager(BaseManager):
         self._track(segment.name, segment)
         return segment
 
-    def ShareableList(self, sequence: Iterable[Any] | None) -> Any:
+    def ShareableList(self, sequence: Iterable[_SLT] | None) -> _ShareableList[_SLT]:
         """A new ``ShareableList``, unlinked when the manager shuts down."""
         from .shared_memory import ShareableList
 
         self._check_started()
-        shared = ShareableList(sequence)
+        shared: _ShareableList[_SLT] = ShareableList(sequence)
         self._track(shared.shm.name, shared.shm)
         return shared
 

@@ -26,42 +26,40 @@ import threading
 import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from typing import Any
+from typing import Any, Final, Self, TypeVar
 
 from . import _util as util
 from ._pool_backend import cluster_backend
-from ._pool_results import (
-    APPLY,
-    MAP,
-    STARMAP,
-    ApplyResult,
-    AsyncResult,
-    Chunk,
-    ExceptionWithTraceback,
-    IMapIterator,
-    IMapUnorderedIterator,
-    MapResult,
-    job_counter,
-    rebuild_exc,
-)
+from ._pool_results import APPLY, MAP, STARMAP, Chunk
+from ._pool_results import ApplyResult as ApplyResult
+from ._pool_results import AsyncResult as AsyncResult
+from ._pool_results import ExceptionWithTraceback as ExceptionWithTraceback
+from ._pool_results import IMapIterator as IMapIterator
+from ._pool_results import IMapUnorderedIterator as IMapUnorderedIterator
+from ._pool_results import MapResult as MapResult
+from ._pool_results import job_counter as job_counter
+from ._pool_results import rebuild_exc as rebuild_exc
 from ._pool_supervisor import ProcessBackend
 from ._pool_threads import ThreadBackend
 from ._progress import make_bar
-from .errors import (
-    MaybeEncodingError,
-    PoolTerminatedError,
-    RemoteTraceback,
-    TaskTimeoutError,
-    TimeoutError,
-    WorkerLostError,
-)
+from .errors import MaybeEncodingError as MaybeEncodingError
+from .errors import PoolTerminatedError as PoolTerminatedError
+from .errors import RemoteTraceback as RemoteTraceback
+from .errors import TaskTimeoutError as TaskTimeoutError
+from .errors import TimeoutError as TimeoutError
+from .errors import WorkerLostError as WorkerLostError
 
+# As the stdlib's; the other public names (the result classes, the states,
+# mapstar...) are there too, as in the stdlib, for code that uses them.
 __all__ = ("Pool", "ThreadPool")
 
-INIT = "INIT"
-RUN = "RUN"
-CLOSE = "CLOSE"
-TERMINATE = "TERMINATE"
+_S = TypeVar("_S")
+_T = TypeVar("_T")
+
+INIT: Final = "INIT"
+RUN: Final = "RUN"
+CLOSE: Final = "CLOSE"
+TERMINATE: Final = "TERMINATE"
 
 # imap reads its input ahead of the caller: this many chunks per worker, and
 # at least _READAHEAD_ITEMS items (small tasks need a deep pipeline).
@@ -89,10 +87,12 @@ _reexported = (
 
 
 def mapstar(args: tuple[Callable[..., Any], Iterable[Any]]) -> list[Any]:
+    """``list(map(func, items))`` for ``args = (func, items)`` (as the stdlib's)."""
     return list(map(*args))
 
 
 def starmapstar(args: tuple[Callable[..., Any], Iterable[Any]]) -> list[Any]:
+    """``list(itertools.starmap(func, items))`` for ``args = (func, items)``."""
     return list(itertools.starmap(args[0], args[1]))
 
 
@@ -111,12 +111,13 @@ class Pool:
 
     @staticmethod
     def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:
+        """``ctx.Process(*args, **kwds)`` (the stdlib's hook; phalanx's workers do not use it)."""
         return ctx.Process(*args, **kwds)
 
     def __init__(
         self,
         processes: int | None = None,
-        initializer: Callable[..., Any] | None = None,
+        initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
         maxtasksperchild: int | None = None,
         context: Any = None,
@@ -215,25 +216,25 @@ class Pool:
 
     def apply(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         args: Iterable[Any] = (),
         kwds: Mapping[str, Any] = {},
         *,
         timeout: float | None = None,
-    ) -> Any:
+    ) -> _T:
         """``func(*args, **kwds)`` in a worker; waits for the result."""
         return self._wait(self.apply_async(func, args, kwds, timeout=timeout))
 
     def apply_async(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         args: Iterable[Any] = (),
         kwds: Mapping[str, Any] = {},
-        callback: Callable[[Any], Any] | None = None,
-        error_callback: Callable[[BaseException], Any] | None = None,
+        callback: Callable[[_T], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
         *,
         timeout: float | None = None,
-    ) -> ApplyResult:
+    ) -> AsyncResult[_T]:
         """Start ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
         # (The checks cost a call each only when they may fail: a loop of small
         # apply_async calls spends a good part of its time here.)
@@ -242,7 +243,7 @@ class Pool:
         if not callable(func):
             _check_func(func)
         limit = None if timeout is None else self._check_task_timeout(timeout)
-        result = ApplyResult(self, callback, error_callback)
+        result: ApplyResult[_T] = ApplyResult(self, callback, error_callback)
         if type(args) is not tuple:
             args = tuple(args)
         # As the stdlib, the arguments go as given (a dict is not copied).
@@ -254,69 +255,71 @@ class Pool:
 
     def map(
         self,
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int | None = None,
         *,
         timeout: float | None = None,
         progress: bool | str = False,
-    ) -> list[Any]:
+    ) -> list[_T]:
         """``[func(x) for x in iterable]``, computed by the workers."""
         result = self._map_async(func, iterable, MAP, chunksize, None, None, timeout, progress)
-        values: list[Any] = self._wait(result)
+        values: list[_T] = self._wait(result)
         return values
 
     def starmap(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
         *,
         timeout: float | None = None,
         progress: bool | str = False,
-    ) -> list[Any]:
+    ) -> list[_T]:
         """``[func(*args) for args in iterable]``, computed by the workers."""
         result = self._map_async(func, iterable, STARMAP, chunksize, None, None, timeout, progress)
-        values: list[Any] = self._wait(result)
+        values: list[_T] = self._wait(result)
         return values
 
     def map_async(
         self,
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int | None = None,
-        callback: Callable[[Any], Any] | None = None,
-        error_callback: Callable[[BaseException], Any] | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
         *,
         timeout: float | None = None,
-    ) -> MapResult:
+    ) -> MapResult[_T]:
+        """Start ``map``; returns a ``MapResult`` (its ``get()`` is the list)."""
         return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, timeout)
 
     def starmap_async(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
-        callback: Callable[[Any], Any] | None = None,
-        error_callback: Callable[[BaseException], Any] | None = None,
+        callback: Callable[[list[_T]], object] | None = None,
+        error_callback: Callable[[BaseException], object] | None = None,
         *,
         timeout: float | None = None,
-    ) -> MapResult:
+    ) -> AsyncResult[list[_T]]:
+        """Start ``starmap``; returns an ``AsyncResult`` (its ``get()`` is the list)."""
         return self._map_async(
             func, iterable, STARMAP, chunksize, callback, error_callback, timeout
         )
 
     def _map_async(
         self,
-        func: Callable[..., Any],
+        func: Callable[..., _T],
         iterable: Iterable[Any],
         kind: int,
         chunksize: int | None,
-        callback: Callable[[Any], Any] | None,
-        error_callback: Callable[[BaseException], Any] | None,
+        callback: Callable[[list[_T]], object] | None,
+        error_callback: Callable[[BaseException], object] | None,
         timeout: float | None,
         progress: bool | str = False,
-    ) -> MapResult:
+    ) -> MapResult[_T]:
         self._check_running()
         _check_func(func)
         limit = self._check_task_timeout(timeout)
@@ -324,7 +327,7 @@ class Pool:
         if chunksize is None:
             chunksize = 1 if limit is not None else self._auto_chunksize(len(items))
         _check_chunksize(chunksize)
-        result = MapResult(self, chunksize, len(items), callback, error_callback)
+        result: MapResult[_T] = MapResult(self, chunksize, len(items), callback, error_callback)
         if progress and items:
             result._progress = make_bar(len(items), _desc(progress, func))
         chunks = [
@@ -343,42 +346,42 @@ class Pool:
 
     def imap(
         self,
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int = 1,
         *,
         timeout: float | None = None,
         progress: bool | str = False,
-    ) -> IMapIterator:
+    ) -> IMapIterator[_T]:
         """Results of ``func`` over ``iterable`` in order, as they come; input read lazily."""
         return self._imap(IMapIterator, func, iterable, chunksize, timeout, progress)
 
     def imap_unordered(
         self,
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int = 1,
         *,
         timeout: float | None = None,
         progress: bool | str = False,
-    ) -> IMapIterator:
+    ) -> IMapIterator[_T]:
         """Like ``imap``, but each result as soon as it is ready."""
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize, timeout, progress)
 
     def _imap(
         self,
-        cls: type[IMapIterator],
-        func: Callable[[Any], Any],
-        iterable: Iterable[Any],
+        cls: type[IMapIterator[Any]],
+        func: Callable[[_S], _T],
+        iterable: Iterable[_S],
         chunksize: int,
         timeout: float | None,
         progress: bool | str,
-    ) -> IMapIterator:
+    ) -> IMapIterator[_T]:
         self._check_running()
         _check_func(func)
         limit = self._check_task_timeout(timeout)
         _check_chunksize(chunksize)
-        result = cls(self, chunksize)
+        result: IMapIterator[_T] = cls(self, chunksize)
         if progress:
             total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
             result._progress = make_bar(total, _desc(progress, func))
@@ -420,11 +423,16 @@ class Pool:
             raise ValueError(f"In unknown state {self._state}")
         self._backend.join()
 
-    def __enter__(self) -> Pool:
+    def __enter__(self) -> Self:
         self._check_running()
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: types.TracebackType | None,
+    ) -> None:
         self.terminate()
 
     # -- helpers -------------------------------------------------------------------------
@@ -432,7 +440,7 @@ class Pool:
     def _check_task_timeout(self, timeout: float | None) -> float | None:
         return _check_timeout(timeout)
 
-    def _wait(self, result: ApplyResult) -> Any:
+    def _wait(self, result: ApplyResult[_T]) -> _T:
         try:
             result.wait()
         except KeyboardInterrupt:
@@ -502,7 +510,7 @@ class _Window:
 
 def _feed(
     backend: Any,
-    result: IMapIterator,
+    result: IMapIterator[Any],
     func: Callable[..., Any],
     source: Iterator[Any],
     chunksize: int,
@@ -566,12 +574,13 @@ class ThreadPool(Pool):
 
     @staticmethod
     def Process(ctx: Any, *args: Any, **kwds: Any) -> Any:
+        """``threading.Thread(*args, **kwds)`` (the stdlib's hook)."""
         return threading.Thread(*args, **kwds)
 
     def __init__(
         self,
         processes: int | None = None,
-        initializer: Callable[..., Any] | None = None,
+        initializer: Callable[..., object] | None = None,
         initargs: Iterable[Any] = (),
     ) -> None:
         super().__init__(processes, initializer, initargs)

@@ -33,7 +33,7 @@ import threading
 import time
 import types
 import weakref
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from . import _platform
 from . import _util as util
@@ -56,6 +56,16 @@ from .errors import LockStateError
 from .synchronize import SEM_VALUE_MAX, BoundedSemaphore, Condition, Semaphore
 
 __all__ = ("JoinableQueue", "Queue", "SimpleQueue")
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    # A PEP 696 default (typing_extensions for the checker only; 3.11 and 3.12's
+    # TypeVar has none): a bare ``Queue`` is ``Queue[Any]``.
+    from typing_extensions import TypeVar as _TypeVarWithDefault
+
+    _T = _TypeVarWithDefault("_T", default=Any)
+else:
+    _T = TypeVar("_T")
 
 # A blocking get() polls this long before it sleeps: waking a sleeping process
 # on another CPU costs tens of microseconds, often more than the wait itself.
@@ -87,12 +97,13 @@ def _check_spawning(obj: object) -> None:
         )
 
 
-class Queue:
+class Queue(Generic[_T]):
     """A FIFO queue between processes (``maxsize <= 0``: unbounded).
 
     ``put``/``get`` block as in ``queue.Queue``, raising ``queue.Full`` /
     ``queue.Empty`` on timeout or when non-blocking.  Items put by one
-    process come out in the order it put them.
+    process come out in the order it put them.  ``Queue[T]`` holds items of
+    type ``T`` for type checkers.
     """
 
     def __init__(self, maxsize: int = 0, *, ctx: Any = None) -> None:
@@ -146,7 +157,7 @@ class Queue:
 
     # -- put --------------------------------------------------------------------------------
 
-    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, obj: _T, block: bool = True, timeout: float | None = None) -> None:
         """Put ``obj`` (pickled now); blocks only while a bounded queue is full.
 
         With the ring transport (Linux) the item is in shared memory when
@@ -208,7 +219,7 @@ class Queue:
                 self._start_thread()
             self._notempty.notify()
 
-    def put_nowait(self, obj: Any) -> None:
+    def put_nowait(self, obj: _T) -> None:
         self.put(obj, False)
 
     def _start_thread(self) -> None:
@@ -291,15 +302,17 @@ class Queue:
 
     # -- get --------------------------------------------------------------------------------
 
-    def get(self, block: bool = True, timeout: float | None = None) -> Any:
+    def get(self, block: bool = True, timeout: float | None = None) -> _T:
         """Remove and return an item; ``queue.Empty`` if none comes within ``timeout``."""
+        # (An item is a T by the word of whoever put it: unpickled values are
+        # returned as T without a cast() call, which would cost a frame here.)
         if self._closed:
             raise ValueError(f"Queue {self!r} is closed")
         transport = self._transport
         if self._fast_get is not None:  # the hot path: a small item waits in the ring
             got = self._fast_get(self._receive_marked)
             if type(got) is bytes:
-                return _loads(got)
+                return _loads(got)  # type: ignore[no-any-return]
             # (else None, LOST, or the (message, fd) of a large item)
         else:
             got = transport.recv()
@@ -318,10 +331,10 @@ class Queue:
             self._sem.release()
         message, fd = got
         if fd is None and message[0] == _INLINE:
-            return _loads(message)
-        return decode(message, fd)
+            return _loads(message)  # type: ignore[no-any-return]
+        return decode(message, fd)  # type: ignore[no-any-return]
 
-    def get_nowait(self) -> Any:
+    def get_nowait(self) -> _T:
         return self.get(False)
 
     # -- state ------------------------------------------------------------------------------
@@ -375,7 +388,7 @@ class Queue:
         return types.GenericAlias(cls, item)
 
 
-class JoinableQueue(Queue):
+class JoinableQueue(Queue[_T]):
     """A ``Queue`` with ``task_done()`` and ``join()``."""
 
     def __init__(self, maxsize: int = 0, *, ctx: Any = None) -> None:
@@ -390,7 +403,7 @@ class JoinableQueue(Queue):
         super().__setstate__(state[:-2])
         self._cond, self._unfinished_tasks = state[-2:]
 
-    def put(self, obj: Any, block: bool = True, timeout: float | None = None) -> None:
+    def put(self, obj: _T, block: bool = True, timeout: float | None = None) -> None:
         self._check_open()
         message, fd = encode(obj)
         if self._ring is not None:
@@ -430,7 +443,7 @@ class JoinableQueue(Queue):
                 self._cond.wait()
 
 
-class SimpleQueue:
+class SimpleQueue(Generic[_T]):
     """An unbounded FIFO between processes: ``put``, ``get``, ``empty``, ``close``."""
 
     def __init__(self, *, ctx: Any = None) -> None:
@@ -450,7 +463,7 @@ class SimpleQueue:
         if self._closed:
             raise ValueError(f"SimpleQueue {self!r} is closed")
 
-    def put(self, obj: Any) -> None:
+    def put(self, obj: _T) -> None:
         """Put ``obj`` (pickled now; blocks while the channel is full)."""
         self._check_open()
         message, fd = encode(obj)
@@ -460,13 +473,13 @@ class SimpleQueue:
             if fd is not None:
                 os.close(fd)
 
-    def get(self) -> Any:
+    def get(self) -> _T:
         """Remove and return an item (blocks)."""
         self._check_open()
         while True:
             got = self._channel.recv()
             if got is not None:
-                return decode(*got)
+                return decode(*got)  # type: ignore[no-any-return]
             self._channel.wait_readable(None)
 
     def empty(self) -> bool:
@@ -512,7 +525,7 @@ class _QueueEnd:
     """One end of a ``SimpleQueue`` with a ``Connection``'s face (``send``/``recv``/``poll``/
     ``fileno``/``close``), for stdlib code that uses ``_reader``/``_writer``."""
 
-    def __init__(self, queue: SimpleQueue, reading: bool) -> None:
+    def __init__(self, queue: SimpleQueue[Any], reading: bool) -> None:
         self._queue = queue
         self._reading = reading
 

@@ -20,6 +20,9 @@ from ._wire.pickling import Pickler
 from ._wire.pickling import register as _register
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Final
+
     from ._wire.pickling import Reducer
 
 __all__ = (
@@ -57,10 +60,24 @@ class ForkingPickler(Pickler):
         cls(buf, protocol if protocol is not None else pickle.HIGHEST_PROTOCOL).dump(obj)
         return buf.getbuffer()
 
-    loads = staticmethod(pickle.loads)
+    if TYPE_CHECKING:
+
+        @staticmethod
+        def loads(
+            data: bytes | bytearray | memoryview,
+            /,
+            *,
+            fix_imports: bool = True,
+            encoding: str = "ASCII",
+            errors: str = "strict",
+            buffers: Iterable[Any] | None = (),
+        ) -> Any: ...
+
+    else:  # pickle.loads itself, as the stdlib's
+        loads = staticmethod(pickle.loads)
 
 
-register = ForkingPickler.register
+register: Final = ForkingPickler.register
 
 
 def dump(obj: Any, file: Any, protocol: int | None = None) -> None:

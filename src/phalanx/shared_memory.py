@@ -20,11 +20,14 @@ import struct
 import types
 from collections.abc import Iterable, Iterator
 from functools import partial
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 from . import _platform, _tracker
 
 __all__ = ("ShareableList", "SharedMemory")
+
+# The item types a ShareableList holds (as typeshed's ``_SLT``).
+_SLT = TypeVar("_SLT", int, float, bool, str, bytes, None)
 
 _O_CREX = os.O_CREAT | os.O_EXCL
 _SHM_NAME_PREFIX = "/psm_"
@@ -152,12 +155,15 @@ class SharedMemory:
 _encoding = "utf8"
 
 
-class ShareableList:
+class ShareableList(Generic[_SLT]):
     """A fixed-length list of int, float, bool, str, bytes and None in shared memory.
 
     Items can be replaced but the list cannot grow or shrink; a str or bytes
     item keeps the storage its first value got (rounded up to 8 bytes).
+    ``ShareableList[T]`` holds items of type ``T`` for type checkers.
     """
+
+    shm: SharedMemory
 
     _types_mapping: dict[type, str] = {
         int: "q",
@@ -185,7 +191,11 @@ class ShareableList:
             return 3
         return 0
 
-    def __init__(self, sequence: Iterable[Any] | None = None, *, name: str | None = None):
+    @overload
+    def __init__(self, sequence: None = None, *, name: str | None = None) -> None: ...
+    @overload
+    def __init__(self, sequence: Iterable[_SLT], *, name: str | None = None) -> None: ...
+    def __init__(self, sequence: Iterable[_SLT] | None = None, *, name: str | None = None) -> None:
         if name is None or sequence is not None:
             items = list(sequence or ())
             formats = [self._format_of(item) for item in items]
@@ -279,7 +289,7 @@ class ShareableList:
             raise IndexError("Requested position out of range.")
         return position
 
-    def __getitem__(self, position: int) -> Any:
+    def __getitem__(self, position: int) -> _SLT:
         position = position if position >= 0 else position + self._list_len
         if position < 0:  # still negative: below -len (no second wrap-around)
             raise IndexError("index out of range")
@@ -288,9 +298,9 @@ class ShareableList:
             (value,) = struct.unpack_from(self._get_packing_format(position), self.shm.buf, offset)
         except IndexError:
             raise IndexError("index out of range") from None
-        return self._get_back_transform(position)(value)
+        return self._get_back_transform(position)(value)  # type: ignore[no-any-return]
 
-    def __setitem__(self, position: int, value: Any) -> None:
+    def __setitem__(self, position: int, value: _SLT) -> None:
         position = position if position >= 0 else position + self._list_len
         if position < 0:
             raise IndexError("assignment index out of range")
@@ -318,7 +328,7 @@ class ShareableList:
     def __len__(self) -> int:
         return int(struct.unpack_from("q", self.shm.buf, 0)[0])
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[_SLT]:
         for position in range(self._list_len):
             yield self[position]
 

@@ -11,10 +11,29 @@ from __future__ import annotations
 
 import ctypes
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from . import _heap, synchronize
 from ._wire.pickling import get_spawning_popen, register
+
+if TYPE_CHECKING:
+    from _ctypes import _CData
+    from ctypes import _SimpleCData, c_char
+    from typing import Protocol, SupportsIndex, TypeAlias
+
+    from .context import BaseContext
+
+    # What ``get_lock()`` returns, as typeshed says (any object with ``acquire`` and
+    # ``release`` works at run time).
+    _LockLike: TypeAlias = "synchronize.Lock | synchronize.RLock"
+
+    class _AcquireFunc(Protocol):
+        # Keywords work too (typeshed makes both positional-only).
+        def __call__(self, block: bool = True, timeout: float | None = None) -> bool: ...
+
+
+_T = TypeVar("_T")
+_CT = TypeVar("_CT", bound="_CData")
 
 __all__ = (
     "Array",
@@ -29,7 +48,7 @@ __all__ = (
     "synchronized",
 )
 
-typecode_to_type: dict[str, Any] = {
+typecode_to_type: dict[str, type[_SimpleCData[Any]]] = {
     "c": ctypes.c_char,
     "u": ctypes.c_wchar,
     "b": ctypes.c_byte,
@@ -95,14 +114,24 @@ def _check_spawning(obj: object) -> None:
         )
 
 
-def RawValue(typecode_or_type: Any, *args: Any) -> Any:
+@overload
+def RawValue(typecode_or_type: type[_CT], *args: Any) -> _CT: ...
+@overload
+def RawValue(typecode_or_type: str, *args: Any) -> Any: ...
+def RawValue(typecode_or_type: str | type[_CData], *args: Any) -> Any:
     """A ctypes object in shared memory, without a lock."""
     obj = _new_value(_ctype(typecode_or_type))
     obj.__init__(*args)
     return obj
 
 
-def RawArray(typecode_or_type: Any, size_or_initializer: int | Sequence[Any]) -> Any:
+@overload
+def RawArray(
+    typecode_or_type: type[_CT], size_or_initializer: int | Sequence[Any]
+) -> ctypes.Array[_CT]: ...
+@overload
+def RawArray(typecode_or_type: str, size_or_initializer: int | Sequence[Any]) -> Any: ...
+def RawArray(typecode_or_type: str | type[_CData], size_or_initializer: int | Sequence[Any]) -> Any:
     """A ctypes array in shared memory (zeroed, or filled from a sequence), without a lock."""
     type_ = _ctype(typecode_or_type)
     if isinstance(size_or_initializer, int):
@@ -124,7 +153,37 @@ def _lock_for(lock: Any, ctx: Any) -> Any:
     return lock
 
 
-def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) -> Any:
+@overload
+def Value(
+    typecode_or_type: type[_CT], *args: Any, lock: Literal[False], ctx: BaseContext | None = None
+) -> _CT: ...
+@overload
+def Value(
+    typecode_or_type: type[_CT],
+    *args: Any,
+    lock: Literal[True] | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> SynchronizedBase[_CT]: ...
+@overload
+def Value(
+    typecode_or_type: str,
+    *args: Any,
+    lock: Literal[True] | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> SynchronizedBase[Any]: ...
+@overload
+def Value(
+    typecode_or_type: str | type[_CData],
+    *args: Any,
+    lock: bool | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> Any: ...
+def Value(
+    typecode_or_type: str | type[_CData],
+    *args: Any,
+    lock: bool | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> Any:
     """A synchronized shared ctypes object (``lock=False``: the raw object)."""
     obj = RawValue(typecode_or_type, *args)
     if lock is False:
@@ -132,12 +191,61 @@ def Value(typecode_or_type: Any, *args: Any, lock: Any = True, ctx: Any = None) 
     return synchronized(obj, _lock_for(lock, ctx), ctx=ctx)
 
 
+# typeshed says ``lock=False`` gives ``_CT``: it is the raw ``ctypes.Array[_CT]``.
+@overload
 def Array(
-    typecode_or_type: Any,
+    typecode_or_type: type[_CT],
     size_or_initializer: int | Sequence[Any],
     *,
-    lock: Any = True,
-    ctx: Any = None,
+    lock: Literal[False],
+    ctx: BaseContext | None = None,
+) -> ctypes.Array[_CT]: ...
+@overload
+def Array(
+    typecode_or_type: type[c_char],
+    size_or_initializer: int | Sequence[Any],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> SynchronizedString: ...
+@overload
+def Array(
+    typecode_or_type: type[_SimpleCData[_T]],
+    size_or_initializer: int | Sequence[Any],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> SynchronizedArray[_T]: ...
+@overload
+def Array(  # "c" is c_char: a SynchronizedString (typeshed: SynchronizedArray[Any])
+    typecode_or_type: Literal["c"],
+    size_or_initializer: int | Sequence[Any],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> SynchronizedString: ...
+@overload
+def Array(
+    typecode_or_type: str,
+    size_or_initializer: int | Sequence[Any],
+    *,
+    lock: Literal[True] | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> SynchronizedArray[Any]: ...
+@overload
+def Array(
+    typecode_or_type: str | type[_CData],
+    size_or_initializer: int | Sequence[Any],
+    *,
+    lock: bool | _LockLike = True,
+    ctx: BaseContext | None = None,
+) -> Any: ...
+def Array(
+    typecode_or_type: str | type[_CData],
+    size_or_initializer: int | Sequence[Any],
+    *,
+    lock: bool | _LockLike = True,
+    ctx: BaseContext | None = None,
 ) -> Any:
     """A synchronized shared ctypes array (``lock=False``: the raw array)."""
     obj = RawArray(typecode_or_type, size_or_initializer)
@@ -146,14 +254,30 @@ def Array(
     return synchronized(obj, _lock_for(lock, ctx), ctx=ctx)
 
 
-def copy(obj: Any) -> Any:
+def copy(obj: _CT) -> _CT:
     """A new shared object with the same type and contents as ``obj``."""
-    new_obj = _new_value(type(obj))
+    new_obj: _CT = _new_value(type(obj))
     ctypes.pointer(new_obj)[0] = obj
     return new_obj
 
 
-def synchronized(obj: Any, lock: Any = None, ctx: Any = None) -> Any:
+@overload
+def synchronized(
+    obj: _SimpleCData[_T], lock: _LockLike | None = None, ctx: Any = None
+) -> Synchronized[_T]: ...
+@overload
+def synchronized(
+    obj: ctypes.Array[c_char], lock: _LockLike | None = None, ctx: Any = None
+) -> SynchronizedString: ...
+@overload
+def synchronized(
+    obj: ctypes.Array[_SimpleCData[_T]], lock: _LockLike | None = None, ctx: Any = None
+) -> SynchronizedArray[_T]: ...
+@overload
+def synchronized(
+    obj: _CT, lock: _LockLike | None = None, ctx: Any = None
+) -> SynchronizedBase[_CT]: ...
+def synchronized(obj: Any, lock: _LockLike | None = None, ctx: Any = None) -> Any:
     """Wrap a shared ctypes object so attribute and item access take ``lock``."""
     if isinstance(obj, SynchronizedBase):
         raise TypeError(f"object already synchronized: {obj!r}")
@@ -181,14 +305,14 @@ _class_cache: dict[type, type] = {}
 
 
 def _locked_property(name: str) -> property:
-    def fget(self: SynchronizedBase) -> Any:
+    def fget(self: SynchronizedBase[Any]) -> Any:
         self.acquire()
         try:
             return getattr(self._obj, name)
         finally:
             self.release()
 
-    def fset(self: SynchronizedBase, value: Any) -> None:
+    def fset(self: SynchronizedBase[Any], value: Any) -> None:
         self.acquire()
         try:
             setattr(self._obj, name, value)
@@ -198,14 +322,17 @@ def _locked_property(name: str) -> property:
     return property(fget, fset, doc=f"``{name}`` of the wrapped object, under the lock")
 
 
-class SynchronizedBase:
+class SynchronizedBase(Generic[_CT]):
     """A shared ctypes object and the lock that guards it."""
 
-    def __init__(self, obj: Any, lock: Any = None, ctx: Any = None) -> None:
-        self._obj = obj
-        self._lock = lock if lock else _lock_for(True, ctx)
-        self.acquire: Callable[..., bool] = self._lock.acquire
-        self.release: Callable[[], None] = self._lock.release
+    acquire: _AcquireFunc
+    release: Callable[[], None]
+
+    def __init__(self, obj: Any, lock: _LockLike | None = None, ctx: Any = None) -> None:
+        self._obj: _CT = obj
+        self._lock: _LockLike = lock if lock else _lock_for(True, ctx)
+        self.acquire = self._lock.acquire
+        self.release = self._lock.release
 
     def __enter__(self) -> bool:
         return bool(self._lock.__enter__())
@@ -213,15 +340,17 @@ class SynchronizedBase:
     def __exit__(self, *args: object) -> None:
         self._lock.__exit__(*args)
 
-    def __reduce__(self) -> tuple[Any, ...]:
+    def __reduce__(
+        self,
+    ) -> tuple[Callable[[Any, _LockLike], SynchronizedBase[Any]], tuple[_CT, _LockLike]]:
         _check_spawning(self)
         return synchronized, (self._obj, self._lock)
 
-    def get_obj(self) -> Any:
+    def get_obj(self) -> _CT:
         """The raw ctypes object (no locking)."""
         return self._obj
 
-    def get_lock(self) -> Any:
+    def get_lock(self) -> _LockLike:
         """The lock used by this wrapper."""
         return self._lock
 
@@ -229,14 +358,21 @@ class SynchronizedBase:
         return f"<{type(self).__name__} wrapper for {self._obj}>"
 
 
-class Synchronized(SynchronizedBase):
-    value = _locked_property("value")
+class Synchronized(SynchronizedBase["_SimpleCData[_T]"], Generic[_T]):
+    if TYPE_CHECKING:
+        value: _T
+    else:
+        value = _locked_property("value")
 
 
-class SynchronizedArray(SynchronizedBase):
+class SynchronizedArray(SynchronizedBase["ctypes.Array[_SimpleCData[_T]]"], Generic[_T]):
     def __len__(self) -> int:
         return len(self._obj)
 
+    @overload
+    def __getitem__(self, i: SupportsIndex) -> _T: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[_T]: ...
     def __getitem__(self, i: Any) -> Any:
         self.acquire()
         try:
@@ -244,6 +380,10 @@ class SynchronizedArray(SynchronizedBase):
         finally:
             self.release()
 
+    @overload
+    def __setitem__(self, i: SupportsIndex, value: _T) -> None: ...
+    @overload
+    def __setitem__(self, i: slice, value: Sequence[_T]) -> None: ...
     def __setitem__(self, i: Any, value: Any) -> None:
         self.acquire()
         try:
@@ -251,7 +391,26 @@ class SynchronizedArray(SynchronizedBase):
         finally:
             self.release()
 
+    # Python 2's slice protocol, kept by the stdlib (and typeshed): only called explicitly.
+    def __getslice__(self, start: SupportsIndex, stop: SupportsIndex) -> list[_T]:
+        return self[start:stop]
 
-class SynchronizedString(SynchronizedArray):
-    value = _locked_property("value")
-    raw = _locked_property("raw")
+    def __setslice__(self, start: SupportsIndex, stop: SupportsIndex, values: Sequence[_T]) -> None:
+        self[start:stop] = values
+
+
+class SynchronizedString(SynchronizedArray[bytes]):
+    if TYPE_CHECKING:
+        value: bytes
+        raw: bytes
+
+        # A c_char array gives bytes for an index and for a slice.
+        def __getitem__(self, i: SupportsIndex | slice) -> bytes: ...  # type: ignore[override]
+        def __setitem__(self, i: SupportsIndex | slice, value: bytes) -> None: ...  # type: ignore[override]
+        def __getslice__(self, start: SupportsIndex, stop: SupportsIndex) -> bytes: ...  # type: ignore[override]
+        def __setslice__(  # type: ignore[override]
+            self, start: SupportsIndex, stop: SupportsIndex, values: bytes
+        ) -> None: ...
+    else:
+        value = _locked_property("value")
+        raw = _locked_property("raw")

