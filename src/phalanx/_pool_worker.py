@@ -7,8 +7,11 @@ answered in the order they came, so no message carries an id: the supervisor
 always knows which chunk a worker is running, and which one it held if it
 dies.
 
-Message down: a list of chunks, each ``(fid, func or None, fid to forget or
-None, kind, payload)``, answered one by one; or None: exit.  Small chunks go
+Message down: a list of chunks, each the plain tuple ``(fid, func or None, fid
+to forget or None, kind, payload, seq, urgent)`` (``seq``: its number for the
+progress words below; ``urgent``: it has a deadline, so answer it at once),
+answered one by one; or None: exit.  (A plain tuple, not a NamedTuple: a
+NamedTuple costs a Python-level constructor per task on both sides.)  Small chunks go
 several to a datagram when the pool has a backlog.  A function travels once
 per worker and is then named by its ``fid`` (a lambda pickled by value is not
 re-pickled for every task).

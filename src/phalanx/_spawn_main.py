@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-from . import context, process
+from . import _start, process
 from ._spawn import prepare
 from ._wire.framing import read_frame
 from ._wire.pickling import loads
@@ -29,7 +29,7 @@ def run_child(fd: int) -> int:
         data = loads(read_frame(fd))
         method = data.get("start_method")
         if method is not None:
-            context.set_start_method(method, force=True)
+            _start.default.set_start_method(method, force=True)
             me._start_method = method
         if "tracker" in data:
             from . import _tracker

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import sys
 
-from . import _platform, process
+from . import _platform, _start, process
 from . import _util as util
+from ._start import ForkProcess as ForkProcess
+from ._start import ForkServerProcess as ForkServerProcess
+from ._start import Process as Process
+from ._start import SpawnProcess as SpawnProcess
+from ._start import load_module as _module
 from .errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError
 
 # The parts of the API are imported when first used, as the stdlib does: a
@@ -24,7 +29,6 @@ if TYPE_CHECKING:
     from _ctypes import _CData
     from collections.abc import Callable, Iterable, Sequence
     from ctypes import _SimpleCData, c_char
-    from types import ModuleType
     from typing import Any, ClassVar, Final, Literal, overload
 
     from . import _connection, managers, pool, queues, synchronize
@@ -58,20 +62,6 @@ __all__ = (
     "SpawnProcess",
     "TimeoutError",
 )
-
-_POPEN_MODULES = {"fork": "fork", "spawn": "spawn", "forkserver": "forkserver"}
-
-
-def _popen_class(method: str) -> Any:
-    # Start methods are imported on first use: a forking program never loads
-    # the spawn or forkserver code.
-    return _module(f"phalanx._popen.{_POPEN_MODULES[method]}").Popen
-
-
-def _module(name: str) -> ModuleType:
-    """The module ``name``, imported if need be (without loading ``importlib``)."""
-    __import__(name)
-    return sys.modules[name]
 
 
 class BaseContext:
@@ -372,14 +362,7 @@ class BaseContext:
         """The context of start method ``method`` (this one if None)."""
         if method is None:
             return self
-        try:
-            ctx = _concrete_contexts[method]
-        except (KeyError, TypeError):
-            raise ValueError(
-                f"cannot find context for {method!r}; "
-                f"available start methods: {', '.join(_platform.START_METHODS)}"
-            ) from None
-        return ctx
+        return _concrete_contexts[_start.check_method(method)]
 
     @overload
     def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
@@ -410,41 +393,6 @@ class BaseContext:
         pass
 
 
-class Process(process.BaseProcess):
-    """A process started with the default context's start method."""
-
-    _start_method = None
-
-    @staticmethod
-    def _Popen(process_obj: process.BaseProcess) -> Any:
-        ctx = _default_context.get_context()
-        return ctx.Process._Popen(process_obj)
-
-
-class ForkProcess(process.BaseProcess):
-    _start_method = "fork"
-
-    @staticmethod
-    def _Popen(process_obj: process.BaseProcess) -> Any:
-        return _popen_class("fork")(process_obj)
-
-
-class SpawnProcess(process.BaseProcess):
-    _start_method = "spawn"
-
-    @staticmethod
-    def _Popen(process_obj: process.BaseProcess) -> Any:
-        return _popen_class("spawn")(process_obj)
-
-
-class ForkServerProcess(process.BaseProcess):
-    _start_method = "forkserver"
-
-    @staticmethod
-    def _Popen(process_obj: process.BaseProcess) -> Any:
-        return _popen_class("forkserver")(process_obj)
-
-
 class ForkContext(BaseContext):
     _name = "fork"
     Process: ClassVar[type[ForkProcess]] = ForkProcess
@@ -467,7 +415,15 @@ class DefaultContext(BaseContext):
 
     def __init__(self, context: BaseContext) -> None:
         self._default_context = context
-        self._actual_context: BaseContext | None = None
+        # The start method chosen; the module-level default context's is
+        # phalanx._start.default, which pools and managers below us read.
+        self._start = _start.DefaultStart(context.get_start_method())
+
+    @property
+    def _actual_context(self) -> BaseContext | None:
+        """The context of the start method chosen so far (the stdlib's attribute)."""
+        name = self._start.get_start_method(allow_none=True)
+        return None if name is None else _concrete_contexts[name]
 
     @overload
     def get_context(self, method: None = None) -> BaseContext: ...
@@ -482,22 +438,12 @@ class DefaultContext(BaseContext):
 
     def get_context(self, method: str | None = None) -> BaseContext:
         if method is None:
-            if self._actual_context is None:
-                self._actual_context = self._default_context
-            return self._actual_context
+            return _concrete_contexts[self._start.concrete().get_start_method()]
         return super().get_context(method)
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
         """Choose the default start method; once only unless ``force=True``."""
-        if self._actual_context is not None and not force:
-            raise RuntimeError(
-                f"context has already been set (start method {self._actual_context._name!r}); "
-                "pass force=True to change it"
-            )
-        if method is None and force:
-            self._actual_context = None
-            return
-        self._actual_context = self.get_context(method)
+        self._start.set_start_method(method, force)
 
     @overload
     def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
@@ -506,11 +452,7 @@ class DefaultContext(BaseContext):
 
     def get_start_method(self, allow_none: bool = False) -> str | None:
         """The default start method (fixes it, unless ``allow_none`` and none is set)."""
-        if self._actual_context is None:
-            if allow_none:
-                return None
-            self._actual_context = self._default_context
-        return self._actual_context._name
+        return self._start.get_start_method(allow_none)
 
 
 _concrete_contexts: dict[str, BaseContext] = {
@@ -519,19 +461,7 @@ _concrete_contexts: dict[str, BaseContext] = {
     "forkserver": ForkServerContext(),
 }
 _default_context = DefaultContext(_concrete_contexts[_platform.DEFAULT_START_METHOD])
-
-
-def _force_start_method(method: str) -> None:
-    _default_context._actual_context = _concrete_contexts[method]
-
-
-def _inherit_start_method(process_obj: process.BaseProcess) -> None:
-    # A child's default start method is the one that started it, like the stdlib.
-    if process_obj._start_method is not None:
-        _force_start_method(process_obj._start_method)
-
-
-process._bootstrap_hooks.append(_inherit_start_method)
+_default_context._start = _start.default  # the one state, shared with the layers below
 
 get_context: Final = _default_context.get_context
 get_start_method: Final = _default_context.get_start_method

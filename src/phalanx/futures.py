@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future
 from typing import Any
 
+from . import _start
 from . import _util as util
 from . import errors as _errors
 from ._pool_backend import PoolBackend, cluster_backend
@@ -118,9 +119,7 @@ class ProcessPoolExecutor(Executor):
             if max_tasks_per_child <= 0:
                 raise ValueError(f"max_tasks_per_child must be >= 1 (got {max_tasks_per_child})")
         if mp_context is None:
-            from .context import _default_context
-
-            mp_context = _default_context
+            mp_context = _start.default
         self._max_workers = max_workers
         self._mp_context = mp_context
         self._shutdown_lock = threading.Lock()

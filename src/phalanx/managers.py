@@ -24,6 +24,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from . import _start
 from . import _util as util
 from ._manager_proxy import AutoProxy as AutoProxy
 from ._manager_proxy import BaseProxy, Token, _adopt, _channels, dispatch
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
 
     from . import pool
     from ._manager_proxy import _Address
+    from ._start import Starter
     from .context import BaseContext
     from .shared_memory import ShareableList as _ShareableList
     from .shared_memory import SharedMemory as _SharedMemory
@@ -127,11 +129,7 @@ class BaseManager:
         self._state = State()
         self._serializer = serializer
         self._Listener, self._Client = listener_client[serializer]
-        if ctx is None:
-            from .context import _default_context
-
-            ctx = _default_context.get_context()
-        self._ctx = ctx
+        self._ctx: Starter = _start.default.concrete() if ctx is None else ctx
         self._shutdown_timeout = shutdown_timeout
         self._process: Any = None
 

@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Self, TypeVar
 
+from . import _start
 from . import _util as util
 from ._pool_backend import cluster_backend
 from ._pool_results import APPLY, MAP, STARMAP, Chunk
@@ -164,9 +165,7 @@ class Pool:
 
     def _make_backend(self, context: Any, retries: int) -> Any:
         if context is None:
-            from .context import _default_context
-
-            context = _default_context
+            context = _start.default  # the default start method, as it is when workers start
         self._ctx = context
         return ProcessBackend(
             context,

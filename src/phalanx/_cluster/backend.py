@@ -87,8 +87,8 @@ class ClusterBackend:
         retries: int,
         maxtasks: int | None = None,
     ) -> None:
-        from .. import __version__
         from .._listener import Listener
+        from .._version import __version__
 
         self.engine = engine
         self._cap = processes

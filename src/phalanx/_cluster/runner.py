@@ -44,9 +44,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .. import __version__, _platform
+from .. import _platform
 from .._pool_results import ExceptionWithTraceback
 from .._pool_worker import _run
+from .._version import __version__
 from .._wire import pickling
 from ..errors import MaybeEncodingError
 
