@@ -11,6 +11,10 @@ Beyond the stdlib: a proxy whose server died raises ``ServerGoneError`` (a
 ``ConnectionError``) instead of hanging or failing obscurely; proxy calls
 reuse one connection per thread and server; proxy classes are built without
 ``exec``.
+
+(Over 800 lines since the proxies gained their type-checker declarations: the
+typed proxies and the shared-memory server move out of this module with the
+``_managers/`` package, the next step of issue 17.)
 """
 
 from __future__ import annotations
