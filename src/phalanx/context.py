@@ -361,8 +361,12 @@ class BaseContext:
     def get_context(self, method: str | None = None) -> BaseContext:
         """The context of start method ``method`` (this one if None)."""
         if method is None:
-            return self
+            return self._current()
         return _concrete_contexts[_start.check_method(method)]
+
+    def _current(self) -> BaseContext:
+        """What ``get_context()`` gives: a concrete context is its own."""
+        return self
 
     @overload
     def get_start_method(self, allow_none: Literal[False] = False) -> str: ...
@@ -425,21 +429,9 @@ class DefaultContext(BaseContext):
         name = self._start.get_start_method(allow_none=True)
         return None if name is None else _concrete_contexts[name]
 
-    @overload
-    def get_context(self, method: None = None) -> BaseContext: ...
-    @overload
-    def get_context(self, method: Literal["spawn"]) -> SpawnContext: ...
-    @overload
-    def get_context(self, method: Literal["fork"]) -> ForkContext: ...
-    @overload
-    def get_context(self, method: Literal["forkserver"]) -> ForkServerContext: ...
-    @overload
-    def get_context(self, method: str) -> BaseContext: ...
-
-    def get_context(self, method: str | None = None) -> BaseContext:
-        if method is None:
-            return _concrete_contexts[self._start.concrete().get_start_method()]
-        return super().get_context(method)
+    def _current(self) -> BaseContext:
+        """The context of the default start method (fixing it if none was chosen)."""
+        return _concrete_contexts[self._start.concrete().get_start_method()]
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
         """Choose the default start method; once only unless ``force=True``."""
