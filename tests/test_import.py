@@ -215,5 +215,5 @@ def test_a_spawned_pool_worker_loads_only_what_running_tasks_needs(tmp_path: Pat
     )
     assert out.returncode == 0, out.stderr
     loaded = set(json.loads(out.stdout))
-    assert "phalanx._pool_worker" in loaded
+    assert "phalanx._pool.worker" in loaded
     assert [name for name in NOT_IN_A_POOL_WORKER if name in loaded] == []

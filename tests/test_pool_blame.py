@@ -1,4 +1,4 @@
-"""Who is blamed when a pool worker dies (``phalanx._pool_blame``): tables, no processes."""
+"""Who is blamed when a pool worker dies (``phalanx._pool.blame``): tables, no processes."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from phalanx._pool_blame import INIT_FAILURES, INIT_KILLS, StartFailures, blame
-from phalanx._pool_results import APPLY, Chunk
+from phalanx._pool.blame import INIT_FAILURES, INIT_KILLS, StartFailures, blame
+from phalanx._pool.results import APPLY, Chunk
 
 
 class _Job:

@@ -25,9 +25,9 @@ from typing import Any
 from . import _start
 from . import _util as util
 from . import errors as _errors
-from ._pool_backend import PoolBackend, cluster_backend
-from ._pool_results import APPLY, Chunk, _Job
-from ._pool_supervisor import ProcessBackend
+from ._pool.backend import PoolBackend, cluster_backend
+from ._pool.results import APPLY, Chunk, _Job
+from ._pool.supervisor import ProcessBackend
 
 __all__ = ("BrokenProcessPool", "ProcessPoolExecutor", "WorkerLostError")
 

@@ -2,7 +2,7 @@
 
 Names and behaviour follow the stdlib's ``multiprocessing.managers``.  The
 protocol, the proxies and the server are phalanx's own (see
-``_manager_proxy`` and ``_manager_server``): a phalanx client talks to a
+``_managers.proxy`` and ``_managers.server``): a phalanx client talks to a
 phalanx manager, locally over AF_UNIX or remotely over TCP, with the same
 mutual HMAC-SHA256 handshake as ``Listener``/``Client`` (nothing is
 unpickled before it succeeds).
@@ -30,13 +30,13 @@ from typing import Any
 
 from . import _start
 from . import _util as util
-from ._manager_proxy import AutoProxy as AutoProxy
-from ._manager_proxy import BaseProxy, Token, _adopt, _channels, dispatch
-from ._manager_proxy import MakeProxyType as MakeProxyType
-from ._manager_proxy import RebuildProxy as RebuildProxy
-from ._manager_proxy import listener_client as listener_client
-from ._manager_server import Server as Server
-from ._manager_server import public_methods as public_methods
+from ._managers.proxy import AutoProxy as AutoProxy
+from ._managers.proxy import BaseProxy, Token, _adopt, _channels, dispatch
+from ._managers.proxy import MakeProxyType as MakeProxyType
+from ._managers.proxy import RebuildProxy as RebuildProxy
+from ._managers.proxy import listener_client as listener_client
+from ._managers.server import Server as Server
+from ._managers.server import public_methods as public_methods
 from .errors import ProcessError, ProcessStateError, RemoteError
 from .errors import ServerGoneError as ServerGoneError
 from .process import AuthenticationString, current_process
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     )
 
     from . import pool
-    from ._manager_proxy import _Address
+    from ._managers.proxy import _Address
     from ._start import Starter
     from .context import BaseContext
     from .shared_memory import ShareableList as _ShareableList

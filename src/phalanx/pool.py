@@ -1,6 +1,6 @@
 """Pools of workers, under the stdlib's ``multiprocessing.pool`` names.
 
-``Pool`` has the stdlib's API and runs on a supervisor (``_pool_supervisor``)
+``Pool`` has the stdlib's API and runs on a supervisor (``_pool.supervisor``)
 that never leaves a caller waiting for a task a dead worker held.  Beyond the
 stdlib, as keyword-only arguments:
 
@@ -30,19 +30,19 @@ from typing import Any, Final, Self, TypeVar
 
 from . import _start
 from . import _util as util
-from ._pool_backend import cluster_backend
-from ._pool_results import APPLY, MAP, STARMAP, Chunk
-from ._pool_results import ApplyResult as ApplyResult
-from ._pool_results import AsyncResult as AsyncResult
-from ._pool_results import ExceptionWithTraceback as ExceptionWithTraceback
-from ._pool_results import IMapIterator as IMapIterator
-from ._pool_results import IMapUnorderedIterator as IMapUnorderedIterator
-from ._pool_results import MapResult as MapResult
-from ._pool_results import job_counter as job_counter
-from ._pool_results import rebuild_exc as rebuild_exc
-from ._pool_supervisor import ProcessBackend
-from ._pool_threads import ThreadBackend
-from ._progress import make_bar
+from ._pool.backend import cluster_backend
+from ._pool.progress import make_bar
+from ._pool.results import APPLY, MAP, STARMAP, Chunk
+from ._pool.results import ApplyResult as ApplyResult
+from ._pool.results import AsyncResult as AsyncResult
+from ._pool.results import ExceptionWithTraceback as ExceptionWithTraceback
+from ._pool.results import IMapIterator as IMapIterator
+from ._pool.results import IMapUnorderedIterator as IMapUnorderedIterator
+from ._pool.results import MapResult as MapResult
+from ._pool.results import job_counter as job_counter
+from ._pool.results import rebuild_exc as rebuild_exc
+from ._pool.supervisor import ProcessBackend
+from ._pool.threads import ThreadBackend
 from .errors import MaybeEncodingError as MaybeEncodingError
 from .errors import PoolTerminatedError as PoolTerminatedError
 from .errors import RemoteTraceback as RemoteTraceback
@@ -128,7 +128,7 @@ class Pool:
     ) -> None:
         self._state = INIT
         self._backend: Any = None
-        self._cache: dict[int, Any] = {}  # outstanding jobs by number (see _pool_results)
+        self._cache: dict[int, Any] = {}  # outstanding jobs by number (see _pool.results)
         follow_capacity = processes is None and backend is not None
         if processes is None:
             processes = os.cpu_count() or 1

@@ -44,7 +44,7 @@ import time
 import warnings
 from typing import Any
 
-from .._pool_results import Chunk, add_item_note, deliver, fail_all, refuse
+from .._pool.results import Chunk, add_item_note, deliver, fail_all, refuse
 from .._wire import pickling
 from ..errors import (
     ClusterSemanticsWarning,

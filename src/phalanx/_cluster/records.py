@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from .._pool_results import Chunk
+from .._pool.results import Chunk
 from .engine import TaskEnd
 
 __all__ = ("ASSIGNED", "BEGUN", "DONE", "QUEUED", "Entry", "Peer", "Task", "is_loopback")

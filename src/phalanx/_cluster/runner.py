@@ -45,8 +45,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _platform
-from .._pool_results import ExceptionWithTraceback
-from .._pool_worker import _run
+from .._pool.results import ExceptionWithTraceback
+from .._pool.worker import _run
 from .._version import __version__
 from .._wire import pickling
 from ..errors import MaybeEncodingError

@@ -20,11 +20,11 @@ import types
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
-from . import _platform
-from .errors import PoolTerminatedError, RemoteTraceback, TimeoutError
+from .. import _platform
+from ..errors import PoolTerminatedError, RemoteTraceback, TimeoutError
 
 if TYPE_CHECKING:
-    from .pool import Pool
+    from ..pool import Pool
 
 __all__ = (
     "APPLY",

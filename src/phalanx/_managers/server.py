@@ -2,7 +2,7 @@
 
 One thread accepts connections (clients authenticate side by side inside
 ``Listener.accept``, holding no thread); each authenticated connection gets a
-thread that runs its requests one after the other (protocol in ``_manager_proxy``).  A blocking
+thread that runs its requests one after the other (protocol in ``proxy``).  A blocking
 call (``Queue.get``, ``Lock.acquire``) blocks only the thread of the client
 thread that made it, and a lock taken by a client thread is owned by the one
 server thread that serves it, so ``RLock`` and ``Condition`` behave.
@@ -21,15 +21,15 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _util as util
-from ._manager_proxy import ERROR, PROXY, REMOTE, RETURN, listener_client
-from .errors import AuthenticationError
-from .process import AuthenticationString, current_process
+from .. import _util as util
+from ..errors import AuthenticationError
+from ..process import AuthenticationString, current_process
+from .proxy import ERROR, PROXY, REMOTE, RETURN, listener_client
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ._listener import Listener
-    from ._manager_proxy import _Address
+    from .._listener import Listener
+    from .proxy import _Address
 
 __all__ = ("Server", "public_methods")
 

@@ -4,7 +4,7 @@ Kept apart from the supervisor's loop so that each decision can be tested
 from a table of events, without processes:
 
 * ``blame``: which chunk a dead worker was running, from what it wrote into
-  its progress words (see ``_pool_worker``).  A worker that had begun none
+  its progress words (see ``worker``).  A worker that had begun none
   of its chunks (it died in its initializer, or idle) blames nobody.
 * ``StartFailures``: workers that die before they are ready, in a row; when
   the pool must give up instead of starting workers forever.
@@ -15,9 +15,9 @@ from __future__ import annotations
 import signal
 from collections.abc import Sequence
 
-from . import _platform
-from ._pool_results import Chunk
-from .errors import TaskTimeoutError, WorkerLostError
+from .. import _platform
+from ..errors import TaskTimeoutError, WorkerLostError
+from .results import Chunk
 
 __all__ = (
     "INIT_FAILURES",

@@ -42,12 +42,12 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from . import _util as util
-from ._listener import Client as _SocketClient
-from ._listener import Listener as _SocketListener
-from ._wire.pickling import register
-from .errors import AuthenticationError, RemoteError, ServerGoneError
-from .process import current_process
+from .. import _util as util
+from .._listener import Client as _SocketClient
+from .._listener import Listener as _SocketListener
+from .._wire.pickling import register
+from ..errors import AuthenticationError, RemoteError, ServerGoneError
+from ..process import current_process
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -447,7 +447,7 @@ class BaseProxy:
 
     def __reduce__(self) -> tuple[Any, ...]:
         kwds: dict[str, Any] = {}
-        from ._wire import pickling
+        from .._wire import pickling
 
         cluster = pickling.cluster_destination()
         if cluster == pickling.REMOTE_CLUSTER and _machine_local(self._token.address):

@@ -50,12 +50,12 @@ import threading
 import time
 from typing import Any
 
-from . import _platform
-from . import _util as util
-from ._channel import decode, encode, recv_datagram, recv_spinning, send_datagram
-from ._pool_results import APPLY, MAP, ExceptionWithTraceback, mark_item
-from ._wire.fds import DupFd
-from .errors import MaybeEncodingError
+from .. import _platform
+from .. import _util as util
+from .._channel import decode, encode, recv_datagram, recv_spinning, send_datagram
+from .._wire.fds import DupFd
+from ..errors import MaybeEncodingError
+from .results import APPLY, MAP, ExceptionWithTraceback, mark_item
 
 __all__ = (
     "BEGUN",

@@ -1,6 +1,6 @@
 """The process pool's engine: workers on private links, watched by one supervisor thread.
 
-Each worker has its own SEQPACKET socketpair (see ``_pool_worker``).  One
+Each worker has its own SEQPACKET socketpair (see ``worker``).  One
 thread, the supervisor, owns every worker and waits on all their links and
 sentinels at once.  It gives each worker at most ``CREDIT`` chunks, answered
 in order, so at every moment it knows which chunk each worker is running:
@@ -9,7 +9,7 @@ in order, so at every moment it knows which chunk each worker is running:
   ``WorkerLostError`` naming its pid, exit code or signal and the task (or
   runs it again, if the pool has ``retries``); the chunks queued behind it go
   to other workers, and a replacement starts (who is to blame, and when to
-  give up on workers that die starting: ``_pool_blame``);
+  give up on workers that die starting: ``blame``);
 * a chunk that overruns its ``timeout`` gets its worker killed and fails with
   ``TaskTimeoutError``;
 * ``maxtasksperchild`` is a count the supervisor keeps, and terminate / close /
@@ -31,12 +31,14 @@ import threading
 import time
 from typing import Any
 
-from . import _heap, _platform
-from . import _util as util
-from ._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
-from ._pool_blame import StartFailures, blame, death_error, how, signal_of
-from ._pool_results import Chunk, add_item_note, deliver, fail_all
-from ._pool_worker import (
+from .. import _heap, _platform
+from .. import _util as util
+from .._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
+from .._segments import SegmentCache
+from ..errors import PoolTerminatedError, WorkerLostError
+from .blame import StartFailures, blame, death_error, how, signal_of
+from .results import Chunk, add_item_note, deliver, fail_all
+from .worker import (
     FAILED,
     INIT_FAILED,
     MANY,
@@ -50,8 +52,6 @@ from ._pool_worker import (
     decode_answer,
     worker_main,
 )
-from ._segments import SegmentCache
-from .errors import PoolTerminatedError, WorkerLostError
 
 __all__ = ("CREDIT", "ProcessBackend")
 
@@ -73,7 +73,7 @@ class _Worker:
     ) -> None:
         self.process = process
         self.progress_block = progress  # kept alive while the worker may write it
-        self.progress = progress.view().cast("q")  # BEGUN, FINISHED, DECODING (_pool_worker)
+        self.progress = progress.view().cast("q")  # BEGUN, FINISHED, DECODING (worker)
         self.next_seq = 1
         self.pid: int = process.pid
         self.sock = sock
@@ -549,7 +549,7 @@ class ProcessBackend:
     ) -> tuple[Chunk, bool, Any] | None:
         """One chunk's answer; ``took``: its running time, if known better than by the clock.
 
-        Returns the outcome to report to the chunk's job, if any (see ``_pool_results.deliver``).
+        Returns the outcome to report to the chunk's job, if any (see ``results.deliver``).
         """
         if tag == INIT_FAILED:
             # It ran nothing: what it holds goes to other workers when it exits.
@@ -659,7 +659,7 @@ class ProcessBackend:
         inflight = list(worker.inflight)
         if not inflight:
             return
-        begun, finished, decoding = worker.progress[:3].tolist()  # (see _pool_worker)
+        begun, finished, decoding = worker.progress[:3].tolist()  # (see worker)
         culprit = blame(
             inflight, sent=worker.sent, ready=worker.ready, begun=begun, finished=finished,
             decoding=bool(decoding),

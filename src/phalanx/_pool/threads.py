@@ -11,8 +11,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ._pool_results import APPLY, MAP, Chunk, fail_all, refuse
-from .errors import PoolTerminatedError
+from ..errors import PoolTerminatedError
+from .results import APPLY, MAP, Chunk, fail_all, refuse
 
 __all__ = ("ThreadBackend",)
 

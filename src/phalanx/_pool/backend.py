@@ -1,17 +1,17 @@
 """The interface between a pool's front (``Pool``, ``ProcessPoolExecutor``) and what runs chunks.
 
 Three backends implement it: processes of this machine
-(``_pool_supervisor.ProcessBackend``), threads (``_pool_threads.ThreadBackend``)
+(``supervisor.ProcessBackend``), threads (``threads.ThreadBackend``)
 and a cluster engine (``_cluster.backend.ClusterBackend``).  The front makes
 ``Chunk`` objects and hands them over with ``submit``; a backend reports each
-chunk exactly once through ``chunk.job._set`` (or ``_pool_results.deliver``).
+chunk exactly once through ``chunk.job._set`` (or ``results.deliver``).
 """
 
 from __future__ import annotations
 
 from typing import Any, Protocol
 
-from ._pool_results import Chunk
+from .results import Chunk
 
 __all__ = ("PoolBackend", "cluster_backend")
 
@@ -60,8 +60,8 @@ def cluster_backend(
     ``maxtasks`` (``maxtasksperchild``): only engines whose worker processes can be
     retired after n tasks take it (Ray's ``max_calls``); others raise ``ValueError``.
     """
-    from ._cluster.backend import ClusterBackend
-    from .cluster import engine_for
+    from .._cluster.backend import ClusterBackend
+    from ..cluster import engine_for
 
     engine = engine_for(spec)
     if maxtasks is not None:
