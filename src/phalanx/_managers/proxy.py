@@ -591,5 +591,5 @@ def class_getitem(cls: type, item: Any) -> types.GenericAlias:
 
 
 # Documented (and pickled by reference) under the public module that re-exports them.
-for _public in (Token, BaseProxy, RebuildProxy, MakeProxyType, AutoProxy):
+for _public in (Token, BaseProxy, RebuildProxy, MakeProxyType, AutoProxy, dispatch):
     _public.__module__ = "phalanx.managers"

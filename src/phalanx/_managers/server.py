@@ -31,13 +31,18 @@ if TYPE_CHECKING:
     from .._listener import Listener
     from .proxy import _Address
 
-__all__ = ("Server", "public_methods")
+__all__ = ("Server", "all_methods", "public_methods")
 
 _RESOURCE_ERRORS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 _BACKOFF_MIN, _BACKOFF_MAX = 0.01, 1.0  # seconds between tries when out of fds or threads
 
 # Methods every referent answers, exposed or not.
 _ALWAYS = ("__repr__", "__str__", "#GETVALUE")
+
+
+def all_methods(obj: Any) -> list[str]:
+    """Names of every callable attribute of ``obj``."""
+    return [name for name in dir(obj) if callable(getattr(obj, name, None))]
 
 
 def public_methods(obj: Any) -> list[str]:
@@ -314,5 +319,5 @@ class Server:
 
 
 # Documented (and pickled by reference) under the public module that re-exports them.
-for _public in (Server, public_methods):
+for _public in (Server, all_methods, public_methods):
     _public.__module__ = "phalanx.managers"
