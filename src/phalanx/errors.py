@@ -9,11 +9,17 @@ module, so tracebacks and pickles name ``phalanx.errors``, a path that stays.
 
 from __future__ import annotations
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import types
+    from typing import Any
+
 __all__ = (
     "AbandonedLockWarning",
     "AuthenticationError",
     "BufferTooShort",
     "ClusterSemanticsWarning",
+    "ExceptionWithTraceback",
     "LockStateError",
     "MaybeEncodingError",
     "PoolTerminatedError",
@@ -26,6 +32,7 @@ __all__ = (
     "TaskTimeoutError",
     "TimeoutError",
     "WorkerLostError",
+    "rebuild_exc",
 )
 
 
@@ -118,6 +125,31 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return self.tb
+
+
+def rebuild_exc(exc: BaseException, tb: str) -> BaseException:
+    """``exc`` with its remote traceback text attached as its cause (unpickling side)."""
+    exc.__cause__ = RemoteTraceback(tb)
+    return exc
+
+
+class ExceptionWithTraceback:
+    """Carries an exception and its traceback text across processes.
+
+    (Here, not beside the pool that uses it: its pickles name ``rebuild_exc``,
+    and a worker pickling a failed task's error must not have to import the
+    pool to find it.)
+    """
+
+    def __init__(self, exc: BaseException, tb: types.TracebackType | None) -> None:
+        import traceback  # (only when a task fails: ``import phalanx`` stays light)
+
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+        self.exc: BaseException = exc
+        self.tb: str = f'\n"""\n{text}"""'
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return rebuild_exc, (self.exc, self.tb)
 
 
 class MaybeEncodingError(Exception):

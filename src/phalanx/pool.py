@@ -35,20 +35,20 @@ from ._pool.progress import make_bar
 from ._pool.results import APPLY, MAP, STARMAP, Chunk
 from ._pool.results import ApplyResult as ApplyResult
 from ._pool.results import AsyncResult as AsyncResult
-from ._pool.results import ExceptionWithTraceback as ExceptionWithTraceback
 from ._pool.results import IMapIterator as IMapIterator
 from ._pool.results import IMapUnorderedIterator as IMapUnorderedIterator
 from ._pool.results import MapResult as MapResult
 from ._pool.results import job_counter as job_counter
-from ._pool.results import rebuild_exc as rebuild_exc
 from ._pool.supervisor import ProcessBackend
 from ._pool.threads import ThreadBackend
+from .errors import ExceptionWithTraceback as ExceptionWithTraceback
 from .errors import MaybeEncodingError as MaybeEncodingError
 from .errors import PoolTerminatedError as PoolTerminatedError
 from .errors import RemoteTraceback as RemoteTraceback
 from .errors import TaskTimeoutError as TaskTimeoutError
 from .errors import TimeoutError as TimeoutError
 from .errors import WorkerLostError as WorkerLostError
+from .errors import rebuild_exc as rebuild_exc
 
 # As the stdlib's; the other public names (the result classes, the states,
 # mapstar...) are there too, as in the stdlib, for code that uses them.

@@ -45,11 +45,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _platform
-from .._pool.results import ExceptionWithTraceback
 from .._pool.worker import _run
 from .._version import __version__
 from .._wire import pickling
-from ..errors import MaybeEncodingError
+from ..errors import ExceptionWithTraceback, MaybeEncodingError
 
 __all__ = ("HubSpec", "run_task")
 

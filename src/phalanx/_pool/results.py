@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar
 
 from .. import _platform
-from ..errors import PoolTerminatedError, RemoteTraceback, TimeoutError
+from ..errors import PoolTerminatedError, TimeoutError
 
 if TYPE_CHECKING:
     from ..pool import Pool
@@ -33,7 +33,6 @@ __all__ = (
     "ApplyResult",
     "AsyncResult",
     "Chunk",
-    "ExceptionWithTraceback",
     "IMapIterator",
     "IMapUnorderedIterator",
     "MapResult",
@@ -77,24 +76,6 @@ def add_item_note(exc: BaseException, chunk: Chunk) -> None:
         exc.add_note(note)
     except Exception:
         pass
-
-
-def rebuild_exc(exc: BaseException, tb: str) -> BaseException:
-    """``exc`` with its remote traceback text attached as its cause (unpickling side)."""
-    exc.__cause__ = RemoteTraceback(tb)
-    return exc
-
-
-class ExceptionWithTraceback:
-    """Carries an exception and its traceback text across processes."""
-
-    def __init__(self, exc: BaseException, tb: types.TracebackType | None) -> None:
-        text = "".join(traceback.format_exception(type(exc), exc, tb))
-        self.exc: BaseException = exc
-        self.tb: str = f'\n"""\n{text}"""'
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return rebuild_exc, (self.exc, self.tb)
 
 
 class Chunk:
@@ -576,3 +557,8 @@ def fail_all(chunks: list[Chunk], why: str) -> None:
     for chunk in chunks:
         chunk.job._set(chunk.index, False, PoolTerminatedError(f"{why}: {chunk.describe()}"))
         chunk.release()
+
+
+# Documented under the module that re-exports them (reprs, tracebacks, annotations).
+for _public in (ApplyResult, AsyncResult, MapResult, IMapIterator, IMapUnorderedIterator):
+    _public.__module__ = "phalanx.pool"

@@ -54,8 +54,8 @@ from .. import _platform
 from .. import _util as util
 from .._channel import decode, encode, recv_datagram, recv_spinning, send_datagram
 from .._wire.fds import DupFd
-from ..errors import MaybeEncodingError
-from .results import APPLY, MAP, ExceptionWithTraceback, mark_item
+from ..errors import ExceptionWithTraceback, MaybeEncodingError
+from .results import APPLY, MAP, mark_item
 
 __all__ = (
     "BEGUN",
