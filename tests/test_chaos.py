@@ -407,14 +407,14 @@ EXITING_SCRIPT = """\
 import os, signal, sys, time
 sys.path.insert(0, {tests!r})
 import phalanx
-from phalanx import _util
+from phalanx import _runtime
 
 if __name__ == "__main__":
     pool = phalanx.get_context(sys.argv[1]).Pool(2)
     pool.map(abs, range(4))
     pool._terminate.cancel()  # as if Ctrl-C had come before it was registered
     victim = pool._pool[0]
-    _util.set_exiting()  # what the exit handler does first
+    _runtime.set_exiting()  # what the exit handler does first
     os.kill(victim.pid, signal.SIGKILL)
     deadline = time.monotonic() + 1.0
     while time.monotonic() < deadline and victim in phalanx.active_children():

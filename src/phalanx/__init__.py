@@ -10,8 +10,8 @@ from __future__ import annotations
 import sys as _sys
 
 from . import context as _context
-from ._util import SUBDEBUG as SUBDEBUG  # module attributes, not in __all__ (as the stdlib)
-from ._util import SUBWARNING as SUBWARNING
+from ._runtime import SUBDEBUG as SUBDEBUG  # module attributes, not in __all__ (as the stdlib)
+from ._runtime import SUBWARNING as SUBWARNING
 from ._version import __version__ as __version__
 from .context import Process
 from .errors import AuthenticationError, BufferTooShort, ProcessError, TimeoutError

@@ -80,7 +80,7 @@ def encode_reusing(
     table = _HEAD.pack(len(data), len(raws)) + b"".join(_SIZE.pack(r.nbytes) for r in raws)
     views = [memoryview(table), memoryview(data), *raws]
     if cache is not None:
-        segment = cache.take(sum(v.nbytes for v in views))
+        segment = cache.borrow(sum(v.nbytes for v in views))
         try:
             segment.write(views)
         except BaseException:

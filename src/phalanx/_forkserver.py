@@ -25,8 +25,7 @@ import tempfile
 import threading
 from collections.abc import Iterable, Sequence
 
-from . import _platform, _spawn
-from . import _util as util
+from . import _platform, _runtime, _spawn
 from ._wire import auth
 from ._wire.framing import read_int, sock_recv_frame, sock_send_frame, write_frame
 from ._wire.pickling import dumps
@@ -124,7 +123,7 @@ class ForkServer:
         self._owner = os.getpid()
         # Stop it at exit only after every child has been joined (their exit
         # codes come back through the server): priority below the default 0.
-        util.Finalize(None, self.stop, exitpriority=-100)
+        _runtime.Finalize(None, self.stop, exitpriority=-100)
 
     def request_child(self, fds: Sequence[int]) -> tuple[socket.socket, int]:
         """Ask the server to fork a child that receives ``fds``; (connection, child pid)."""

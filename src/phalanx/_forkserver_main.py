@@ -18,8 +18,7 @@ import socket
 import sys
 import time
 
-from . import _platform, _spawn, process
-from . import _util as util
+from . import _platform, _runtime, _spawn, process
 from ._forkserver import MAX_FDS_PER_REQUEST
 from ._spawn_main import run_child
 from ._wire import auth
@@ -130,7 +129,7 @@ def _child(fds: list[int], listener: socket.socket, keep_closed: list[int]) -> N
         signal.signal(signal.SIGINT, signal.default_int_handler)
         listener.close()
         _platform.close_fds(*keep_closed)
-        util.clear_finalizers()  # the server's, not the child's
+        _runtime.clear_finalizers()  # the server's, not the child's
         atexit._clear()
         set_inherited_fds(fds[1:])
         code = run_child(fds[0])
@@ -160,7 +159,7 @@ def serve(listener_fd: int, alive_r: int, config_r: int) -> None:
         os.chdir(config["dir"])  # preloading may import modules relative to it
     except OSError:
         pass
-    util.close_stdin()
+    _runtime.close_stdin()
     _preload(config)
     # What a child most often receives (a queue, a lock, a connection): imported
     # once here, not after every fork (``import phalanx`` no longer loads them).

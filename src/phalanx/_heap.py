@@ -20,8 +20,7 @@ import os
 import threading
 from typing import Any
 
-from . import _platform
-from . import _util as util
+from . import _platform, _runtime
 
 __all__ = ("Arena", "Block", "malloc")
 
@@ -110,18 +109,18 @@ class _Heap:
             while self._pending:
                 self._free_locked(*self._pending.pop())
             for arena in self._arenas:
-                offset = self._take(arena, size)
+                offset = self._carve(arena, size)
                 if offset is not None:
                     return self._block(arena, offset, size)
             arena = Arena(max(_ARENA_SIZE, _round_up(size, mmap.PAGESIZE)))
             self._arenas.append(arena)
             self._free[arena.key] = [(0, arena.size)]
-            offset = self._take(arena, size)
+            offset = self._carve(arena, size)
             if offset is None:  # pragma: no cover - a fresh arena always fits
                 raise MemoryError(f"cannot allocate {size} bytes")
             return self._block(arena, offset, size)
 
-    def _take(self, arena: Arena, size: int) -> int | None:
+    def _carve(self, arena: Arena, size: int) -> int | None:
         spans = self._free[arena.key]
         for i, (start, end) in enumerate(spans):
             if end - start >= size:
@@ -135,7 +134,7 @@ class _Heap:
     def _block(self, arena: Arena, offset: int, size: int) -> Block:
         arena.buffer[offset : offset + size] = bytes(size)  # a reused block may be dirty
         block = Block(arena, offset, size)
-        util.Finalize(block, self._release, (arena.key, offset, size))
+        _runtime.Finalize(block, self._release, (arena.key, offset, size))
         return block
 
     def _release(self, key: tuple[int, int], offset: int, size: int) -> None:

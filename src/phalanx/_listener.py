@@ -20,8 +20,7 @@ import time
 import weakref
 from typing import Any
 
-from . import _platform
-from . import _util as util
+from . import _platform, _runtime
 from ._connection import Connection
 from ._wire import auth
 from ._wire.handshake import Handshake, run_blocking
@@ -163,9 +162,9 @@ class Listener:
         self._pid = 0
         self._new_watch(sock)
         weakref.finalize(self, _platform.close_fds, self._ready_r, self._ready_w)
-        self._unlink: util.Finalize | None = None
+        self._unlink: _runtime.Finalize | None = None
         if family == "AF_UNIX" and not is_abstract_socket_namespace(address):
-            self._unlink = util.Finalize(self, os.unlink, args=(address,), exitpriority=0)
+            self._unlink = _runtime.Finalize(self, os.unlink, args=(address,), exitpriority=0)
 
     def _new_watch(self, sock: socket.socket | None) -> None:
         """A selector of our own (an epoll set is shared with forked children: never theirs)."""
@@ -260,7 +259,9 @@ class Listener:
                 # go on with the handshakes under way (they free fds).
                 self._backoff = min(max(2 * self._backoff, _BACKOFF_MIN), _BACKOFF_MAX)
                 self._backoff_until = time.monotonic() + self._backoff
-                util.info("listener: cannot accept (%s); retrying in %.2f s", exc, self._backoff)
+                _runtime.info(
+                    "listener: cannot accept (%s); retrying in %.2f s", exc, self._backoff
+                )
                 if not self._pending and not self._results:
                     raise
                 return
@@ -270,7 +271,7 @@ class Listener:
                 self._results.append((Connection(sock.detach()), addr))
                 return
             if len(self._pending) >= MAX_PENDING_HANDSHAKES:
-                util.info("listener: %d clients authenticating: dropping the oldest", len(self._pending))  # fmt: skip  # noqa: E501
+                _runtime.info("listener: %d clients authenticating: dropping the oldest", len(self._pending))  # fmt: skip  # noqa: E501
                 self._drop(next(iter(self._pending)))
             try:
                 handshake = Handshake(

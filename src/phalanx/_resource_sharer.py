@@ -16,8 +16,7 @@ import socket
 import tempfile
 import threading
 
-from . import _platform, process
-from . import _util as util
+from . import _platform, _runtime, process
 from ._wire import auth
 from ._wire.fds import DupFd
 from ._wire.framing import sock_recv_frame, sock_send_frame
@@ -66,7 +65,7 @@ class _Sharer:
             target=self._serve, args=(listener,), name="phalanx-resource-sharer", daemon=True
         )
         self._thread.start()
-        util.Finalize(self, _Sharer.stop, args=(self,), exitpriority=0)
+        _runtime.Finalize(self, _Sharer.stop, args=(self,), exitpriority=0)
 
     def _serve(self, listener: socket.socket) -> None:
         while True:

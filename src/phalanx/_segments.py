@@ -85,7 +85,7 @@ class SegmentCache:
         self._free: list[Segment] = []
         self._bytes = 0
 
-    def take(self, size: int) -> Segment:
+    def borrow(self, size: int) -> Segment:
         """A segment of at least ``size`` bytes (a returned one if one fits well)."""
         best = None
         for seg in self._free:
@@ -97,7 +97,7 @@ class SegmentCache:
             return best
         return Segment(-(-size // _ROUND) * _ROUND)
 
-    def give(self, seg: Segment) -> None:
+    def keep(self, seg: Segment) -> None:
         """Keep ``seg`` for reuse (its receiver no longer maps it), or free it if full."""
         if self._bytes + seg.size > self.max_bytes or len(self._free) >= self.max_count:
             seg.close()

@@ -55,8 +55,7 @@ import time
 import warnings
 from typing import Any
 
-from . import _heap, _platform
-from . import _util as util
+from . import _heap, _platform, _runtime
 from ._fast import load as _load_speedups
 from ._fast import speedups as _speedups
 from ._wire.pickling import get_spawning_popen
@@ -213,7 +212,7 @@ class SemLock:
                 _compile(self, block, _speedups)
         elif _speedups is not None and not lock:
             _compile(self, block, _speedups)
-        util.register_after_fork(self, SemLock._after_fork)
+        _runtime.register_after_fork(self, SemLock._after_fork)
 
     def _after_fork(self) -> None:
         fast = self.__dict__.get("_fast")
@@ -335,7 +334,7 @@ class SemLock:
 
     # -- guarded locks (robust mutexes: Linux) -----------------------------------------------
 
-    def _take_guard(self, tried: int = -1) -> None:
+    def _lock_guard(self, tried: int = -1) -> None:
         """Take the guard (``tried``: what a first trylock said, if the caller tried)."""
         if tried == -1:
             tried = _mutex_trylock(self._guard)
@@ -353,7 +352,7 @@ class SemLock:
         guard = self._guard
         tried = _mutex_trylock(guard)
         if tried:
-            self._take_guard(tried)
+            self._lock_guard(tried)
         if self._owner_pid[0] == 0:  # the hot path: free
             # The commit: held, by us.  Killed half-way through the copy, we
             # leave either no owner (free) or a dead one.
@@ -380,7 +379,7 @@ class SemLock:
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         waiters = self._waiters
         checked = time.monotonic()
-        self._take_guard()
+        self._lock_guard()
         waiters[0] += 1
         while True:
             now = time.monotonic()
@@ -406,11 +405,11 @@ class SemLock:
             try:
                 _platform.sem_wait_until(self._sem, until)
             except BaseException:  # (Ctrl-C): leave the count of waiters right
-                self._take_guard()
+                self._lock_guard()
                 waiters[0] = max(0, waiters[0] - 1)
                 _mutex_unlock(self._guard)
                 raise
-            self._take_guard()
+            self._lock_guard()
 
     def _warn_taken_over(self, dead: int) -> None:
         try:
@@ -419,7 +418,7 @@ class SemLock:
             # The program turned the warning into an error: hand the lock back
             # before raising, so nobody is left waiting for a dead owner again.
             # (Not counted as held yet: only the shared state goes back.)
-            self._give_guarded()
+            self._slow_release_guarded()
             raise
 
     def _slow_acquire_guarded(self, block: bool = True, timeout: float | None = None) -> bool:
@@ -430,7 +429,7 @@ class SemLock:
         guard = self._guard
         tried = _mutex_trylock(guard)
         if tried:
-            self._take_guard(tried)
+            self._lock_guard(tried)
         if self._owner_pid[0] == 0:
             self._owner_view[:] = _owner_record(tid)  # the commit
             _mutex_unlock(guard)
@@ -438,12 +437,12 @@ class SemLock:
         _mutex_unlock(guard)
         return bool(block) and self._wait_guarded(timeout, tid)
 
-    def _give_guarded(self) -> None:
+    def _slow_release_guarded(self) -> None:
         """Free a guarded lock in shared memory, waking a sleeper (no hold count)."""
         guard = self._guard
         tried = _mutex_trylock(guard)
         if tried:
-            self._take_guard(tried)
+            self._lock_guard(tried)
         if self._owner_pid[0] == 0:
             _mutex_unlock(guard)
             raise ValueError("semaphore or lock released too many times")
@@ -454,7 +453,7 @@ class SemLock:
             _post(self._sem)
 
     def _release_guarded(self) -> None:
-        # The pure path's release: _give_guarded's steps written out here, not
+        # The pure path's release: _slow_release_guarded's steps written out here, not
         # called, as the hot path is (a Python call is a tenth of the pair's time).
         if self.kind == RECURSIVE_MUTEX:
             if not self._is_mine():
@@ -465,7 +464,7 @@ class SemLock:
         guard = self._guard
         tried = _mutex_trylock(guard)
         if tried:
-            self._take_guard(tried)
+            self._lock_guard(tried)
         if self._owner_pid[0] == 0:
             _mutex_unlock(guard)
             raise ValueError("semaphore or lock released too many times")
@@ -522,7 +521,7 @@ def _compile(lock: SemLock, block: _heap.Block, speedups: Any, *, atomic: bool =
         mode = speedups.MODE_ATOMIC
     elif lock._tracks_owner:
         mode = speedups.MODE_GUARDED
-        slow_acquire, slow_release = lock._slow_acquire_guarded, lock._give_guarded
+        slow_acquire, slow_release = lock._slow_acquire_guarded, lock._slow_release_guarded
     else:
         mode = speedups.MODE_SEMAPHORE
     fast = speedups.FastLock(

@@ -12,8 +12,7 @@ import os
 import sys
 import types
 
-from . import _platform, process
-from . import _util as util
+from . import _platform, _runtime, process
 from ._wire.pickling import is_package_main
 
 TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
@@ -99,7 +98,7 @@ def child_sys_path() -> list[str]:
 def get_preparation_data(name: str, start_method: str | None) -> dict[str, Any]:
     """Everything :func:`prepare` needs to rebuild this interpreter's state in a child."""
     check_not_importing_main()
-    log_to_stderr, log_level = util.logging_settings()
+    log_to_stderr, log_level = _runtime.logging_settings()
     data: dict[str, Any] = {
         "log_to_stderr": log_to_stderr,
         "authkey": process.current_process().authkey,
@@ -137,9 +136,9 @@ def prepare(data: dict[str, Any]) -> None:
     if "authkey" in data:
         me.authkey = data["authkey"]
     if data.get("log_to_stderr"):
-        util.log_to_stderr()
+        _runtime.log_to_stderr()
     if "log_level" in data:
-        util.get_logger().setLevel(data["log_level"])
+        _runtime.get_logger().setLevel(data["log_level"])
     if "sys_path" in data:
         sys.path = data["sys_path"]
     if "sys_argv" in data:

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from . import _platform, _start, process
-from . import _util as util
+from . import _platform, _runtime, _start, process
 from ._start import ForkProcess as ForkProcess
 from ._start import ForkServerProcess as ForkServerProcess
 from ._start import Process as Process
@@ -334,10 +333,10 @@ class BaseContext:
             )
 
     def get_logger(self) -> logging.Logger:
-        return util.get_logger()
+        return _runtime.get_logger()
 
     def log_to_stderr(self, level: int | str | None = None) -> logging.Logger:
-        return util.log_to_stderr(level)
+        return _runtime.log_to_stderr(level)
 
     def set_executable(self, executable: Any) -> None:
         """Interpreter used to start children with spawn (default: ``sys.executable``)."""

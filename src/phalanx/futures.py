@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import BrokenExecutor, Executor, Future
 from typing import Any
 
-from . import _start
-from . import _util as util
+from . import _runtime, _start
 from . import errors as _errors
 from ._pool.backend import PoolBackend, cluster_backend
 from ._pool.results import APPLY, Chunk, _Job
@@ -140,7 +139,7 @@ class ProcessPoolExecutor(Executor):
             self._backend = ProcessBackend(
                 mp_context, max_workers, initializer, tuple(initargs), max_tasks_per_child
             )
-        self._finalizer = util.Finalize(self, _terminate, (self._backend,), exitpriority=15)
+        self._finalizer = _runtime.Finalize(self, _terminate, (self._backend,), exitpriority=15)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; returns its ``Future``."""

@@ -28,8 +28,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Final, Self, TypeVar
 
-from . import _start
-from . import _util as util
+from . import _runtime, _start
 from ._pool.backend import cluster_backend
 from ._pool.progress import make_bar
 from ._pool.results import APPLY, MAP, STARMAP, Chunk
@@ -161,7 +160,9 @@ class Pool:
             self._backend = self._make_backend(context, retries)
         self._state = RUN
         # At exit, before the processes machinery joins children: stop the workers.
-        self._terminate = util.Finalize(self, _terminate_backend, (self._backend,), exitpriority=15)
+        self._terminate = _runtime.Finalize(
+            self, _terminate_backend, (self._backend,), exitpriority=15
+        )
 
     def _make_backend(self, context: Any, retries: int) -> Any:
         if context is None:

@@ -23,8 +23,7 @@ import time
 from _weakrefset import WeakSet
 from collections.abc import Callable, Iterable, Mapping
 
-from . import _platform, _stdlib
-from . import _util as util
+from . import _platform, _runtime, _stdlib
 from ._wire.pickling import get_spawning_popen
 from .errors import ProcessStateError
 
@@ -325,21 +324,21 @@ class BaseProcess:
         try:
             _children = set()
             _counter = itertools.count(1)
-            util.close_stdin()
+            _runtime.close_stdin()
             _current_process = self
             _parent_process = _ParentProcess(self._parent_name, self._parent_pid, parent_sentinel)
             if after_fork:
                 # The parent's finalizers are not ours; the hooks then register
                 # the child's own.  (A spawned child has only its own already,
                 # some made while its process object was unpickled.)
-                util.clear_finalizers()
-                util.run_after_forkers()
+                _runtime.clear_finalizers()
+                _runtime.run_after_forkers()
             _stdlib.adopt_child(self, _parent_process, after_fork)
             for hook in _bootstrap_hooks:
                 hook(self)
             if parent_sentinel is not None and self._watches_parent():
                 _end_with_parent(parent_sentinel)
-            util.info("child process calling self.run()")
+            _runtime.info("child process calling self.run()")
             try:
                 self.run()
                 exitcode = 0
@@ -356,7 +355,7 @@ class BaseProcess:
             traceback.print_exc()
         finally:
             _join_threads()
-            util.info("process exiting with exitcode %d", exitcode)
+            _runtime.info("process exiting with exitcode %d", exitcode)
             flush_std_streams()
         return exitcode
 
@@ -374,7 +373,7 @@ def _end_with_parent(sentinel: int) -> None:
 
     def watch() -> None:
         _platform.wait_readable([sentinel], None)  # EOF: the parent is gone
-        util.info("parent process died: ending with it")
+        _runtime.info("parent process died: ending with it")
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(PARENT_DEATH_GRACE)
         os.kill(os.getpid(), signal.SIGKILL)
@@ -508,18 +507,18 @@ def _cleanup() -> None:
 
 def _exit_function() -> None:
     """At exit: finalizers, then terminate daemonic children and join the others."""
-    if util.is_exiting() or _stdlib.defer_exit(_exit_function):
+    if _runtime.is_exiting() or _stdlib.defer_exit(_exit_function):
         return
-    util.set_exiting()
-    util.run_finalizers(0)
+    _runtime.set_exiting()
+    _runtime.run_finalizers(0)
     for p in active_children():
         if p.daemon and p._popen is not None:
-            util.info("calling terminate() for daemon %s", p.name)
+            _runtime.info("calling terminate() for daemon %s", p.name)
             p._popen.terminate()
     for p in active_children():
-        util.info("calling join() for process %s", p.name)
+        _runtime.info("calling join() for process %s", p.name)
         p.join()
-    util.run_finalizers()
+    _runtime.run_finalizers()
 
 
 atexit.register(_exit_function)

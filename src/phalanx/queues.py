@@ -35,8 +35,7 @@ import types
 import weakref
 from typing import Any, Generic, TypeVar, cast
 
-from . import _platform
-from . import _util as util
+from . import _platform, _runtime
 from ._channel import INLINE as _INLINE
 from ._channel import MAX_INLINE as _MAX_INLINE
 from ._channel import Channel, decode, encode
@@ -118,7 +117,7 @@ class Queue(Generic[_T]):
         self._sem = BoundedSemaphore(maxsize) if bounded else None
         self._bind()
         self._after_fork()
-        util.register_after_fork(self, Queue._after_fork)
+        _runtime.register_after_fork(self, Queue._after_fork)
 
     def _after_fork(self) -> None:
         self._closed = False
@@ -128,7 +127,7 @@ class Queue(Generic[_T]):
         self._feeder = _FeederState()
         self._thread: threading.Thread | None = None
         self._joincancelled = False
-        self._jointhread: util.Finalize | None = None
+        self._jointhread: _runtime.Finalize | None = None
         self._used = False  # this process has put something
 
     def __getstate__(self) -> tuple[Any, ...]:
@@ -139,7 +138,7 @@ class Queue(Generic[_T]):
         self._maxsize, self._transport, self._sem = state
         self._bind()
         self._after_fork()
-        util.register_after_fork(self, Queue._after_fork)
+        _runtime.register_after_fork(self, Queue._after_fork)
 
     def _bind(self) -> None:
         self._channel = self._transport.channel
@@ -232,9 +231,9 @@ class Queue(Generic[_T]):
         self._thread.start()
         # At exit: first let the feeder finish what is buffered, then wait for it
         # (unless cancel_join_thread), as the stdlib does.
-        util.Finalize(self, Queue._stop_feeder, [self._notempty, self._feeder], exitpriority=10)
+        _runtime.Finalize(self, Queue._stop_feeder, [self._notempty, self._feeder], exitpriority=10)
         if not self._joincancelled:
-            self._jointhread = util.Finalize(
+            self._jointhread = _runtime.Finalize(
                 self._thread, Queue._finalize_join, [weakref.ref(self._thread)], exitpriority=-5
             )
 
@@ -288,7 +287,7 @@ class Queue(Generic[_T]):
                 else:
                     sent = 0
             except OSError:
-                if util.is_exiting() or state.stop:
+                if _runtime.is_exiting() or state.stop:
                     return  # the channel is gone at exit: nothing more to deliver
                 raise
             if not sent:

@@ -22,8 +22,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import _heap, process
-from . import _util as util
+from . import _heap, _runtime, process
 from ._semlock import RECURSIVE_MUTEX, SEM_VALUE_MAX, SEMAPHORE
 from ._semlock import SemLock as _SemLockCore
 from ._waiters import SLOTS, Counter, WaitList, is_dead, my_start_time
@@ -264,7 +263,7 @@ class Condition:
 
     def wait_for(self, predicate: Callable[[], _T], timeout: float | None = None) -> _T:
         """Wait until ``predicate()`` is true or ``timeout`` passes; returns its last value."""
-        return util.wait_for(self.wait, predicate, timeout)
+        return _runtime.wait_for(self.wait, predicate, timeout)
 
 
 def _condition(lock: Any, slots: int) -> Condition:

@@ -1,6 +1,6 @@
 """Public helpers, under the stdlib's ``multiprocessing.util`` names.
 
-The implementation lives in ``_util`` (logging, finalizers, after-fork hooks,
+The implementation lives in ``_runtime`` (logging, finalizers, after-fork hooks,
 the bottom layer); this module adds what needs the process layer.
 """
 
@@ -11,7 +11,7 @@ import threading
 from collections.abc import Iterable
 
 from . import _platform, process
-from ._util import (
+from ._runtime import (
     DEBUG,
     DEFAULT_LOGGING_FORMAT,
     INFO,

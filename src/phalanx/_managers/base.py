@@ -10,8 +10,7 @@ import signal
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .. import _start
-from .. import _util as util
+from .. import _runtime, _start
 from ..errors import ProcessError
 from ..process import AuthenticationString, current_process
 from .proxy import AutoProxy, Token, _adopt, _channels, dispatch, listener_client
@@ -45,7 +44,7 @@ class BaseManager:
 
     _registry: dict[str, tuple[Any, Any, Any, Any]] = {}
     _Server: type[Server] = Server
-    shutdown: util.Finalize  # set by start(): stops the server process
+    shutdown: _runtime.Finalize  # set by start(): stops the server process
 
     def __init__(
         self,
@@ -135,7 +134,7 @@ class BaseManager:
         finally:
             reader.close()
         self._state.value = State.STARTED
-        self.shutdown = util.Finalize(
+        self.shutdown = _runtime.Finalize(
             self,
             type(self)._finalize_manager,
             args=(
@@ -169,7 +168,7 @@ class BaseManager:
         server = cls._Server(registry, address, authkey, serializer)
         writer.send(server.address)
         writer.close()
-        util.info("manager serving at %r", server.address)
+        _runtime.info("manager serving at %r", server.address)
         server.serve_forever()
 
     def _create(self, typeid: str, /, *args: Any, **kwds: Any) -> tuple[Token, tuple[str, ...]]:
@@ -217,14 +216,14 @@ class BaseManager:
         shutdown_timeout: float,
     ) -> None:
         if process.is_alive():
-            util.info("sending shutdown message to manager")
+            _runtime.info("sending shutdown message to manager")
             try:
                 dispatch(address, serializer, authkey, "shutdown")
             except Exception:
                 pass
             process.join(timeout=shutdown_timeout)
             if process.is_alive():
-                util.info("manager still alive: terminating it")
+                _runtime.info("manager still alive: terminating it")
                 process.terminate()
                 process.join(timeout=shutdown_timeout)
                 if process.is_alive():

@@ -42,7 +42,7 @@ import types
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .. import _util as util
+from .. import _runtime
 from .._listener import Client as _SocketClient
 from .._listener import Listener as _SocketListener
 from .._wire.pickling import register
@@ -184,7 +184,7 @@ class _Channels:
         self.lock = threading.Lock()
         self.decrefs: dict[Any, list[str]] = {}
         self._flusher_pid = 0
-        util.register_after_fork(self, _Channels._reset)
+        _runtime.register_after_fork(self, _Channels._reset)
 
     def _reset(self) -> None:
         # A forked child must not use (or close) its parent's connections.
@@ -234,9 +234,9 @@ class _Channels:
         """
         if self._flusher_pid != os.getpid():
             self._flusher_pid = os.getpid()
-            util.Finalize(None, self.flush_all, exitpriority=_FLUSH_PRIORITY)
+            _runtime.Finalize(None, self.flush_all, exitpriority=_FLUSH_PRIORITY)
 
-    def take_decrefs(self, address: Any) -> list[str]:
+    def pop_decrefs(self, address: Any) -> list[str]:
         key = _freeze(address)
         if key not in self.decrefs:  # unlocked peek: the common case
             return []
@@ -269,7 +269,7 @@ def request(
 ) -> tuple[str, Any]:
     """Send one request to the server at ``address``; its ``(status, value)`` reply."""
     conn = _channels.get(address, serializer, authkey)
-    pending = _channels.take_decrefs(address)
+    pending = _channels.pop_decrefs(address)
     if decrefs:
         pending.extend(decrefs)
     try:
@@ -357,16 +357,16 @@ class BaseProxy:
         _known_servers.setdefault(_freeze(token.address), (serializer, self._authkey))
         if exposed is not None:
             self._exposed_ = tuple(exposed)
-        self._close: util.Finalize | None = None
+        self._close: _runtime.Finalize | None = None
         if manager_owned:
             release = _server_keepalive(token)
             if release is not None:
-                self._close = util.Finalize(self, release)
+                self._close = _runtime.Finalize(self, release)
         elif incref:
             self._incref()
         # else: this proxy holds no reference of its own (a spawned child's
         # copy, covered by its parent's), or the caller hands it one (_adopt).
-        util.register_after_fork(self, BaseProxy._after_fork)
+        _runtime.register_after_fork(self, BaseProxy._after_fork)
 
     def _adopt(self) -> None:
         """Take over the reference the server counted when it made the referent for us."""
@@ -375,7 +375,7 @@ class BaseProxy:
 
     def _watch(self) -> None:
         """Queue a decref for when this proxy dies (it holds one reference on the server)."""
-        self._close = util.Finalize(
+        self._close = _runtime.Finalize(
             self,
             _channels.queue_decref,
             (self._token.address, self._id),
@@ -394,7 +394,7 @@ class BaseProxy:
         try:
             self._incref()
         except Exception as exc:
-            util.info("could not incref a proxy after fork: %r", exc)
+            _runtime.info("could not incref a proxy after fork: %r", exc)
 
     def _callmethod(
         self, methodname: str, args: tuple[Any, ...] = (), kwds: Mapping[str, Any] = {}

@@ -17,7 +17,7 @@ import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from .. import _util as util
+from .. import _runtime
 from .proxy import BaseProxy, MakeProxyType
 
 TYPE_CHECKING = False
@@ -152,7 +152,7 @@ class ConditionProxy(AcquirerProxy):
 
     def wait_for(self, predicate: Callable[[], Any], timeout: float | None = None) -> Any:
         """Wait until ``predicate()`` is true or ``timeout`` passes; returns its last value."""
-        return util.wait_for(self.wait, predicate, timeout)
+        return _runtime.wait_for(self.wait, predicate, timeout)
 
 
 class EventProxy(BaseProxy):

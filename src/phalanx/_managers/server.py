@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .. import _util as util
+from .. import _runtime
 from ..errors import AuthenticationError
 from ..process import AuthenticationString, current_process
 from .proxy import ERROR, PROXY, REMOTE, RETURN, listener_client
@@ -128,13 +128,13 @@ class Server:
             try:
                 conn = self.listener.accept()
             except (AuthenticationError, EOFError) as exc:
-                util.debug("manager: a client failed its handshake: %s", exc)
+                _runtime.debug("manager: a client failed its handshake: %s", exc)
                 continue
             except OSError as exc:
                 if self.stop_event.is_set() or self.listener._socket is None:
                     return
                 if exc.errno not in _RESOURCE_ERRORS:
-                    util.debug("manager: a client failed its handshake: %s", exc)
+                    _runtime.debug("manager: a client failed its handshake: %s", exc)
                     continue
                 backoff = self._back_off(backoff, f"cannot accept a client: {exc}")
                 continue
@@ -153,7 +153,7 @@ class Server:
 
     def _back_off(self, backoff: float, why: str) -> float:
         backoff = min(max(2 * backoff, _BACKOFF_MIN), _BACKOFF_MAX)
-        util.get_logger().warning("manager server: %s; retrying in %.2f s", why, backoff)
+        _runtime.get_logger().warning("manager server: %s; retrying in %.2f s", why, backoff)
         self.stop_event.wait(backoff)
         return backoff
 
@@ -300,7 +300,7 @@ class Server:
         return RETURN, "\n".join(lines)
 
     def _shutdown(self) -> tuple[str, Any]:
-        util.debug("manager received shutdown message")
+        _runtime.debug("manager received shutdown message")
         return RETURN, None  # the connection's thread stops the server once it replied
 
     def _dummy(self) -> tuple[str, Any]:

@@ -419,7 +419,7 @@ class IMapIterator(_Job, Generic[_T]):
                 return value  # type: ignore[no-any-return]
             raise value
         try:
-            ok, value = self._take(timeout)
+            ok, value = self._next_result(timeout)
         except KeyboardInterrupt:
             self._interrupted()  # outside our lock: the pool fails chunks as it stops
             raise
@@ -427,7 +427,7 @@ class IMapIterator(_Job, Generic[_T]):
             return value  # type: ignore[no-any-return]
         raise value
 
-    def _take(self, timeout: float | None) -> tuple[bool, Any]:
+    def _next_result(self, timeout: float | None) -> tuple[bool, Any]:
         try:
             ok, value, last = self._local.popleft()
         except IndexError:

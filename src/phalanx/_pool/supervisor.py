@@ -1,6 +1,6 @@
 """The process pool's engine: workers on private links, watched by one supervisor thread.
 
-Each worker has its own SEQPACKET socketpair (see ``worker``).  One
+Each worker has its own SEQPACKET socketpair (what travels on it: ``protocol``).  One
 thread, the supervisor, owns every worker and waits on all their links and
 sentinels at once.  It gives each worker at most ``CREDIT`` chunks, answered
 in order, so at every moment it knows which chunk each worker is running:
@@ -31,14 +31,12 @@ import threading
 import time
 from typing import Any
 
-from .. import _heap, _platform
-from .. import _util as util
+from .. import _heap, _platform, _runtime
 from .._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
 from .._segments import SegmentCache
 from ..errors import PoolTerminatedError, WorkerLostError
 from .blame import StartFailures, blame, death_error, how, signal_of
-from .results import Chunk, add_item_note, deliver, fail_all
-from .worker import (
+from .protocol import (
     FAILED,
     INIT_FAILED,
     MANY,
@@ -46,12 +44,12 @@ from .worker import (
     PROGRESS_SIZE,
     READY,
     RESEND,
-    SPIN,
     UNREADABLE,
-    WorkerEnd,
+    TaskTuple,
     decode_answer,
-    worker_main,
 )
+from .results import Chunk, add_item_note, deliver, fail_all
+from .worker import SPIN, WorkerEnd, worker_main
 
 __all__ = ("CREDIT", "ProcessBackend")
 
@@ -73,7 +71,7 @@ class _Worker:
     ) -> None:
         self.process = process
         self.progress_block = progress  # kept alive while the worker may write it
-        self.progress = progress.view().cast("q")  # BEGUN, FINISHED, DECODING (worker)
+        self.progress = progress.view().cast("q")  # BEGUN, FINISHED, DECODING (protocol)
         self.next_seq = 1
         self.pid: int = process.pid
         self.sock = sock
@@ -150,7 +148,7 @@ class ProcessBackend:
         # Forked children (our workers, and any process the user forks later)
         # must not hold the pool's ends of the links: a worker sees its pool
         # die by its link hanging up.
-        util.register_after_fork(self, ProcessBackend._close_in_child)
+        _runtime.register_after_fork(self, ProcessBackend._close_in_child)
         self._thread = threading.Thread(
             target=self._run, name="phalanx-pool-supervisor", daemon=True
         )
@@ -256,7 +254,7 @@ class ProcessBackend:
             while self._step():
                 pass
         except BaseException:  # a bug here must not leave callers waiting forever
-            util.get_logger().exception("phalanx pool supervisor failed")
+            _runtime.get_logger().exception("phalanx pool supervisor failed")
             with self._lock:
                 self.state = TERMINATE
                 self.broken = PoolTerminatedError("the pool's supervisor thread failed")
@@ -308,7 +306,7 @@ class ProcessBackend:
         """Keep the pool at size while there is (or may be) work; stop idle workers on close."""
         if self.broken is not None:
             return
-        if util.is_exiting():
+        if _runtime.is_exiting():
             # The process is exiting: its exit handler stops our workers and
             # then joins its children; a worker started now would be joined
             # forever (it ends only when we do).
@@ -393,12 +391,12 @@ class ProcessBackend:
                 share = -(-backlog // len(self.workers))  # spread the backlog evenly
                 # A quarter of the credit per datagram: answers come back (several
                 # per datagram) while the worker has more to do.
-                batch = self._take(min(room, share, max(1, limit // 4)))
-                if not batch or self._give(worker, batch):
+                batch = self._next_batch(min(room, share, max(1, limit // 4)))
+                if not batch or self._send_batch(worker, batch):
                     break
                 # Nothing went (a chunk could not be pickled): try again with the rest.
 
-    def _take(self, n: int) -> list[Chunk]:
+    def _next_batch(self, n: int) -> list[Chunk]:
         """Up to ``n`` pending chunks that may still run; a solo chunk only alone."""
         while True:
             taken: list[Chunk] = []
@@ -418,10 +416,10 @@ class ProcessBackend:
                 return batch
             # All of them were cancelled: take the next ones.
 
-    def _give(self, worker: _Worker, batch: list[Chunk]) -> bool:
+    def _send_batch(self, worker: _Worker, batch: list[Chunk]) -> bool:
         """Send ``batch`` to ``worker`` in one datagram; False if it could not be pickled."""
         known = collections.OrderedDict(worker.funcs)
-        tasks: list[tuple[Any, ...]] = []
+        tasks: list[TaskTuple] = []
         seq = worker.next_seq
         last_func: Any = _NO_FUNC
         fid = 0
@@ -578,7 +576,7 @@ class ProcessBackend:
             return None
         if chunk.segment is not None:
             if reusable:
-                self._segments.give(chunk.segment)
+                self._segments.keep(chunk.segment)
             else:
                 self._segments.drop(chunk.segment)
             chunk.segment = None
@@ -614,7 +612,7 @@ class ProcessBackend:
             worker.tasks_left -= 1  # it counts the datagram as one task
         last = group[-1]
         if last.segment is not None:
-            self._segments.give(last.segment) if reusable else self._segments.drop(last.segment)
+            self._segments.keep(last.segment) if reusable else self._segments.drop(last.segment)
             last.segment = None
         # It kept none of the functions the datagram carried.
         funcs = {id(chunk.func) for chunk in group}
@@ -659,7 +657,7 @@ class ProcessBackend:
         inflight = list(worker.inflight)
         if not inflight:
             return
-        begun, finished, decoding = worker.progress[:3].tolist()  # (see worker)
+        begun, finished, decoding = worker.progress[:3].tolist()  # (see protocol)
         culprit = blame(
             inflight, sent=worker.sent, ready=worker.ready, begun=begun, finished=finished,
             decoding=bool(decoding),

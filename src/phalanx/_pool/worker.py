@@ -1,39 +1,9 @@
 """The loop a pool worker process runs (layer 4, child side).
 
-The worker owns one end of a SEQPACKET socketpair; the pool's supervisor owns
-the other.  Each datagram down is one chunk of tasks (or None: exit); each
-datagram up is the outcome of the oldest chunk not yet answered.  Chunks are
-answered in the order they came, so no message carries an id: the supervisor
-always knows which chunk a worker is running, and which one it held if it
-dies.
-
-Message down: a list of chunks, each the plain tuple ``(fid, func or None, fid
-to forget or None, kind, payload, seq, urgent)`` (``seq``: its number for the
-progress words below; ``urgent``: it has a deadline, so answer it at once),
-answered one by one; or None: exit.  (A plain tuple, not a NamedTuple: a
-NamedTuple costs a Python-level constructor per task on both sides.)  Small chunks go
-several to a datagram when the pool has a backlog.  A function travels once
-per worker and is then named by its ``fid`` (a lambda pickled by value is not
-re-pickled for every task).
-
-Message up: ``(tag, value, reusable)`` with the tags below; ``reusable`` says
-that the chunk came in a shared-memory segment that nothing maps any more, so
-the supervisor may write the next large chunk into it (see ``_segments``).
-Answers of short chunks travel several to a datagram, ``(MANY, [answer, ...],
-False)``, each answer pickled as its chunk ends (bytes), or, when its value is
-small and made of plain values that cannot fail to unpickle (``_inline_size``),
-as the ``(tag, value, reusable)`` tuple itself, unpickled with the datagram;
-see ``_Answers`` for when they go.
-
-**Progress.**  Each chunk carries a sequence number, and the worker writes
-into a word of shared memory the number of the chunk it starts (``BEGUN``) and
-of the last one whose answer is ready (``FINISHED``), and a third word says
-that it is unpickling a datagram (``DECODING``).  When a worker dies, the
-supervisor reads them: the chunk begun but not finished is the one to blame,
-a datagram being unpickled is suspect (its chunks run alone, elsewhere),
-answers finished but never sent are run again, and chunks not begun go to
-other workers: a worker that dies in its initializer, or idle, blames
-nobody.
+What travels on its link and what its progress words mean is ``protocol``;
+this module is the worker's side of it: receive a batch of tasks, run them in
+order, write the progress words, and answer (several short answers share a
+datagram: see ``_Answers`` for when they go).
 """
 
 from __future__ import annotations
@@ -50,41 +20,26 @@ import threading
 import time
 from typing import Any
 
-from .. import _platform
-from .. import _util as util
+from .. import _platform, _runtime
 from .._channel import decode, encode, recv_datagram, recv_spinning, send_datagram
 from .._wire.fds import DupFd
 from ..errors import ExceptionWithTraceback, MaybeEncodingError
+from .protocol import (
+    BEGUN,
+    DECODING,
+    FAILED,
+    FINISHED,
+    INIT_FAILED,
+    MANY,
+    OK,
+    READY,
+    RESEND,
+    UNREADABLE,
+    TaskTuple,
+)
 from .results import APPLY, MAP, mark_item
 
-__all__ = (
-    "BEGUN",
-    "DECODING",
-    "FAILED",
-    "FINISHED",
-    "INIT_FAILED",
-    "MANY",
-    "OK",
-    "PROGRESS_SIZE",
-    "READY",
-    "RESEND",
-    "SPIN",
-    "UNREADABLE",
-    "WorkerEnd",
-    "decode_answer",
-    "worker_main",
-)
-
-OK = 0  # value: the result (a list for map chunks)
-FAILED = 1  # value: the exception (with the remote traceback)
-INIT_FAILED = 2  # value: the initializer's exception; the worker then exits
-UNREADABLE = 3  # value: why the task could not be unpickled
-READY = 4  # the initializer is done: timeouts count from here (sent once, first)
-RESEND = 5  # the chunk named a function this worker never got: send it again with it
-MANY = 6  # value: several answers, each a pickled (tag, value, reusable)
-
-BEGUN, FINISHED, DECODING = 0, 1, 2  # words of the progress block, in this order
-PROGRESS_SIZE = 24
+__all__ = ("SPIN", "WorkerEnd", "worker_main")
 
 SPIN = 50e-6  # seconds an idle worker polls for work before it sleeps (if it has a CPU)
 _HOLD = 0.002  # seconds an answer may wait for others to share its datagram
@@ -146,18 +101,6 @@ def _inline_size(value: Any) -> int:
                 return 0
         return total
     return 0
-
-
-def decode_answer(answer: bytes | tuple[int, Any, bool]) -> tuple[int, Any, bool]:
-    """One answer of a ``MANY`` datagram, as the supervisor reads it: held inline (a
-    tuple), or pickled alone; one that cannot be unpickled is that chunk's failure."""
-    if isinstance(answer, tuple):
-        return answer
-    try:
-        tag, value, reusable = decode(answer, None)
-    except Exception as exc:
-        return FAILED, exc, False
-    return tag, value, reusable
 
 
 def _encode_answer(tag: int, value: Any, reusable: bool) -> tuple[bytes, int | None]:
@@ -305,7 +248,7 @@ def worker_main(
             initializer(*initargs)
         except BaseException as exc:
             _reply(sock, INIT_FAILED, ExceptionWithTraceback(exc, exc.__traceback__))
-            util.debug("pool worker: initializer failed: %r", exc)
+            _runtime.debug("pool worker: initializer failed: %r", exc)
             return
     _reply(sock, READY, None)
     progress = progress_block.view().cast("q")
@@ -326,7 +269,7 @@ def worker_main(
         mappings: list[mmap.mmap] = []
         progress[DECODING] = 1
         try:
-            tasks = decode(*got, mappings)
+            tasks: list[TaskTuple] | None = decode(*got, mappings)
         except BaseException as exc:
             progress[DECODING] = 0
             error = ExceptionWithTraceback(_unreadable(exc), exc.__traceback__)

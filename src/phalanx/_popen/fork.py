@@ -8,8 +8,7 @@ import signal
 import threading
 import weakref
 
-from .. import _platform, _tracker
-from .. import _util as util
+from .. import _platform, _runtime, _tracker
 from ..errors import ProcessStateError
 from ..process import check_timeout, flush_std_streams
 
@@ -33,7 +32,7 @@ class ChildPopen:
         self.returncode: int | None = None
         self._pidfd: int | None = None
         self._reap_lock = threading.Lock()
-        self._finalizer: util.Finalize | None = None
+        self._finalizer: _runtime.Finalize | None = None
         self._parent_fds: tuple[int, ...] = ()
         self._launch(process_obj)
         _live.add(self)
@@ -78,7 +77,7 @@ class ChildPopen:
             self.sentinel = pipe_sentinel
             fds = (pipe_sentinel, *extra_fds)
         self._parent_fds = fds
-        self._finalizer = util.Finalize(self, _platform.close_fds, fds)
+        self._finalizer = _runtime.Finalize(self, _platform.close_fds, fds)
 
     def _forget_in_forked_child(self) -> None:
         # A forked copy of this process must not hold our handles on our other

@@ -6,8 +6,7 @@ import os
 import socket
 import time
 
-from .. import _forkserver, _platform
-from .. import _util as util
+from .. import _forkserver, _platform, _runtime
 from .._wire.framing import read_int, write_frame
 from ..process import check_timeout
 from .spawn import SpawnPopen
@@ -55,7 +54,7 @@ class ForkServerPopen(SpawnPopen):
         self._parent_fds = fds
         # With an exit priority: a process object still referenced at exit must
         # not leave its server connection open (ResourceWarning).
-        self._finalizer = util.Finalize(self, _close, (self._conn, *fds), exitpriority=-20)
+        self._finalizer = _runtime.Finalize(self, _close, (self._conn, *fds), exitpriority=-20)
         try:
             write_frame(parent_w, prep)
             write_frame(parent_w, obj)

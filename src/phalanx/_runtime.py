@@ -1,4 +1,9 @@
-"""Logging, finalizers and after-fork hooks: the bottom of the package (layer 0).
+"""This process's run-time bookkeeping: logging, finalizers, after-fork hooks, the
+exiting flag (layer 0, the bottom of the package).
+
+The public names are re-exported by ``phalanx.util`` (the stdlib's
+``multiprocessing.util``); inside the package this module is always imported
+as ``_runtime``, never as ``util``, so that ``util`` means the public module.
 
 Finalizers registered with :class:`Finalize` run when their object is collected,
 or at process exit in decreasing ``exitpriority`` order.  Objects registered
