@@ -2,7 +2,7 @@
 
 Each worker has its own SEQPACKET socketpair (what travels on it: ``protocol``).  One
 thread, the supervisor, owns every worker and waits on all their links and
-sentinels at once.  It gives each worker at most ``CREDIT`` chunks, answered
+sentinels at once.  It gives each worker a few chunks at a time (``dispatch``), answered
 in order, so at every moment it knows which chunk each worker is running:
 
 * a worker that dies fails exactly the chunk it had begun, with a
@@ -36,6 +36,7 @@ from .._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram
 from .._segments import SegmentCache
 from ..errors import PoolTerminatedError, WorkerLostError
 from .blame import StartFailures, blame, death_error, how, signal_of
+from .dispatch import FunctionTable, Pacing, remember
 from .protocol import (
     FAILED,
     INIT_FAILED,
@@ -51,13 +52,8 @@ from .protocol import (
 from .results import Chunk, add_item_note, deliver, fail_all
 from .worker import SPIN, WorkerEnd, worker_main
 
-__all__ = ("CREDIT", "ProcessBackend")
+__all__ = ("ProcessBackend",)
 
-CREDIT = 2  # chunks a worker holds at least: one running, one waiting (no idle gap)
-_MAX_INFLIGHT = 1024  # ... and at most, when chunks are short (see _inflight_limit)
-_QUEUED_WORK = 0.02  # seconds of work a worker may have queued behind its running chunk
-_FUNCS_PER_WORKER = 16  # functions a worker keeps unpickled
-_FUNC_TABLE = 256
 _TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on terminate()
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
@@ -135,12 +131,10 @@ class ProcessBackend:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
         self.workers: list[_Worker] = []
-        self._funcs: dict[int, tuple[int, Any]] = {}
+        self._funcs = FunctionTable()
         self._segments = SegmentCache()
-        self._chunk_time: float | None = None  # running average of a chunk's duration
-        self._timed_func: Any = None  # ... of chunks of this function
+        self._pacing = Pacing()
         self._reader = _platform.DatagramReader(MAX_INLINE + 16)
-        self._fids = itertools.count()
         self._start_failures = StartFailures()
         self._kill_at: float | None = None
         self._supervisor_ident: int | None = None
@@ -358,21 +352,10 @@ class ProcessBackend:
         self._selector.register(worker.sentinel, selectors.EVENT_READ, ("sentinel", worker))
 
     def _inflight_limit(self) -> int:
-        """Chunks a worker may hold: a few milliseconds of work, going by recent chunks.
-
-        Long chunks: two (one running, one ready), so a slow chunk never holds
-        up much else.  Short chunks: more, sent together, so that per-message
-        costs vanish.
-        """
-        if self._chunk_time is None:
-            return CREDIT
+        """Chunks a worker may hold now (see ``dispatch.Pacing``)."""
         pending = self._pending
-        if pending and pending[0].func is not self._timed_func:
-            # Another function: the average says nothing about it (short tasks
-            # followed by long ones would otherwise be handed out many at a
-            # time, in shares fixed before anyone knows their length).
-            return CREDIT
-        return max(CREDIT, min(_MAX_INFLIGHT, int(_QUEUED_WORK / max(self._chunk_time, 1e-7))))
+        pacing = self._pacing
+        return pacing.limit(pending[0].func if pending else pacing.func)
 
     def _dispatch(self) -> None:
         """Hand pending chunks to workers with room, least loaded first, in batches."""
@@ -428,19 +411,9 @@ class ProcessBackend:
             forget = sent_func = None
             if func is not last_func:  # (a batch is mostly one function: look it up once)
                 last_func = func
-                entry = self._funcs.get(id(func))
-                if entry is None or entry[1] is not func:
-                    if len(self._funcs) >= _FUNC_TABLE:
-                        self._funcs.clear()
-                    entry = (next(self._fids), func)
-                    self._funcs[id(func)] = entry
-                fid = entry[0]
-                if fid in known:
-                    known.move_to_end(fid)
-                else:
-                    if len(known) >= _FUNCS_PER_WORKER:
-                        forget = known.popitem(last=False)[0]
-                    known[fid] = None
+                fid = self._funcs.number(func)
+                send, forget = remember(known, fid)
+                if send:
                     sent_func = func
             tasks.append(
                 (fid, sent_func, forget, chunk.kind, chunk.payload, seq, chunk.timeout is not None)
@@ -581,13 +554,7 @@ class ProcessBackend:
                 self._segments.drop(chunk.segment)
             chunk.segment = None
         if tag in (OK, FAILED):
-            if took is None:
-                took = now - worker.started
-            average = self._chunk_time
-            if average is None or chunk.func is not self._timed_func:
-                self._chunk_time, self._timed_func = took, chunk.func
-            else:
-                self._chunk_time = 0.8 * average + 0.2 * took
+            self._pacing.record(chunk.func, now - worker.started if took is None else took)
         worker.started = now
         if tag == RESEND:
             # It never got the function (the chunk that carried it was unreadable):
@@ -615,9 +582,9 @@ class ProcessBackend:
             self._segments.keep(last.segment) if reusable else self._segments.drop(last.segment)
             last.segment = None
         # It kept none of the functions the datagram carried.
-        funcs = {id(chunk.func) for chunk in group}
-        for fid, func in self._funcs.values():
-            if id(func) in funcs:
+        for func in {id(chunk.func): chunk.func for chunk in group}.values():
+            fid = self._funcs.lookup(func)
+            if fid is not None:
                 worker.funcs.pop(fid, None)
         if len(group) == 1:
             head.job._set(head.index, False, error)
