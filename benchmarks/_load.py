@@ -49,8 +49,12 @@ def describe(hogs: int) -> str:
 
 
 def add_busy_flag(parser: Any) -> None:
+    """``--busy`` (every core kept busy) and ``--json PATH`` (results for the charts)."""
     parser.add_argument(
         "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
+    )
+    parser.add_argument(
+        "--json", metavar="PATH", help="also write the medians as JSON (tools/bench_charts.py)"
     )
 
 
@@ -60,6 +64,7 @@ def compare_rows(
     repeat: int,
     width: int,
     column: int,
+    results: Results | None = None,
 ) -> None:
     """For each (name, measure(lib), format) case: medians of ``repeat`` runs of the stdlib
     and phalanx, interleaved, and phalanx's time over the stdlib's."""
@@ -70,4 +75,39 @@ def compare_rows(
             std_times.append(func(std_lib))
             our_times.append(func(our_lib))
         std, ours = statistics.median(std_times), statistics.median(our_times)
+        if results is not None:
+            results.add(name, {"stdlib": std, "phalanx": ours})
         print(f"{name:<{width}} {fmt(std):>{column}} {fmt(ours):>{column}} {ours / std:>10.2f}")
+
+
+class Results:
+    """What a benchmark measured, written as JSON with ``--json PATH`` (for
+    ``tools/bench_charts.py``): per case, each library's median time in seconds."""
+
+    def __init__(self, benchmark: str, args: Any) -> None:
+        self.benchmark = benchmark
+        self.path: str | None = getattr(args, "json", None)
+        self.condition = "busy" if getattr(args, "busy", False) else "idle"
+        self.cases: list[dict[str, Any]] = []
+
+    def add(self, name: str, seconds: dict[str, float]) -> None:
+        self.cases.append({"name": name, "seconds": dict(seconds)})
+
+    def write(self) -> None:
+        if not self.path:
+            return
+        import json
+        import platform
+
+        from phalanx import _fast
+
+        data = {
+            "benchmark": self.benchmark,
+            "condition": self.condition,
+            "machine": f"{os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "phalanx_path": "pure" if _fast.speedups is None else "compiled",
+            "cases": self.cases,
+        }
+        with open(self.path, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy, describe
+from _load import Results, add_busy_flag, busy, describe
 
 SIZE = 64 * 1024 * 1024
 PINGS = 2000
@@ -117,6 +117,7 @@ def main() -> None:
         except ImportError:
             print("numpy not installed: numpy case skipped")
         print(f"{'case':<12} {'stdlib':>10} {'phalanx':>10} {'time ratio':>10}")
+        results = Results("bench_connection", args)
         for name, target, body, fmt in cases:
             samples: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
             for _ in range(args.repeat):
@@ -124,7 +125,9 @@ def main() -> None:
                 samples["phalanx"].append(run_child(phalanx, target, body))
             std = statistics.median(samples["stdlib"])
             ours = statistics.median(samples["phalanx"])
+            results.add(f"Pipe {name}", {"stdlib": std, "phalanx": ours})
             print(f"{name:<12} {fmt(std):>10} {fmt(ours):>10} {ours / std:>10.2f}")
+        results.write()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy, describe
+from _load import Results, add_busy_flag, busy, describe
 
 WARM_UP = 200
 
@@ -81,6 +81,7 @@ def main() -> None:
         print(
             f"{'case':<11} {'library':<8} {'p50':>9} {'p99':>9} {'slowest':>9}  (median of rounds)"
         )
+        results = Results("bench_latency", args)
         for case, run in (("Queue", queue_round_trips), ("Pipe", pipe_round_trips)):
             rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in libs}
             for _ in range(args.repeat):
@@ -95,8 +96,14 @@ def main() -> None:
                     f"{case:<11} {name:<8} {p50 * 1e6:>7.1f}us {p99 * 1e6:>7.1f}us "
                     f"{slowest * 1e6:>7.0f}us"
                 )
+            for k, what in enumerate(("p50", "p99", "slowest")):
+                results.add(
+                    f"{case} ping-pong {what}",
+                    {name: medians[name][k] for name in ("stdlib", "phalanx")},
+                )
             ratios = [medians["phalanx"][k] / medians["stdlib"][k] for k in range(3)]
             print(f"{case:<11} {'ratio':<8} {ratios[0]:>9.2f} {ratios[1]:>9.2f} {ratios[2]:>9.2f}")
+        results.write()
 
 
 if __name__ == "__main__":

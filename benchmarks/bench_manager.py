@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy, describe
+from _load import Results, add_busy_flag, busy, describe
 
 OPS = 5_000
 
@@ -73,6 +73,7 @@ def main() -> None:
                 samples["stop"].setdefault(name, []).append(stopped)
         print(f"start method {args.method}, median of {args.repeat}")
         print(f"{'case':<12} {'stdlib':>12} {'phalanx':>12} {'time ratio':>10}")
+        results = Results("bench_manager", args)
         for case in ("dict", "start", "stop"):
             std = statistics.median(samples[case]["stdlib"])
             ours = statistics.median(samples[case]["phalanx"])
@@ -82,7 +83,9 @@ def main() -> None:
             else:
                 fmt = lambda t: f"{t * 1e3:8.1f}ms"  # noqa: E731
                 label = f"{case}-up" if case == "start" else "shutdown"
+            results.add(f"Manager {label}", {"stdlib": std, "phalanx": ours})
             print(f"{label:<12} {fmt(std):>12} {fmt(ours):>12} {ours / std:>10.2f}")
+        results.write()
 
 
 if __name__ == "__main__":

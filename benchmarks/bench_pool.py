@@ -14,6 +14,11 @@
 * worker RSS: resident memory of a worker after the map case.
 
 Prints medians and the ratio phalanx/stdlib in *time* (below 1.0: phalanx is faster).
+With ``--peers`` (the default when they are installed), the same map, apply_async
+(``submit``), start-up and numpy cases run on the peers too, each with 2 workers
+under its own default start method: loky's ``ProcessPoolExecutor``, pebble's
+``ProcessPool`` and the stdlib's ``concurrent.futures.ProcessPoolExecutor``; their
+medians go into the ``--json`` results (and a second table).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy, describe
+from _load import Results, add_busy_flag, busy, describe
 
 MAP_N = 200_000
 IMAP_N = 20_000
@@ -132,11 +137,95 @@ def numpy_map(lib: Any, method: str, repeat: int) -> float:
         pool.join()
 
 
+class Peer:
+    """A peer library's pool behind one interface: map, submit, start-up, numpy."""
+
+    def __init__(self, name: str, method: str) -> None:
+        self.name = name
+        self.method = method
+        self.pool: Any = None
+
+    def start(self) -> None:
+        if self.name == "loky":
+            import loky
+
+            self.pool = loky.ProcessPoolExecutor(max_workers=2)
+        elif self.name == "pebble":
+            import pebble
+
+            self.pool = pebble.ProcessPool(
+                max_workers=2, context=multiprocessing.get_context(self.method)
+            )
+        else:
+            import concurrent.futures
+
+            self.pool = concurrent.futures.ProcessPoolExecutor(
+                2, mp_context=multiprocessing.get_context(self.method)
+            )
+
+    def submit(self, func: Callable[..., Any], *args: Any) -> Any:
+        if self.name == "pebble":
+            return self.pool.schedule(func, args=args)
+        return self.pool.submit(func, *args)
+
+    def map(self, func: Callable[..., Any], items: Any, chunksize: int) -> list[Any]:
+        if self.name == "pebble":
+            return list(self.pool.map(func, items, chunksize=chunksize).result())
+        return list(self.pool.map(func, items, chunksize=chunksize))
+
+    def close(self) -> None:
+        if self.name == "pebble":
+            self.pool.close()
+            self.pool.join()
+        else:
+            self.pool.shutdown(wait=True)
+
+
+PEERS = ("loky", "pebble", "concurrent.futures")
+
+
+def available_peers() -> list[str]:
+    import importlib.util
+
+    return [p for p in PEERS if "." in p or importlib.util.find_spec(p) is not None]
+
+
+def measure_peer(name: str, method: str, numpy_slices: Any) -> dict[str, float]:
+    """One round of the peer cases: {case: seconds}."""
+    out: dict[str, float] = {}
+    peer = Peer(name, method)
+    t0 = time.perf_counter()
+    peer.start()
+    peer.submit(identity, 1).result()
+    out["start-up"] = time.perf_counter() - t0
+    try:
+        peer.map(identity, range(4), 1)  # both workers up
+        chunksize = -(-MAP_N // (2 * 4))  # the stdlib Pool.map's default
+        t0 = time.perf_counter()
+        peer.map(identity, range(MAP_N), chunksize)
+        out["map"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        futures = [peer.submit(identity, i) for i in range(APPLY_N)]
+        for future in futures:
+            future.result()
+        out["apply_async"] = time.perf_counter() - t0
+        if numpy_slices is not None:
+            t0 = time.perf_counter()
+            peer.map(array_sum, numpy_slices, 1)
+            out["numpy"] = time.perf_counter() - t0
+    finally:
+        peer.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--method", default="fork")
     parser.add_argument("--numpy-methods", default="fork,spawn,forkserver")
+    parser.add_argument(
+        "--peers", default=",".join(PEERS), help="peer pools to measure too ('' for none)"
+    )
     add_busy_flag(parser)
     args = parser.parse_args()
     with busy(args.busy) as hogs:
@@ -205,6 +294,43 @@ def main() -> None:
         print(f"{'case':<14} {'stdlib':>11} {'phalanx':>11} {'time ratio':>10}")
         for name, std, ours, fmt in rows:
             print(f"{name:<14} {fmt(std):>11} {fmt(ours):>11} {ours / std:>10.2f}")
+        results = Results("bench_pool", args)
+        labels = {
+            "map": "Pool.map 200k ints",
+            "imap_unord": "imap_unordered(chunksize=1) 20k",
+            "apply_async": "apply_async 20k",
+            "start-up": "Pool(2) start to first result",
+        }
+        cases = {
+            labels.get(name, f"map(np.sum) 512 MiB, {name.split()[-1]}"): {
+                "stdlib": std,
+                "phalanx": ours,
+            }
+            for name, std, ours, _fmt in rows
+        }
+        peers = [p for p in args.peers.split(",") if p and p in available_peers()]
+        if peers:
+            slices = None
+            if "numpy fork" in {name for name, *_ in rows}:
+                import numpy as np
+
+                slices = np.array_split(np.ones(BIG // 8), 64)
+            peer_samples: dict[str, dict[str, list[float]]] = {}
+            for _ in range(args.repeat):
+                for peer in peers:
+                    for case, seconds in measure_peer(peer, args.method, slices).items():
+                        peer_samples.setdefault(case, {}).setdefault(peer, []).append(seconds)
+            print(f"peers (time ratio to the stdlib's Pool; numpy: fork), median of {args.repeat}")
+            print(f"{'case':<14} " + " ".join(f"{p:>18}" for p in peers))
+            for case, by_peer in peer_samples.items():
+                label = labels.get(case, "map(np.sum) 512 MiB, fork")
+                std = cases[label]["stdlib"]
+                medians = {p: statistics.median(v) for p, v in by_peer.items()}
+                cases[label].update(medians)
+                print(f"{case:<14} " + " ".join(f"{medians[p] / std:>18.2f}" for p in peers))
+        for label, seconds in cases.items():
+            results.add(label, seconds)
+        results.write()
         cpu_std = serial / med("cpu", "stdlib")
         cpu_ours = serial / med("cpu", "phalanx")
         print(

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 
 import phalanx
-from _load import add_busy_flag, busy, describe
+from _load import Results, add_busy_flag, busy, describe
 
 
 def noop() -> None:
@@ -56,7 +56,7 @@ def time_import(module: str | None, n: int) -> float:
     return statistics.median(samples)
 
 
-def import_row(repeat: int) -> str:
+def import_row(repeat: int, results: Results) -> str:
     for module in ("multiprocessing", "phalanx"):
         time_import(module, 2)  # write the bytecode caches
     rounds: dict[str, list[float]] = {"stdlib": [], "phalanx": []}
@@ -66,6 +66,7 @@ def import_row(repeat: int) -> str:
         rounds["phalanx"].append(time_import("phalanx", 9) - base)
     std = statistics.median(rounds["stdlib"])
     ours = statistics.median(rounds["phalanx"])
+    results.add("import", {"stdlib": std, "phalanx": ours})
     return f"{'import':<11} {std * 1e3:>8.2f}ms {ours * 1e3:>8.2f}ms {ours / std:>7.2f}"
 
 
@@ -78,7 +79,8 @@ def main() -> None:
     with busy(args.busy) as hogs:
         print(describe(hogs))
         print(f"{'method':<11} {'stdlib':>10} {'phalanx':>10} {'ratio':>7}")
-        print(import_row(args.repeat))
+        results = Results("bench_process_start", args)
+        print(import_row(args.repeat, results))
         for method in ("fork", "spawn", "forkserver"):
             n = args.n or (40 if method != "spawn" else 10)
             libs = {
@@ -93,7 +95,9 @@ def main() -> None:
                     samples[name].append(time_starts(ctx, n))
             std = statistics.median(samples["stdlib"])
             ours = statistics.median(samples["phalanx"])
+            results.add(f"{method} start", {"stdlib": std, "phalanx": ours})
             print(f"{method:<11} {std * 1e3:>8.2f}ms {ours * 1e3:>8.2f}ms {ours / std:>7.2f}")
+        results.write()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy, compare_rows, describe
+from _load import Results, add_busy_flag, busy, compare_rows, describe
 
 PINGS = 2000
 INTS = 200_000
@@ -105,7 +105,9 @@ def main() -> None:
         except ImportError:
             print("numpy not installed: numpy case skipped")
         print(f"{'case':<12} {'stdlib':>10} {'phalanx':>10} {'time ratio':>10}")
-        compare_rows(cases, (multiprocessing, phalanx), args.repeat, 12, 10)
+        results = Results("bench_queue", args)
+        compare_rows(cases, (multiprocessing, phalanx), args.repeat, 12, 10, results)
+        results.write()
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import phalanx
-from _load import add_busy_flag, busy, compare_rows, describe
+from _load import Results, add_busy_flag, busy, compare_rows, describe
 
 PAIRS = 200_000
 INCREMENTS = 20_000
@@ -80,7 +80,9 @@ def main() -> None:
             ("uncontended Semaphore pair", pairs("Semaphore"), per_second),
             ("Value += 1 by 2 processes", value_increments, lambda t: f"{t * 1e6:8.2f}us"),
         ]
-        compare_rows(cases, (multiprocessing, phalanx), args.repeat, 28, 12)
+        results = Results("bench_sync", args)
+        compare_rows(cases, (multiprocessing, phalanx), args.repeat, 28, 12, results)
+        results.write()
 
 
 if __name__ == "__main__":

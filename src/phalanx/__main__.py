@@ -1,106 +1,110 @@
-"""The ``phalanx`` command (also ``python -m phalanx``).
+"""phalanx: process-based parallelism with the API of multiprocessing.
 
-``phalanx demo [--method M]`` runs the tutorial's first example under each
-start method (or just ``M``): the parent prints its module name, parent pid and
-pid, then a child does the same and says hello.
+Commands:
+  phalanx demo [--method M]        processes under each start method, then a pool
+                                   surviving a killed worker and a task timeout
+  phalanx info                     this installation: versions, start methods,
+                                   the OS features and fast path in use
+  phalanx bench [--method M]       phalanx against the stdlib's multiprocessing
+                                   on this machine (under a minute)
+  phalanx manager serve --address HOST:PORT [--authkey-file PATH]
+                                   serve shared objects (a RemoteManager) over TCP
 
-``phalanx manager serve --address HOST:PORT [--authkey-file PATH]`` runs a
-manager server (``phalanx.managers.RemoteManager``) that clients on other
-machines reach with the same authkey.  The key comes from the file, or from
-the ``PHALANX_AUTHKEY`` environment variable; never from the command line,
-where other users could read it.
+Also run as ``python -m phalanx``.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Sequence
 
 import phalanx
 
 
-def info(title: str) -> None:
-    print(title, flush=True)
-    print("module name:", __name__, flush=True)
-    print("parent process:", os.getppid(), flush=True)
-    print("process id:", os.getpid(), flush=True)
+def _parser() -> argparse.ArgumentParser:
+    from ._cli import manager
 
-
-def f(name: str) -> None:
-    info("function f")
-    print("hello", name, flush=True)
-
-
-def demo(methods: Sequence[str]) -> int:
-    for method in methods:
-        ctx = phalanx.get_context(method)
-        print(f"=== start method: {method} ===", flush=True)
-        info("main line")
-        p = ctx.Process(target=f, args=("bob",))
-        p.start()
-        p.join(timeout=60)
-        if p.exitcode != 0:
-            print(f"child failed under {method}: exitcode {p.exitcode}", file=sys.stderr)
-            return 1
-    return 0
-
-
-AUTHKEY_ENV = "PHALANX_AUTHKEY"
-
-
-def _authkey(path: str | None) -> bytes:
-    if path is not None:
-        with open(path, "rb") as f:
-            key = f.read().rstrip(b"\r\n")
-    else:
-        key = os.environb.get(AUTHKEY_ENV.encode(), b"")
-    if not key:
-        raise SystemExit(
-            f"phalanx manager serve: no authkey. Put one in the {AUTHKEY_ENV} environment "
-            "variable or in a file given with --authkey-file (never on the command line)."
-        )
-    return key
-
-
-def _address(text: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT (got {text!r})")
-    return host.strip("[]") or "127.0.0.1", int(port)
-
-
-def serve_manager(address: tuple[str, int], authkey: bytes) -> int:
-    from .managers import RemoteManager
-
-    server = RemoteManager(address=address, authkey=authkey).get_server()
-    host, port = server.address[:2]
-    print(f"phalanx manager serving on {host}:{port}", flush=True)
-    server.serve_forever()
-    return 0  # pragma: no cover - serve_forever exits the process
+    parser = argparse.ArgumentParser(
+        prog="phalanx",
+        description="phalanx: process-based parallelism with the API of multiprocessing.",
+        epilog="Run 'phalanx COMMAND --help' for a command's options.",
+    )
+    parser.add_argument("--version", action="version", version=f"phalanx {phalanx.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    methods = phalanx.get_all_start_methods()
+    demo = sub.add_parser(
+        "demo",
+        help="show processes, then a pool surviving a killed worker and a timeout",
+        description="Runs the tutorial's first example under each start method, then shows "
+        "a pool carrying on after one of its workers is killed in the middle of a map, "
+        "and after a task overruns its per-task timeout.",
+    )
+    demo.add_argument("--method", choices=methods, help="only this start method (default: all)")
+    sub.add_parser(
+        "info",
+        help="describe this installation (versions, start methods, OS features in use)",
+        description="Prints the versions of phalanx and Python, the start methods and the "
+        "default one, which OS features phalanx uses here (pidfd, memfd, robust mutexes), "
+        "whether the compiled fast path is in use, and the size of /dev/shm.",
+    )
+    bench = sub.add_parser(
+        "bench",
+        help="compare phalanx with the stdlib's multiprocessing on this machine",
+        description="Runs the same small workloads with phalanx and with the stdlib's "
+        "multiprocessing, each in fresh interpreters, and prints their median times and "
+        "ratios. Takes under a minute.",
+    )
+    bench.add_argument("--method", choices=methods, help="start method (default: the default)")
+    bench.add_argument("--rounds", type=int, default=5, help="rounds per library (default: 5)")
+    mgr = sub.add_parser("manager", help="run a manager server")
+    mgr_sub = mgr.add_subparsers(dest="action", required=True, metavar="ACTION")
+    serve = mgr_sub.add_parser(
+        "serve",
+        help="serve shared objects over TCP",
+        description="Runs a RemoteManager server: clients on other machines connect with the "
+        "same key and share dicts, lists, queues, namespaces and locks by name. The key "
+        f"comes from --authkey-file or ${manager.AUTHKEY_ENV}, never the command line.",
+    )
+    serve.add_argument("--address", type=manager.address, required=True, help="HOST:PORT")
+    serve.add_argument(
+        "--authkey-file", help=f"file holding the key (default: ${manager.AUTHKEY_ENV})"
+    )
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="phalanx", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    demo_parser = sub.add_parser("demo", help="run the tutorial's first example")
-    demo_parser.add_argument(
-        "--method",
-        choices=phalanx.get_all_start_methods(),
-        help="only this start method (default: all of them)",
-    )
-    manager_parser = sub.add_parser("manager", help="run a manager server")
-    manager_sub = manager_parser.add_subparsers(dest="action", required=True)
-    serve_parser = manager_sub.add_parser("serve", help="serve shared objects over TCP")
-    serve_parser.add_argument("--address", type=_address, required=True, help="HOST:PORT")
-    serve_parser.add_argument("--authkey-file", help=f"file holding the key (else ${AUTHKEY_ENV})")
+    parser = _parser()
     args = parser.parse_args(argv)
-    if args.command == "manager":
-        return serve_manager(args.address, _authkey(args.authkey_file))
-    if args.command == "demo":
-        methods = [args.method] if args.method else phalanx.get_all_start_methods()
-        return demo(methods)
+    try:
+        if args.command == "demo":
+            from ._cli import demo
+
+            return demo.run([args.method] if args.method else phalanx.get_all_start_methods())
+        if args.command == "info":
+            from ._cli import info
+
+            return info.run()
+        if args.command == "bench":
+            from ._cli import bench
+
+            if args.rounds < 1:
+                parser.error(f"--rounds must be at least 1 (got {args.rounds})")
+            try:
+                return bench.run(args.method, args.rounds)
+            except bench.BenchError as exc:
+                print(f"phalanx bench: {exc}", file=sys.stderr)
+                return 1
+        if args.command == "manager":
+            from ._cli import manager
+
+            try:
+                return manager.serve(args.address, args.authkey_file)
+            except manager.UsageError as exc:
+                print(f"phalanx manager serve: {exc}", file=sys.stderr)
+                return 2
+    except KeyboardInterrupt:
+        return 130
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

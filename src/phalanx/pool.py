@@ -105,7 +105,41 @@ def _check_timeout(timeout: float | None) -> float | None:
 
 
 class Pool:
-    """A pool of worker processes (see the module docstring for the extensions)."""
+    """A pool of worker processes that run the tasks given to it.
+
+    Args:
+        processes: How many workers (default: ``os.cpu_count()``).  On a cluster
+            backend, how many engine tasks may run at once (default: the cluster's
+            capacity).
+        initializer: Called as ``initializer(*initargs)`` in each worker when it
+            starts.  If it raises three times in a row, the pool breaks with
+            ``PoolTerminatedError`` instead of starting workers forever.
+        initargs: The initializer's arguments.
+        maxtasksperchild: Replace a worker after it ran this many tasks (or
+            chunks), to give back memory a library leaks.  None: never.
+        context: The context whose start method starts the workers (default: the
+            default context).
+        retries: phalanx's: run a task whose worker *died* (not one that raised)
+            up to this many more times, on other workers.  For idempotent work.
+        backend: phalanx's: run the workers on a cluster engine instead of this
+            machine: ``"dask"``, ``"ray"``, an address (``"dask://host:8786"``,
+            ``"ray://host:10001"``) or a ``phalanx.cluster`` backend object.
+
+    Raises:
+        ValueError: ``processes`` is not a positive int, ``maxtasksperchild`` not a
+            positive int or None, or ``retries`` not an int >= 0.
+        TypeError: ``initializer`` is not callable.
+
+    Use it in a ``with`` block (leaving it calls ``terminate()``), or call
+    ``close()`` then ``join()``.  A worker that dies fails only the task it was
+    running, with ``WorkerLostError``, and is replaced; Ctrl-C while waiting on the
+    pool terminates it.
+
+    Example::
+
+        with Pool(4) as pool:
+            squares = pool.map(square, range(100))
+    """
 
     _wrap_exception = True
 
@@ -222,7 +256,27 @@ class Pool:
         *,
         timeout: float | None = None,
     ) -> _T:
-        """``func(*args, **kwds)`` in a worker; waits for the result."""
+        """Call ``func(*args, **kwds)`` in a worker and wait for its result.
+
+        Args:
+            func: A callable; lambdas and functions of ``__main__`` work under every
+                start method (they travel by value).
+            args: Positional arguments.
+            kwds: Keyword arguments.
+            timeout: phalanx's: seconds the call may run in its worker (counted
+                from its start there); past that its worker is killed and the call
+                fails with ``TaskTimeoutError``.
+
+        Returns:
+            What ``func`` returned.
+
+        Raises:
+            Exception: Whatever ``func`` raised, with the worker's traceback as its
+                ``__cause__`` and a note naming the call.
+            phalanx.errors.WorkerLostError: The worker died while running it.
+            TaskTimeoutError: It ran past ``timeout``.
+            ValueError: The pool is closed or terminated.
+        """
         return self._wait(self.apply_async(func, args, kwds, timeout=timeout))
 
     def apply_async(
@@ -235,7 +289,30 @@ class Pool:
         *,
         timeout: float | None = None,
     ) -> AsyncResult[_T]:
-        """Start ``func(*args, **kwds)`` in a worker; returns an ``AsyncResult``."""
+        """Start ``func(*args, **kwds)`` in a worker; return at once.
+
+        Args:
+            func: A callable (see ``apply``).
+            args: Positional arguments.
+            kwds: Keyword arguments.
+            callback: Called with the result when it is ready, in the pool's
+                supervisor thread (keep it short).
+            error_callback: Called with the exception instead, if the call fails.
+            timeout: phalanx's: as for ``apply``.
+
+        Returns:
+            An ``AsyncResult``: ``get(timeout)`` waits for the result (or raises
+            the call's exception), ``ready()``, ``successful()`` and ``wait()``.
+
+        Raises:
+            ValueError: The pool is closed or terminated.
+            TypeError: ``func`` is not callable.
+
+        Example::
+
+            results = [pool.apply_async(fetch, (url,)) for url in urls]
+            pages = [r.get(timeout=60) for r in results]
+        """
         # (The checks cost a call each only when they may fail: a loop of small
         # apply_async calls spends a good part of its time here.)
         if self._state != RUN or self._backend.broken is not None:
@@ -262,7 +339,32 @@ class Pool:
         timeout: float | None = None,
         progress: bool | str = False,
     ) -> list[_T]:
-        """``[func(x) for x in iterable]``, computed by the workers."""
+        """Apply ``func`` to every item of ``iterable``, in the workers; wait for all.
+
+        The items are sent in chunks of ``chunksize`` (default: about eight chunks
+        per worker; 1 with a ``timeout``).  The whole iterable is read first: use
+        ``imap`` for a long or endless one.
+
+        Args:
+            func: A callable of one argument.
+            iterable: The items.
+            chunksize: Items per task sent to a worker.
+            timeout: phalanx's: seconds each item may run (a chunk of n items gets
+                n times that); an overdue chunk's worker is killed and the map fails
+                with ``TaskTimeoutError``.
+            progress: phalanx's: True, or a description, for a progress bar on
+                stderr (tqdm's if installed).
+
+        Returns:
+            ``[func(x) for x in iterable]``, in order.
+
+        Raises:
+            Exception: The first exception ``func`` raised, with a note naming the
+                item (``raised by item 3 of map(f) in a pool worker``).
+            phalanx.errors.WorkerLostError: A worker died while running a chunk.
+            TaskTimeoutError: A chunk ran past its timeout.
+            ValueError: The pool is closed or terminated, or ``chunksize`` < 1.
+        """
         result = self._map_async(func, iterable, MAP, chunksize, None, None, timeout, progress)
         values: list[_T] = self._wait(result)
         return values
@@ -276,7 +378,25 @@ class Pool:
         timeout: float | None = None,
         progress: bool | str = False,
     ) -> list[_T]:
-        """``[func(*args) for args in iterable]``, computed by the workers."""
+        """Like ``map``, with each item unpacked as arguments: ``func(*args)``.
+
+        Args:
+            func: A callable.
+            iterable: Tuples (or other iterables) of arguments.
+            chunksize: As for ``map``.
+            timeout: phalanx's: as for ``map``.
+            progress: phalanx's: as for ``map``.
+
+        Returns:
+            ``[func(*args) for args in iterable]``, in order.
+
+        Raises:
+            Exception: As for ``map``.
+
+        Example::
+
+            pool.starmap(pow, [(2, 3), (3, 2)])  # [8, 9]
+        """
         result = self._map_async(func, iterable, STARMAP, chunksize, None, None, timeout, progress)
         values: list[_T] = self._wait(result)
         return values
@@ -291,7 +411,21 @@ class Pool:
         *,
         timeout: float | None = None,
     ) -> MapResult[_T]:
-        """Start ``map``; returns a ``MapResult`` (its ``get()`` is the list)."""
+        """Start a ``map``; return at once.
+
+        Args:
+            func: A callable of one argument.
+            iterable: The items (read at once).
+            chunksize: As for ``map``.
+            callback: Called with the list of results when all are ready, in the
+                pool's supervisor thread.
+            error_callback: Called with the first exception instead, if one fails.
+            timeout: phalanx's: as for ``map``.
+
+        Returns:
+            A ``MapResult``, whose ``get(timeout)`` is the list of results (or
+            raises the first exception).
+        """
         return self._map_async(func, iterable, MAP, chunksize, callback, error_callback, timeout)
 
     def starmap_async(
@@ -304,7 +438,19 @@ class Pool:
         *,
         timeout: float | None = None,
     ) -> AsyncResult[list[_T]]:
-        """Start ``starmap``; returns an ``AsyncResult`` (its ``get()`` is the list)."""
+        """Start a ``starmap``; return at once.
+
+        Args:
+            func: A callable.
+            iterable: Tuples of arguments (read at once).
+            chunksize: As for ``map``.
+            callback: As for ``map_async``.
+            error_callback: As for ``map_async``.
+            timeout: phalanx's: as for ``map``.
+
+        Returns:
+            An ``AsyncResult`` whose ``get(timeout)`` is the list of results.
+        """
         return self._map_async(
             func, iterable, STARMAP, chunksize, callback, error_callback, timeout
         )
@@ -353,7 +499,29 @@ class Pool:
         timeout: float | None = None,
         progress: bool | str = False,
     ) -> IMapIterator[_T]:
-        """Results of ``func`` over ``iterable`` in order, as they come; input read lazily."""
+        """Apply ``func`` to the items of ``iterable``; yield the results in order.
+
+        The input is read lazily, a bounded window ahead of the consumer, so an
+        endless generator works and memory stays bounded.
+
+        Args:
+            func: A callable of one argument.
+            iterable: The items; any iterable, read as the results are consumed.
+            chunksize: Items per task (default 1; larger for many short items).
+            timeout: phalanx's: seconds each item may run (see ``map``).
+            progress: phalanx's: as for ``map`` (the bar has no total for an
+                iterable without ``len``).
+
+        Returns:
+            An iterator of the results; its ``next(timeout)`` waits at most
+            ``timeout`` seconds.  An item's exception is raised by the ``next()``
+            that reaches it; the iterator goes on after it.
+
+        Example::
+
+            for line, words in zip(lines, pool.imap(count_words, lines, chunksize=64)):
+                ...
+        """
         return self._imap(IMapIterator, func, iterable, chunksize, timeout, progress)
 
     def imap_unordered(
@@ -365,7 +533,18 @@ class Pool:
         timeout: float | None = None,
         progress: bool | str = False,
     ) -> IMapIterator[_T]:
-        """Like ``imap``, but each result as soon as it is ready."""
+        """Like ``imap``, but yield each result as soon as it is ready, in any order.
+
+        Args:
+            func: A callable of one argument.
+            iterable: The items, read lazily.
+            chunksize: Items per task (default 1).
+            timeout: phalanx's: as for ``imap``.
+            progress: phalanx's: as for ``imap``.
+
+        Returns:
+            An iterator of the results, in the order they finish.
+        """
         return self._imap(IMapUnorderedIterator, func, iterable, chunksize, timeout, progress)
 
     def _imap(
@@ -405,18 +584,29 @@ class Pool:
     # -- lifetime ------------------------------------------------------------------------
 
     def close(self) -> None:
-        """No more tasks; workers exit once the submitted ones are done."""
+        """Accept no more tasks; the workers exit once every submitted task is done.
+
+        Call ``join()`` afterwards to wait for them.
+        """
         if self._state == RUN:
             self._state = CLOSE
         self._backend.close()
 
     def terminate(self) -> None:
-        """Stop the workers now; tasks not finished fail with ``PoolTerminatedError``."""
+        """Stop the workers now, and wait for them to exit.
+
+        Tasks not finished fail with ``PoolTerminatedError`` (the stdlib leaves
+        their ``get()`` waiting forever).  Leaving a ``with`` block calls this.
+        """
         self._state = TERMINATE
         self._terminate()
 
     def join(self) -> None:
-        """Wait for the workers to exit (after ``close()`` or ``terminate()``)."""
+        """Wait for the workers to exit (after ``close()`` or ``terminate()``).
+
+        Raises:
+            ValueError: The pool is still running (call ``close()`` first).
+        """
         if self._state == RUN:
             raise ValueError("Pool is still running: call close() or terminate() before join()")
         if self._state not in (CLOSE, TERMINATE):

@@ -8,7 +8,7 @@ both classes.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 from ..errors import ProcessStateError
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 
     from ..shared_memory import ShareableList as _ShareableList
     from ..shared_memory import SharedMemory as _SharedMemory
-    from .proxy import _Address
 
     # What a ShareableList holds (as typeshed's multiprocessing.shared_memory._SLT).
     _SLT = TypeVar("_SLT", int, float, bool, str, bytes, None)
@@ -36,17 +35,7 @@ class SharedMemoryServer(Server):
     segments: list[str]
     _segments_lock: threading.Lock
 
-    if TYPE_CHECKING:
-        # Server's parameters, which the run-time *args, **kwargs pass on.
-        def __init__(
-            self,
-            registry: Mapping[str, tuple[Any, ...]],
-            address: _Address | None,
-            authkey: bytes,
-            serializer: str,
-        ) -> None: ...
-
-    else:
+    if not TYPE_CHECKING:  # checkers see Server's parameters, which these pass on
 
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
