@@ -68,6 +68,8 @@ class Process(process.BaseProcess):
 
 
 class ForkProcess(process.BaseProcess):
+    """A ``Process`` started by forking this one (``get_context("fork").Process``)."""
+
     _start_method = "fork"
 
     @staticmethod
@@ -76,6 +78,8 @@ class ForkProcess(process.BaseProcess):
 
 
 class SpawnProcess(process.BaseProcess):
+    """A ``Process`` started in a fresh interpreter (``get_context("spawn").Process``)."""
+
     _start_method = "spawn"
 
     @staticmethod
@@ -84,6 +88,8 @@ class SpawnProcess(process.BaseProcess):
 
 
 class ForkServerProcess(process.BaseProcess):
+    """A ``Process`` forked by the fork server (``get_context("forkserver").Process``)."""
+
     _start_method = "forkserver"
 
     @staticmethod

@@ -333,9 +333,11 @@ class BaseContext:
             )
 
     def get_logger(self) -> logging.Logger:
+        """The logger phalanx logs to, named ``"multiprocessing"`` as the stdlib's."""
         return _runtime.get_logger()
 
     def log_to_stderr(self, level: int | str | None = None) -> logging.Logger:
+        """Send phalanx's log to stderr (at ``level`` if given); children started later too."""
         return _runtime.log_to_stderr(level)
 
     def set_executable(self, executable: Any) -> None:
@@ -373,9 +375,11 @@ class BaseContext:
     def get_start_method(self, allow_none: bool) -> str | None: ...
 
     def get_start_method(self, allow_none: bool = False) -> str | None:
+        """This context's start method."""
         return self._name
 
     def set_start_method(self, method: str | None, force: bool = False) -> None:
+        """Refused: a concrete context's method is fixed (``ValueError``)."""
         raise ValueError(
             f"cannot set the start method of a concrete context ({self._name!r}); "
             "use phalanx.set_start_method() or get_context(method)"

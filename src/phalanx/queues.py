@@ -219,6 +219,7 @@ class Queue(Generic[_T]):
             self._notempty.notify()
 
     def put_nowait(self, obj: _T) -> None:
+        """``put(obj, False)``: ``queue.Full`` at once if a bounded queue is full."""
         self.put(obj, False)
 
     def _start_thread(self) -> None:
@@ -334,6 +335,7 @@ class Queue(Generic[_T]):
         return decode(message, fd)  # type: ignore[no-any-return]
 
     def get_nowait(self) -> _T:
+        """``get(False)``: an item, or ``queue.Empty`` at once."""
         return self.get(False)
 
     # -- state ------------------------------------------------------------------------------
@@ -343,11 +345,13 @@ class Queue(Generic[_T]):
         return self._transport.qsize()
 
     def empty(self) -> bool:
+        """Whether the queue is empty now (racy by nature; ``OSError`` once closed)."""
         if self._channel.reader.fileno() < 0:
             raise OSError(f"{self!r} is closed")
         return self._transport.empty()
 
     def full(self) -> bool:
+        """Whether a bounded queue is full now (racy by nature)."""
         if self._ring is not None:
             return self._ring.full()
         return self._sem is not None and self._sem._semlock._is_zero()
@@ -482,6 +486,7 @@ class SimpleQueue(Generic[_T]):
             self._channel.wait_readable(None)
 
     def empty(self) -> bool:
+        """Whether the queue is empty now (racy by nature; ``OSError`` once closed)."""
         if self._channel.reader.fileno() < 0:
             raise OSError(f"{self!r} is closed")
         return not self._channel.wait_readable(0)

@@ -283,6 +283,7 @@ class Event:
         self._flag = Semaphore(0, ctx=ctx)
 
     def is_set(self) -> bool:
+        """Whether the flag is set."""
         with self._cond:
             if self._flag.acquire(False):
                 self._flag.release()
@@ -290,12 +291,14 @@ class Event:
             return False
 
     def set(self) -> None:
+        """Set the flag and wake every process waiting for it."""
         with self._cond:
             self._flag.acquire(False)
             self._flag.release()
             self._cond.notify_all()
 
     def clear(self) -> None:
+        """Reset the flag: ``wait()`` blocks again until the next ``set()``."""
         with self._cond:
             self._flag.acquire(False)
 
@@ -474,6 +477,7 @@ class Barrier:
 
     @property
     def parties(self) -> int:
+        """How many processes (or threads) must call ``wait()`` to pass the barrier."""
         return self._parties
 
     @property
@@ -483,6 +487,7 @@ class Barrier:
 
     @property
     def broken(self) -> bool:
+        """Whether the barrier is broken (``abort()``, or a waiter timed out)."""
         return self._state == _BROKEN
 
     def __repr__(self) -> str:

@@ -283,6 +283,12 @@ def _creator(typeid: str, proxytype: Any) -> Callable[..., Any]:
 
     create.__name__ = typeid
     create.__qualname__ = f"BaseManager.{typeid}"
+    create.__doc__ = (
+        f"Create a ``{typeid}`` in the manager's server, called with these arguments there; "
+        f"return a proxy to it (``{getattr(proxytype, '__name__', 'AutoProxy')}``).\n\n"
+        "Raises ``ProcessError`` if the manager is not started (``start()`` or "
+        "``connect()``), ``ServerGoneError`` if its server is gone."
+    )
     return create
 
 
