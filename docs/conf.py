@@ -64,4 +64,5 @@ nitpick_ignore_regex = [
     (r"py:class", r"(c_\w+|ctypes\.\w+.*|ReadableBuffer|WriteableBuffer|dict\[str.*)"),
     (r"py:class", r"(Self|Any|Callable|Iterable|Iterator|Mapping|Sequence|Literal|TypeAlias)"),
     (r"py:class", r"(sys\._\w+|numpy\.\w+|np\.\w+|ModuleType|TracebackType)"),
+    (r"py:exc", r"(queue\.\w+|concurrent\.futures\.[\w.]+|OSError|ValueError|TypeError)"),
 ]

@@ -88,8 +88,29 @@ def check_timeout(timeout: object) -> float | None:
 class BaseProcess:
     """A process object, with the API of ``threading.Thread``.
 
-    Subclasses override ``run()`` or pass ``target``.  ``_Popen`` (set by the
+    Args:
+        group: Always None (there for ``threading.Thread``'s signature).
+        target: The callable ``run()`` calls in the child.  Lambdas, closures and
+            functions of ``__main__`` work under every start method.
+        name: The process's name (default ``Process-N``, ``N`` a counter).
+        args: Positional arguments for ``target``.
+        kwargs: Keyword arguments for ``target``.
+        daemon: A daemonic child is terminated (not joined) when its parent
+            exits, and ends with its parent even when the parent is killed.
+            Default: inherited from the creating process.
+
+    Subclasses override ``run()`` instead of passing ``target``.  ``start()``
+    starts the child, ``join()`` waits for it, ``exitcode`` says how it ended
+    (``-N``: killed by signal ``N``).  The start method is the default one, or
+    the context's (``get_context("spawn").Process``).  ``_Popen`` (set by the
     context classes) starts the child.
+
+    Example::
+
+        p = Process(target=print, args=("hello",))
+        p.start()
+        p.join()
+        assert p.exitcode == 0
     """
 
     _start_method: str | None = None

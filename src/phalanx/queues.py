@@ -157,7 +157,18 @@ class Queue(Generic[_T]):
     # -- put --------------------------------------------------------------------------------
 
     def put(self, obj: _T, block: bool = True, timeout: float | None = None) -> None:
-        """Put ``obj`` (pickled now); blocks only while a bounded queue is full.
+        """Put ``obj`` into the queue.
+
+        Args:
+            obj: Any picklable object; it is pickled now, in the caller (an
+                unpicklable one raises here, not later in a feeder thread).
+            block: Wait for room while a bounded queue is full (else raise at once).
+            timeout: With ``block``, seconds to wait for room (None: as long as it
+                takes).
+
+        Raises:
+            queue.Full: A bounded queue stayed full (or was full, without ``block``).
+            ValueError: The queue was closed in this process.
 
         With the ring transport (Linux) the item is in shared memory when
         this returns: the death of this process cannot lose it.
@@ -303,7 +314,19 @@ class Queue(Generic[_T]):
     # -- get --------------------------------------------------------------------------------
 
     def get(self, block: bool = True, timeout: float | None = None) -> _T:
-        """Remove and return an item; ``queue.Empty`` if none comes within ``timeout``."""
+        """Remove and return the oldest item.
+
+        Args:
+            block: Wait for an item while the queue is empty (else raise at once).
+            timeout: With ``block``, seconds to wait (None: as long as it takes).
+
+        Returns:
+            The item, unpickled.
+
+        Raises:
+            queue.Empty: No item came in time (or none was there, without ``block``).
+            ValueError: The queue was closed in this process.
+        """
         # (An item is a T by the word of whoever put it: unpickled values are
         # returned as T without a cast() call, which would cost a frame here.)
         if self._closed:
