@@ -403,6 +403,42 @@ def test_an_interrupted_pool_constructor_leaves_nothing_running(
     assert result.stdout.strip() == "([], [])", result.stderr
 
 
+WAKE_SCRIPT = """\
+import sys
+sys.path.insert(0, {tests!r})
+import phalanx
+from phalanx import _platform
+
+if __name__ == "__main__":
+    pool = phalanx.get_context(sys.argv[1]).Pool(2)
+    assert pool.map(abs, range(-4, 0)) == [4, 3, 2, 1]  # the workers are idle now
+    real_poke = _platform.poke
+
+    def interrupted_poke(fd):
+        _platform.poke = real_poke
+        raise KeyboardInterrupt  # as if Ctrl-C came just before the wake-up byte went
+
+    _platform.poke = interrupted_poke
+    try:
+        pool.apply_async(abs, (-1,))  # its submit wakes the supervisor: interrupted
+    except KeyboardInterrupt:
+        pass
+    print(pool.apply_async(abs, (-3,)).get(timeout=10), flush=True)
+    pool._backend._woken = True  # a flag with no byte behind it, as the old order left
+    pool.terminate()  # must still wake the supervisor, not wait for it forever
+    print("terminated", flush=True)
+"""
+
+
+def test_ctrl_c_while_waking_the_supervisor_loses_no_wake_up(start_method: str) -> None:
+    """A KeyboardInterrupt between the wake-up byte and its flag (found by the stress test
+    below, once in ~300 rounds): later tasks still run, terminate() still returns."""
+    code = WAKE_SCRIPT.format(tests=_targets.TESTS_DIR)
+    result = _targets.run_python(["-c", code, start_method], timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["3", "terminated"], result.stderr
+
+
 EXITING_SCRIPT = """\
 import os, signal, sys, time
 sys.path.insert(0, {tests!r})

@@ -205,6 +205,7 @@ class ProcessBackend:
     def terminate(self) -> None:
         with self._lock:
             self.state = TERMINATE
+            self._woken = False  # whatever the flag says: a byte now (join waits on it)
             self._wake_locked()
         self.join()
 
@@ -218,10 +219,15 @@ class ProcessBackend:
 
     def _wake_locked(self) -> None:
         if not self._woken and self._wake_w >= 0:  # -1: the supervisor is gone
-            self._woken = True
-            # Keeps the GIL: the supervisor, which wants our lock, is not let
+            # The byte first, then the flag: Ctrl-C's KeyboardInterrupt is raised
+            # between two bytecodes of this thread, and between these two it may
+            # only leave an extra byte, never a flag saying a wake-up is pending
+            # when none is (every later wake-up would be skipped, and terminate()
+            # at exit would wait for the sleeping supervisor forever).
+            # poke keeps the GIL: the supervisor, which wants our lock, is not let
             # run only to block on it.
             _platform.poke(self._wake_w)
+            self._woken = True
 
     def _close_in_child(self) -> None:
         # The wake pipe is our parent's: never write to it (its numbers may be
