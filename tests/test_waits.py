@@ -52,6 +52,56 @@ def test_no_spare_cpu_while_more_cpu_bound_processes_than_cpus_run(
         time.sleep(0.01)
 
 
+def _report_spare_cpu(conn: Any) -> None:
+    answers = []
+    for _ in range(20):  # the answer of an idle machine too, whatever else runs now
+        time.sleep(_platform._linux._SPARE_CPU_EVERY)
+        answers.append(_platform.spare_cpu())
+    conn.send(any(answers))
+
+
+@linux_only
+@pytest.mark.skipif(
+    len(os.sched_getaffinity(0)) < 2 if hasattr(os, "sched_getaffinity") else True,
+    reason="needs two CPUs to take one away",
+)
+def test_no_spare_cpu_for_a_process_held_to_one_cpu() -> None:
+    """Under ``taskset -c 0`` (or a one-CPU cpuset) the process a waiter waits for
+    shares its only CPU: polling would keep it from running."""
+    ctx = phalanx.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})  # the forked child inherits one CPU
+    try:
+        child = ctx.Process(target=_report_spare_cpu, args=(theirs,))
+        child.start()
+    finally:
+        os.sched_setaffinity(0, before)
+    try:
+        assert ours.poll(DEADLINE)
+        assert ours.recv() is False
+    finally:
+        child.join(DEADLINE)
+    assert child.exitcode == 0
+
+
+@linux_only
+@pytest.mark.parametrize(
+    ("text", "cpus"),
+    [
+        (b"max 100000\n", float("inf")),
+        (b"50000 100000\n", 0.5),
+        (b"400000 100000\n", 4.0),
+        (b"garbage\n", float("inf")),
+    ],
+)
+def test_a_cgroup_quota_is_read_as_cpus(tmp_path: Any, text: bytes, cpus: float) -> None:
+    path = tmp_path / "cpu.max"
+    path.write_bytes(text)
+    assert _platform._linux._cgroup_quota_cpus(str(path)) == cpus
+    assert _platform._linux._cgroup_quota_cpus(str(tmp_path / "absent")) == float("inf")
+
+
 def _echo(q_in: Any, q_out: Any, n: int) -> None:
     for _ in range(n):
         q_out.put(q_in.get(timeout=DEADLINE))

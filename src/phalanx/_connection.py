@@ -366,9 +366,11 @@ _SPIN = 50e-6
 def _spin_until_readable(fd: int) -> None:
     """Poll ``fd`` for up to ``_SPIN`` seconds if a CPU is free for it
     (``_platform.spare_cpu``); the caller then blocks as usual."""
+    if not _platform.spare_cpu():
+        return  # checked first: a busy machine pays no poll() per message
     poller = select.poll()
     poller.register(fd, select.POLLIN)
-    if poller.poll(0) or not _platform.spare_cpu():
+    if poller.poll(0):
         return
     deadline = time.perf_counter() + _SPIN
     while time.perf_counter() < deadline:

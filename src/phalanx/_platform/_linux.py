@@ -74,6 +74,7 @@ _SPARE_CPU_EVERY = 0.005  # seconds an answer of spare_cpu() is reused
 _spare_cpu_at = -1.0
 _spare_cpu = True
 _CPUS = os.cpu_count() or 1
+_quota_cpus: float | None = None  # the cgroup's CPU quota in CPUs, read once
 
 
 def spare_cpu() -> bool:
@@ -83,23 +84,47 @@ def spare_cpu() -> bool:
     and costs a time slice of milliseconds when it is not: the waiter then
     runs instead of the process it waits for, or yields to a CPU-bound one.
     Free means no more tasks running or ready to run, machine-wide, than
-    CPUs (``/proc/loadavg``'s fourth field, the waiter included); the answer
-    is reused for 5 ms.
+    CPUs (``/proc/loadavg``'s fourth field, the waiter included), and room
+    for two of us at once: a process held to one CPU (``taskset``, a
+    cpuset) or to one CPU's worth of a cgroup quota would poll while the
+    process it waits for cannot run.  The answer is reused for 5 ms.
     """
     global _spare_cpu_at, _spare_cpu
     now = time.monotonic()
     if now - _spare_cpu_at >= _SPARE_CPU_EVERY:
         _spare_cpu_at = now
-        try:
-            fd = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                fields = os.read(fd, 128).split()
-            finally:
-                os.close(fd)
-            _spare_cpu = int(fields[3].split(b"/")[0]) <= _CPUS
-        except (OSError, IndexError, ValueError):  # pragma: no cover - no /proc
-            _spare_cpu = True
+        _spare_cpu = _two_cpus_for_us() and _runnable_tasks() <= _CPUS
     return _spare_cpu
+
+
+def _two_cpus_for_us() -> bool:
+    global _quota_cpus
+    if _quota_cpus is None:
+        _quota_cpus = _cgroup_quota_cpus()
+    return len(os.sched_getaffinity(0)) >= 2 and _quota_cpus >= 2
+
+
+def _runnable_tasks() -> int:
+    """Tasks running or ready to run, machine-wide, now (0 if /proc cannot say)."""
+    try:
+        fd = os.open("/proc/loadavg", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            fields = os.read(fd, 128).split()
+        finally:
+            os.close(fd)
+        return int(fields[3].split(b"/")[0])
+    except (OSError, IndexError, ValueError):  # pragma: no cover - no /proc
+        return 0
+
+
+def _cgroup_quota_cpus(path: str = "/sys/fs/cgroup/cpu.max") -> float:
+    """CPUs' worth of time the cgroup v2 quota grants (``inf`` without a quota)."""
+    try:
+        with open(path, "rb") as f:
+            quota, period = f.read().split()[:2]
+        return float("inf") if quota == b"max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        return float("inf")
 
 
 def process_start_time(pid: int) -> int | None:
