@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import mmap
 import os
 import time
 
@@ -404,7 +405,11 @@ class DatagramReader:
         import socket
 
         self._size = bufsize
-        self._buf = ctypes.create_string_buffer(bufsize)
+        # Anonymous memory, committed page by page as datagrams land in it:
+        # a zeroed ctypes buffer of 64 KiB would touch all 16 pages up front,
+        # and again (copy-on-write) after every fork of the process.
+        self._memory = mmap.mmap(-1, bufsize)
+        self._buf = (ctypes.c_char * bufsize).from_buffer(self._memory)
         self._ctl_size = socket.CMSG_SPACE(4 * max_fds)
         self._ctl = ctypes.create_string_buffer(self._ctl_size)
         self._data_offset = socket.CMSG_LEN(0)

@@ -8,6 +8,7 @@ datagram: see ``_Answers`` for when they go).
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import mmap
 import operator
@@ -146,7 +147,7 @@ class _Answers:
         self.lock = threading.Lock()  # sends go in order, whole
         self._wake = threading.Lock()  # released: something is held
         self._wake.acquire()
-        threading.Thread(target=self._flusher, daemon=True, name="phalanx-worker-answers").start()
+        _thread.start_new_thread(self._flusher, ())  # bare: see worker_main
 
     def add(self, tag: int, value: Any, reusable: bool, now: float) -> None:
         size = _inline_size(value) if tag == OK else 0
@@ -240,9 +241,10 @@ def worker_main(
             os.close(fd)
         except OSError:
             pass
-    threading.Thread(
-        target=_exit_when_orphaned, args=(sock,), daemon=True, name="phalanx-worker-watchdog"
-    ).start()
+    # A bare thread, like the parent watcher of phalanx.process: Thread.start()
+    # would wait for it to run, a hand-over of the CPU on every worker's way to
+    # its first task; the interpreter does not wait for it at exit either.
+    _thread.start_new_thread(_exit_when_orphaned, (sock,))
     if initializer is not None:
         try:
             initializer(*initargs)
