@@ -8,13 +8,13 @@ datagram: see ``_Answers`` for when they go).
 
 from __future__ import annotations
 
+import _signal  # type: ignore[import-not-found, unused-ignore]  # (no stub: signal's C half)
 import _thread
 import itertools
 import mmap
 import operator
 import os
 import select
-import signal
 import socket
 import sys
 import threading
@@ -127,6 +127,10 @@ def _reply(sock: socket.socket, tag: int, value: Any, reusable: bool = False) ->
     _send(sock, *_encode_answer(tag, value, reusable))
 
 
+# Encoded once, in the pool's process: a worker's first words cost it no pickling.
+_READY = _encode_answer(READY, None, False)[0]
+
+
 class _Answers:
     """Answers of finished chunks, held briefly so that several share a datagram.
 
@@ -147,9 +151,12 @@ class _Answers:
         self.lock = threading.Lock()  # sends go in order, whole
         self._wake = threading.Lock()  # released: something is held
         self._wake.acquire()
-        _thread.start_new_thread(self._flusher, ())  # bare: see worker_main
+        self._flusher_started = False  # started when first needed (see add)
 
-    def add(self, tag: int, value: Any, reusable: bool, now: float) -> None:
+    def add(self, tag: int, value: Any, reusable: bool, now: float, last: bool = False) -> None:
+        """Hold (or send) a chunk's answer; ``last``: the worker flushes before it waits
+        next, so no helper thread is needed to send it (nor started: a thread costs
+        a worker about 0.1 ms, on the way to the first result of every pool)."""
         size = _inline_size(value) if tag == OK else 0
         held: bytes | tuple[int, Any, bool]
         if size:
@@ -170,8 +177,12 @@ class _Answers:
             self.size += size
             if len(self.held) >= _MAX_HELD or self.size >= _MAX_HELD_BYTES:
                 self._flush_locked()
-        if first and self._wake.locked():
-            self._wake.release()
+        if first and not last:
+            if not self._flusher_started:
+                self._flusher_started = True
+                _thread.start_new_thread(self._flusher, ())  # bare: see worker_main
+            if self._wake.locked():
+                self._wake.release()
 
     def flush(self) -> None:
         if self.held:
@@ -235,7 +246,9 @@ def worker_main(
     sock = end.sock
     # Ctrl-C reaches the whole process group; the pool's owner decides what
     # happens to its workers (it terminates them), not every worker on its own.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # (_signal: signal.signal() would turn the old handler into an enum, touching
+    # pages that a fresh fork must then copy: 0.15 ms of every worker's start.)
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
     for fd in close_fds:  # forked: the pool's ends of the other workers' links
         try:
             os.close(fd)
@@ -252,7 +265,7 @@ def worker_main(
             _reply(sock, INIT_FAILED, ExceptionWithTraceback(exc, exc.__traceback__))
             _runtime.debug("pool worker: initializer failed: %r", exc)
             return
-    _reply(sock, READY, None)
+    _send(sock, _READY, None)
     progress = progress_block.view().cast("q")
     answers = _Answers(sock)
     clock = time.monotonic
@@ -296,7 +309,7 @@ def worker_main(
             if func is _MISSING:
                 # An earlier chunk carrying it could not be unpickled: ask again.
                 del payload
-                answers.add(RESEND, fid, last and _unmap(mappings), start)
+                answers.add(RESEND, fid, last and _unmap(mappings), start, last)
                 progress[FINISHED] = seq
                 continue
             if urgent:
@@ -308,11 +321,11 @@ def worker_main(
                 del payload
                 error = ExceptionWithTraceback(exc, exc.__traceback__)
                 del exc  # its frames may hold the arguments (and so the segment)
-                answers.add(FAILED, error, last and _unmap(mappings), start)
+                answers.add(FAILED, error, last and _unmap(mappings), start, last)
                 del error
             else:
                 del payload
-                answers.add(OK, result, last and _unmap(mappings), start)
+                answers.add(OK, result, last and _unmap(mappings), start, last)
                 del result
             progress[FINISHED] = seq
             if urgent or clock() - start >= _LONG:
