@@ -429,3 +429,25 @@ def bounded(fn: Any, timeout: float = DEADLINE) -> Any:
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def report_stdin(path: str, method: str | None = None) -> None:
+    """What a child's sys.stdin is: its device, what it reads; and a grandchild's (``method``)."""
+    import stat
+
+    st = os.fstat(sys.stdin.fileno())
+    mine = {
+        "rdev": st.st_rdev if stat.S_ISCHR(st.st_mode) else None,
+        "read": sys.stdin.read(),
+        "closed": sys.stdin.closed,
+    }
+    grandchild = None
+    if method is not None:
+        import phalanx
+
+        inner = path + ".grandchild"
+        p = phalanx.get_context(method).Process(target=report_stdin, args=(inner,))
+        p.start()
+        p.join(DEADLINE)
+        grandchild = wait_for_json(inner, timeout=0)
+    write_json(path, {"child": mine, "grandchild": grandchild})

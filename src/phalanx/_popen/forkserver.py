@@ -9,6 +9,7 @@ import time
 from .. import _forkserver, _platform, _runtime
 from .._wire.framing import read_int, write_frame
 from ..process import check_timeout
+from .fork import _live
 from .spawn import SpawnPopen
 
 TYPE_CHECKING = False  # typing is not imported at run time: see phalanx/context.py
@@ -55,6 +56,7 @@ class ForkServerPopen(SpawnPopen):
         # With an exit priority: a process object still referenced at exit must
         # not leave its server connection open (ResourceWarning).
         self._finalizer = _runtime.Finalize(self, _close, (self._conn, *fds), exitpriority=-20)
+        _live.add(self)
         try:
             write_frame(parent_w, prep)
             write_frame(parent_w, obj)
