@@ -53,8 +53,15 @@ def load_module(name: str) -> ModuleType:
 
 def popen_class(method: str) -> Any:
     # Start methods are imported on first use: a forking program never loads
-    # the spawn or forkserver code.
-    return load_module(f"phalanx._popen.{_POPEN_MODULES[method]}").Popen
+    # the spawn or forkserver code.  Remembered: __import__ of a loaded module
+    # still takes the import lock, on every process start.
+    cls = _popen_classes.get(method)
+    if cls is None:
+        cls = _popen_classes[method] = load_module(f"phalanx._popen.{_POPEN_MODULES[method]}").Popen
+    return cls
+
+
+_popen_classes: dict[str, Any] = {}
 
 
 class Process(process.BaseProcess):
