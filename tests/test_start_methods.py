@@ -405,6 +405,87 @@ def test_script_main_target(tmp_path: Path, method: str) -> None:
     assert rep["cwd"] == str(workdir)
 
 
+_MAIN_STATE_SCRIPT = """
+\"\"\"The docstring.\"\"\"
+import json, os, sys
+import phalanx
+
+COUNT = 0
+
+def bump():
+    global COUNT
+    COUNT += 1
+
+def target(path):
+    bump()
+    main = sys.modules["__main__"]
+    with open(path + ".tmp", "w") as f:
+        json.dump({
+            "name": __name__,
+            "main_is_mp_main": main is sys.modules.get("__mp_main__"),
+            "count_seen_by_main": main.COUNT,
+            "file": main.__file__,
+            "doc": main.__doc__,
+            "spec": main.__spec__,
+            "argv0": sys.argv[0],
+            "runpy": "runpy" in sys.modules,
+            "annotations_future": bool(target.__code__.co_flags & 0x1000000),
+        }, f)
+    os.replace(path + ".tmp", path)
+
+if __name__ == "__main__":
+    method, out = sys.argv[1:3]
+    p = phalanx.get_context(method).Process(target=target, args=(out,))
+    p.start()
+    p.join(30)
+    sys.exit(p.exitcode)
+"""
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_script_main_runs_in_the_child_as_runpy_would_without_runpy(
+    tmp_path: Path, method: str
+) -> None:
+    """The parent's .py script runs as ``__mp_main__`` (issue 16: without runpy,
+    1.5-5 ms of each spawned child); its functions see the installed module's
+    globals, and nothing of phalanx's own compile flags leaks into it."""
+    (tmp_path / "prog.py").write_text(_MAIN_STATE_SCRIPT)
+    out = tmp_path / "out.json"
+    result = _targets.run_python(["prog.py", method, str(out)], cwd=tmp_path, env=dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert wait_for_json(out, timeout=0) == {
+        "name": "__mp_main__",
+        "main_is_mp_main": True,
+        "count_seen_by_main": 1,
+        "file": str(tmp_path / "prog.py"),
+        "doc": "The docstring.",
+        "spec": None,
+        "argv0": "prog.py",
+        "runpy": False,
+        "annotations_future": False,
+    }
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_a_zipapp_main_still_runs_in_the_child(tmp_path: Path, method: str) -> None:
+    """A zip archive as the main script (``python app.pyz``): the child imports
+    ``__main__`` from it through runpy, as the stdlib's does."""
+    import zipapp
+
+    src = tmp_path / "app"
+    src.mkdir()
+    (src / "__main__.py").write_text(_GUARDED_SCRIPT)
+    zipapp.create_archive(src, tmp_path / "app.pyz")
+    workdir = tmp_path / "elsewhere"
+    workdir.mkdir()
+    out = tmp_path / "out.json"
+    result = _targets.run_python(
+        ["app.pyz", method, str(out), str(workdir)], cwd=tmp_path, env=dict(os.environ)
+    )
+    assert result.returncode == 0, result.stderr
+    assert wait_for_json(out, timeout=0)["cwd"] == str(workdir)
+
+
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_module_run_with_dash_m(tmp_path: Path, method: str) -> None:
     # python -m prog: the child re-imports the main module by its name.
