@@ -42,10 +42,13 @@ NOT_ON_IMPORT = (
     "phalanx._speedups",
 )
 
-# Never loaded in a spawned child whose target needs none of them (runpy, which
-# runs the parent's main module in the child, brings typing, weakref and
-# contextlib, as it does for the stdlib's spawn).
+# Never loaded in a spawned child whose target needs none of them.  The child
+# runs the parent's main script itself: runpy (which the stdlib's spawn uses)
+# brings pkgutil and, on 3.11, typing.
 NOT_IN_A_TRIVIAL_CHILD = (
+    "runpy",
+    "pkgutil",
+    "typing",
     "ctypes",
     "socket",
     "tempfile",
