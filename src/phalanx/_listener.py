@@ -159,12 +159,15 @@ class Listener:
         self._ready_r, self._ready_w = os.pipe()
         os.set_blocking(self._ready_r, False)
         os.set_blocking(self._ready_w, False)
-        self._pid = 0
-        self._new_watch(sock)
+        # The selector is made on first use (_check_pid): a manager's server
+        # sends its address as soon as it listens, and accepts only then.
+        self._pid = 0  # of the process that made self._watch (0: none yet)
         weakref.finalize(self, _platform.close_fds, self._ready_r, self._ready_w)
         self._unlink: _runtime.Finalize | None = None
         if family == "AF_UNIX" and not is_abstract_socket_namespace(address):
             self._unlink = _runtime.Finalize(self, os.unlink, args=(address,), exitpriority=0)
+
+    _watch: selectors.DefaultSelector
 
     def _new_watch(self, sock: socket.socket | None) -> None:
         """A selector of our own (an epoll set is shared with forked children: never theirs)."""
@@ -179,8 +182,9 @@ class Listener:
             self._watch_handshake(handshake, register=True)
 
     def _check_pid(self) -> None:
-        if self._pid != os.getpid():  # a forked copy: leave the parent's selector alone
-            self._watch.close()
+        if self._pid != os.getpid():  # first use, or a forked copy: not the parent's
+            if self._pid:
+                self._watch.close()
             self._new_watch(self._socket)
 
     def accept(self) -> Connection[Any, Any]:
