@@ -787,3 +787,34 @@ def test_a_child_reads_dev_null_as_stdin_and_so_does_its_child(
     assert got["child"] == empty_dev_null
     assert got["grandchild"] == {"child": empty_dev_null, "grandchild": None}
     assert sys.stdin is before
+
+
+_STDIN_WARNINGS = """
+import sys
+import phalanx
+
+def read_stdin():
+    sys.stdin.read()
+
+if __name__ == "__main__":
+    for _ in range(2):
+        p = phalanx.get_context(sys.argv[1]).Process(target=read_stdin)
+        p.start()
+        p.join(30)
+        assert p.exitcode == 0, p.exitcode
+    print("done")
+"""
+
+
+def test_the_shared_dev_null_stdin_leaves_no_resource_warning(
+    start_method: str, tmp_path: Path
+) -> None:
+    """Parent and children exit without an unclosed-file warning (``-X dev``)."""
+    script = tmp_path / "prog.py"
+    script.write_text(_STDIN_WARNINGS)
+    result = _targets.run_python(
+        [str(script), start_method], flags=["-X", "dev", "-W", "error::ResourceWarning"]
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["done"]
+    assert "ResourceWarning" not in result.stderr

@@ -275,7 +275,9 @@ def ready_null_stdin() -> None:
             fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             return  # each child opens its own, or does without
-        _null_stdin = open(fd, encoding="utf-8")  # noqa: SIM115
+        # closefd=False, as the stdlib's children have theirs: the descriptor
+        # lives as long as the process (no ResourceWarning at exit).
+        _null_stdin = open(fd, encoding="utf-8", closefd=False)  # noqa: SIM115
 
 
 def close_stdin() -> None:
@@ -293,7 +295,7 @@ def close_stdin() -> None:
     try:
         fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            _null_stdin = sys.stdin = open(fd, encoding="utf-8")  # noqa: SIM115
+            _null_stdin = sys.stdin = open(fd, encoding="utf-8", closefd=False)  # noqa: SIM115
         except BaseException:
             os.close(fd)
             raise

@@ -105,7 +105,10 @@ class ChildPopen:
         # A forked copy of this process must not hold our handles on our other
         # children: a copy of the write end we keep for a child would hide our
         # death from it (its parent sentinel would never see EOF).
-        _platform.close_fds(*self._parent_fds)
+        fds = self._parent_fds
+        _platform.close_fds(*fds)
+        if isinstance(fds, list):
+            fds.clear()  # (the finalizer's list too: those numbers are not ours here)
         self._parent_fds = ()
 
     def poll(self, flag: int = os.WNOHANG) -> int | None:
