@@ -330,9 +330,9 @@ def record_initializer(path: str, token: str) -> None:
     write_json(path, {"pid": os.getpid(), "token": token})
 
 
-def serve_in_child(path: str, authkey: bytes) -> None:
+def serve_in_child(path: str, authkey: bytes, port: int = 0) -> None:
     """Run a SyncManager's server in this process (``get_server().serve_forever()``)."""
-    manager = managers.SyncManager(address=("127.0.0.1", 0), authkey=authkey)
+    manager = managers.SyncManager(address=("127.0.0.1", port), authkey=authkey)
     server = manager.get_server()
     write_json(path, {"address": list(server.address), "pid": os.getpid()})
     server.serve_forever()

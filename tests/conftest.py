@@ -21,6 +21,12 @@ from _targets import START_METHODS, bounded
 from phalanx import _forkserver, _tracker
 from phalanx.pool import Pool
 
+# A suite started in the background by a shell without job control (``cmd &`` in a
+# script) inherits SIGINT ignored, and so would every program it runs: the tests
+# that press Ctrl-C on a program would see it ignored.  Ctrl-C as a terminal has it.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 LEAK_GRACE = 5.0
 STOP_WITHIN = 10.0  # a pool's terminate() + join() must take less than this
 

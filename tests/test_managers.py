@@ -1272,6 +1272,27 @@ def test_shutdown_request_gets_its_reply(tmp_path: Path) -> None:
             kill(p)
 
 
+def test_a_new_server_at_a_shut_down_servers_address_gets_a_fresh_connection(
+    tmp_path: Path,
+) -> None:
+    """A client that shut a server down must not reuse its dead connection when
+    another server later listens at the same address (the OS hands ports out
+    again): that request failed with ServerGoneError, found as a 1-in-300 flake
+    of the test above."""
+    ctx = phalanx.get_context("fork")
+    port = 0
+    for attempt in range(2):
+        path = tmp_path / f"server{attempt}.json"
+        p = start(ctx, t.serve_in_child, str(path), KEY, port)
+        try:
+            address = tuple(wait_for_json(path)["address"])
+            port = address[1]  # the second server binds the first one's port
+            assert managers.dispatch(address, "pickle", KEY, "shutdown") is None
+            finish(p, 0)
+        finally:
+            kill(p)
+
+
 def test_shutdown_leaves_no_process_behind(ctx: Any) -> None:
     m = SyncManager(ctx=ctx)
     m.start()

@@ -291,6 +291,10 @@ def request(
         raise ServerGoneError(
             f"the manager server at {address!r} went away during request {op!r} ({exc})"
         ) from exc
+    if op == "shutdown":
+        # The server is gone: a later server at the same address (a port the OS
+        # hands out again) must get a connection of its own, not this dead one.
+        _channels.drop(address)
     status, value = reply
     return str(status), value
 
