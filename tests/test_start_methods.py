@@ -388,21 +388,27 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("method", ["spawn", "forkserver"])
-def test_script_main_target(tmp_path: Path, method: str) -> None:
-    (tmp_path / "prog.py").write_text(_GUARDED_SCRIPT)
+def _run_guarded(tmp_path: Path, main: list[str], method: str) -> dict[str, Any]:
+    """Run ``_GUARDED_SCRIPT``'s program, named by ``main`` (a script, an archive,
+    ``-m name``), from ``tmp_path``; return what its child reported.  The program
+    changes directory before the start: the child must still find its main (by
+    an absolute path) and start in the parent's new cwd."""
     workdir = tmp_path / "elsewhere"
     workdir.mkdir()
     out = tmp_path / "out.json"
-    # A relative script path, and a chdir before the start: the child must still
-    # find the script (by its absolute path) and start in the parent's cwd.
     result = _targets.run_python(
-        ["prog.py", method, str(out), str(workdir)], cwd=tmp_path, env=dict(os.environ)
+        [*main, method, str(out), str(workdir)], cwd=tmp_path, env=dict(os.environ)
     )
     assert result.returncode == 0, result.stderr
-    rep = wait_for_json(out, timeout=0)
-    assert rep["name"] == "__mp_main__"
+    rep: dict[str, Any] = wait_for_json(out, timeout=0)
     assert rep["cwd"] == str(workdir)
+    return rep
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_script_main_target(tmp_path: Path, method: str) -> None:
+    (tmp_path / "prog.py").write_text(_GUARDED_SCRIPT)
+    assert _run_guarded(tmp_path, ["prog.py"], method)["name"] == "__mp_main__"
 
 
 _MAIN_STATE_SCRIPT = """
@@ -476,28 +482,14 @@ def test_a_zipapp_main_still_runs_in_the_child(tmp_path: Path, method: str) -> N
     src.mkdir()
     (src / "__main__.py").write_text(_GUARDED_SCRIPT)
     zipapp.create_archive(src, tmp_path / "app.pyz")
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    out = tmp_path / "out.json"
-    result = _targets.run_python(
-        ["app.pyz", method, str(out), str(workdir)], cwd=tmp_path, env=dict(os.environ)
-    )
-    assert result.returncode == 0, result.stderr
-    assert wait_for_json(out, timeout=0)["cwd"] == str(workdir)
+    _run_guarded(tmp_path, ["app.pyz"], method)
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
 def test_module_run_with_dash_m(tmp_path: Path, method: str) -> None:
     # python -m prog: the child re-imports the main module by its name.
     (tmp_path / "prog.py").write_text(_GUARDED_SCRIPT)
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    out = tmp_path / "out.json"
-    result = _targets.run_python(
-        ["-m", "prog", method, str(out), str(workdir)], cwd=tmp_path, env=dict(os.environ)
-    )
-    assert result.returncode == 0, result.stderr
-    assert wait_for_json(out, timeout=0)["name"] == "__mp_main__"
+    assert _run_guarded(tmp_path, ["-m", "prog"], method)["name"] == "__mp_main__"
 
 
 @pytest.mark.parametrize("method", ["spawn", "forkserver"])
@@ -506,14 +498,7 @@ def test_package_run_with_dash_m(tmp_path: Path, method: str) -> None:
     pkg.mkdir()
     (pkg / "__init__.py").write_text("")
     (pkg / "__main__.py").write_text(_GUARDED_SCRIPT)
-    workdir = tmp_path / "elsewhere"
-    workdir.mkdir()
-    out = tmp_path / "out.json"
-    result = _targets.run_python(
-        ["-m", "prog_pkg", method, str(out), str(workdir)], cwd=tmp_path, env=dict(os.environ)
-    )
-    assert result.returncode == 0, result.stderr
-    assert wait_for_json(out, timeout=0)["cwd"] == str(workdir)
+    _run_guarded(tmp_path, ["-m", "prog_pkg"], method)
 
 
 _UNGUARDED_SCRIPT = """

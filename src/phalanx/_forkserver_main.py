@@ -9,7 +9,6 @@ reaches EOF, i.e. when its owner is gone.
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found, unused-ignore]  # (no stub: signal's C half)
 import atexit
 import os
 import selectors
@@ -124,12 +123,7 @@ class _Request:
 def _child(fds: list[int], listener: socket.socket, keep_closed: list[int]) -> NoReturn:
     code = 1
     try:
-        # Through _signal: signal.signal() turns each old handler into an enum,
-        # touching pages that this fresh fork must copy (~0.15 ms).
-        _signal.set_wakeup_fd(-1)
-        for signum in (_signal.SIGCHLD, _signal.SIGTERM):
-            _signal.signal(signum, _signal.SIG_DFL)
-        _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+        _platform.reset_child_signals()
         listener.close()
         _platform.close_fds(*keep_closed)
         _runtime.clear_finalizers()  # the server's, not the child's

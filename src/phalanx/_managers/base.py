@@ -6,11 +6,10 @@ Documented, and pickled by reference, as ``phalanx.managers.BaseManager``
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found, unused-ignore]  # (no stub: signal's C half)
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from .. import _listener, _runtime, _start
+from .. import _listener, _platform, _runtime, _start
 from ..errors import ProcessError
 from ..process import AuthenticationString, current_process
 from ..util import get_temp_dir
@@ -165,11 +164,8 @@ class BaseManager:
         initializer: Callable[..., object] | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
-        # Ctrl-C reaches the whole process group: the manager's owner decides
-        # when its server stops (shutdown at exit), not the signal.
-        # (_signal: signal.signal() makes an enum of the old handler, pages a
-        # fresh fork copies; 0.15 ms on the way to Manager() returning.)
-        _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+        # The manager's owner decides when its server stops (shutdown at exit).
+        _platform.ignore_sigint()
         current_process().authkey = authkey  # its own proxies connect back with it
         if initializer is not None:
             initializer(*initargs)

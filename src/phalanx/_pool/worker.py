@@ -8,7 +8,6 @@ datagram: see ``_Answers`` for when they go).
 
 from __future__ import annotations
 
-import _signal  # type: ignore[import-not-found, unused-ignore]  # (no stub: signal's C half)
 import _thread
 import itertools
 import mmap
@@ -244,11 +243,8 @@ def worker_main(
 ) -> None:
     """Run chunks until told to stop, ``maxtasks`` chunks are done, or the pool goes away."""
     sock = end.sock
-    # Ctrl-C reaches the whole process group; the pool's owner decides what
-    # happens to its workers (it terminates them), not every worker on its own.
-    # (_signal: signal.signal() would turn the old handler into an enum, touching
-    # pages that a fresh fork must then copy: 0.15 ms of every worker's start.)
-    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)
+    # The pool's owner decides what Ctrl-C does to its workers (it terminates them).
+    _platform.ignore_sigint()
     for fd in close_fds:  # forked: the pool's ends of the other workers' links
         try:
             os.close(fd)

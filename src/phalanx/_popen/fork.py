@@ -53,14 +53,12 @@ class ChildPopen:
         # its after-fork hook (_close_inherited_handles), as those of our other
         # children.
         fds = [parent_w] if sentinel_r < 0 else [sentinel_r, parent_w]
-        self._parent_fds = fds
-        self._finalizer = _runtime.Finalize(self, _close_all, (fds,))
-        _live.add(self)
+        forget = self._keep(fds)
         try:
             pid = os.fork()
         except BaseException:
             _platform.close_fds(child_r, sentinel_w)
-            self._finalizer()
+            forget()
             raise
         if pid == 0:  # pragma: no cover - runs in the child, measured there
             code = 1
@@ -76,30 +74,35 @@ class ChildPopen:
                 finally:
                     os._exit(code)
         os.close(child_r)
-        self.pid = pid
         if sentinel_w >= 0:
             os.close(sentinel_w)
+        self._watch(pid, sentinel_r, fds)
+
+    def _adopt(self, pid: int, pipe_sentinel: int, extra_fds: tuple[int, ...]) -> None:
+        """Record a child started without a fork of ours (spawn)."""
+        fds = [*extra_fds] if pipe_sentinel < 0 else [pipe_sentinel, *extra_fds]
+        self._keep(fds)
+        self._watch(pid, pipe_sentinel, fds)
+
+    def _keep(self, fds: list[int]) -> _runtime.Finalize:
+        """Record the fds this process keeps for the child: closed when this
+        Popen goes (the finalizer returned), and in a forked copy of this process
+        (``_live``)."""
+        self._parent_fds = fds
+        self._finalizer = finalizer = _runtime.Finalize(self, _close_all, (fds,))
+        _live.add(self)
+        return finalizer
+
+    def _watch(self, pid: int, pipe_sentinel: int, fds: list[int]) -> None:
+        """Open the started child's pidfd (kept in ``fds``): it is the sentinel,
+        or ``pipe_sentinel`` where the OS has none."""
+        self.pid = pid
         self._pidfd = pidfd = _platform.pidfd_open(pid)
         if pidfd is None:
-            self.sentinel = sentinel_r
+            self.sentinel = pipe_sentinel
         else:
             fds.append(pidfd)
             self.sentinel = pidfd
-
-    def _adopt(self, pid: int, pipe_sentinel: int, extra_fds: tuple[int, ...]) -> None:
-        """Record a child started without a fork of ours (spawn): open its pidfd,
-        arrange for our fds to be closed."""
-        self.pid = pid
-        self._pidfd = _platform.pidfd_open(pid)
-        if self._pidfd is not None:
-            self.sentinel = self._pidfd
-            fds = (self._pidfd, *extra_fds)
-        else:
-            self.sentinel = pipe_sentinel
-            fds = (pipe_sentinel, *extra_fds)
-        self._parent_fds = fds
-        self._finalizer = _runtime.Finalize(self, _platform.close_fds, fds)
-        _live.add(self)
 
     def _forget_in_forked_child(self) -> None:
         # A forked copy of this process must not hold our handles on our other
