@@ -274,6 +274,46 @@ def test_terminate(pool: Pool) -> None:
         pool.apply_async(t.square, (1,))
 
 
+def test_every_call_racing_terminate_gets_an_outcome(make_pool: Callable[..., Pool]) -> None:
+    """Calls submitted while another thread terminates the pool: each one either
+    is refused (ValueError) or gets an outcome, a value or PoolTerminatedError;
+    none is lost between the two (submit() takes no lock on its way in)."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads switch between any two bytecodes
+    try:
+        _race_submits_with_terminate(make_pool)
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def _race_submits_with_terminate(make_pool: Callable[..., Pool]) -> None:
+    for _ in range(10):
+        pool = make_pool(2)
+        results: list[Any] = []
+        refused = threading.Event()
+
+        def submit_until_refused(
+            pool: Pool = pool, results: list[Any] = results, refused: threading.Event = refused
+        ) -> None:
+            try:
+                while True:
+                    results.append(pool.apply_async(t.square, (3,)))
+            except ValueError:
+                refused.set()
+
+        submitter = threading.Thread(target=submit_until_refused)
+        submitter.start()
+        wait_until(lambda results=results: len(results) > 2000, what="calls submitted")
+        pool.terminate()
+        submitter.join(DEADLINE)
+        assert refused.is_set()
+        for result in results:
+            try:
+                assert result.get(timeout=DEADLINE) == 9
+            except PoolTerminatedError:
+                pass
+
+
 def test_context_manager_terminates_on_exit(ctx: Any) -> None:
     with ctx.Pool(2) as pool:
         assert pool.map(t.square, range(5)) == SQUARES[:5]
@@ -854,6 +894,32 @@ def test_imap_endless_generator(make_pool: Callable[..., Pool]) -> None:
     it2 = pool.imap_unordered(t.square, itertools.count(), chunksize=3)
     assert len({it2.next(timeout=DEADLINE) for _ in range(30)}) == 30
     stop(pool, before)
+
+
+@pytest.mark.parametrize("chunksize", [1, 100])
+def test_imap_reads_its_input_a_bounded_window_ahead(pool: Pool, chunksize: int) -> None:
+    """The feeder stays a window ahead of the caller (the README's 2048 items),
+    however fast the workers are: an endless input is not read into memory."""
+    from phalanx.pool import _READAHEAD_ITEMS
+
+    pulled = [0]
+
+    def counting() -> Iterator[int]:
+        for x in itertools.count():
+            pulled[0] += 1
+            yield x
+
+    it = pool.imap_unordered(t.square, counting(), chunksize=chunksize)
+    taken = [it.next(timeout=DEADLINE) for _ in range(10)]
+    assert len(taken) == 10
+    window_items = -(-_READAHEAD_ITEMS // chunksize) * chunksize
+    deadline = time.monotonic() + DEADLINE
+    while pulled[0] < window_items and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.3)  # room to read on, were it unbounded
+    # Credit comes back a chunk at a time as the caller takes results: at most
+    # the 10 taken (and the chunk they came in) beyond the window.
+    assert window_items <= pulled[0] <= window_items + 10 + chunksize
 
 
 def raising_generator(n: int) -> Iterator[int]:

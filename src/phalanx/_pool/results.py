@@ -156,6 +156,9 @@ def _short(value: Any, limit: int = 40) -> str:
 INTERRUPT_CHECK = _platform.INTERRUPT_CHECK
 
 
+_CREDIT_BATCH = 16
+
+
 class _Job:
     """Common state of the result objects."""
 
@@ -413,7 +416,7 @@ class IMapIterator(_Job, Generic[_T]):
             ok, value, last = local.popleft()
             if last:
                 self._credit_due += 1
-                if self._credit_due >= 16:
+                if self._credit_due >= _CREDIT_BATCH:
                     self._give_credit()
             if ok:
                 return value  # type: ignore[no-any-return]
@@ -447,7 +450,7 @@ class IMapIterator(_Job, Generic[_T]):
             self._local.extend(batch)
         if last:  # the caller is done with a chunk: one more may be read ahead
             self._credit_due += 1
-            if self._credit_due >= 16:
+            if self._credit_due >= _CREDIT_BATCH:
                 self._give_credit()
         return ok, value
 

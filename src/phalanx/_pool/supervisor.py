@@ -172,20 +172,32 @@ class ProcessBackend:
     # -- called from any thread ----------------------------------------------------------
 
     def submit(self, chunks: list[Chunk]) -> None:
-        with self._lock:
-            if self.broken is not None or self.state == TERMINATE:
-                why = self.broken
-            else:
-                self._pending.extend(chunks)
-                why = None
-                chunks = []
+        # No lock on the way in: a caller submitting in a loop and the supervisor
+        # taking batches out would contend for it, and a thread that blocks on
+        # a lock gives up the GIL: in a loop of small apply_async calls the two
+        # threads then hand the GIL over hundreds of times a second (a third of
+        # the loop's time).  deque.extend is atomic under the GIL; a terminate()
+        # or a breakdown that raced with it is caught by the check after it.
+        if self.broken is None and self.state != TERMINATE:
+            self._pending.extend(chunks)
             # Only an idle worker needs the supervisor now: a busy one's next
-            # answer wakes it anyway, and it dispatches then.  (Waking it for
-            # every call would hand the GIL back and forth for nothing.)
-            if why is not None or self._idle_workers:
-                self._wake_locked()
-        if chunks:
-            fail_all(chunks, f"pool not usable ({why})" if why else "pool terminated")
+            # answer wakes it anyway, and it dispatches then.  A wake-up already
+            # pending (_woken) comes before the supervisor's next dispatch, which
+            # sees these chunks.
+            if self._idle_workers and not self._woken:
+                with self._lock:
+                    self._wake_locked()
+            if self.broken is None and self.state != TERMINATE:
+                return
+            # It stopped meanwhile, and may have failed what was queued before
+            # these chunks came: what is left (ours, at least) fails here.
+            with self._lock:
+                chunks = list(self._pending)
+                self._pending.clear()
+        why = self.broken
+        with self._lock:
+            self._wake_locked()
+        fail_all(chunks, f"pool not usable ({why})" if why else "pool terminated")
 
     def feeder_started(self) -> None:
         with self._lock:
@@ -511,15 +523,48 @@ class ProcessBackend:
                 if outcome is not None:
                     deliver([outcome])
                 continue
-            # Answers that shared a datagram split the time since the last one.
-            took = (time.monotonic() - worker.started) / len(value)
-            outcomes = []
-            for answer in value:
-                tag, one, reusable = decode_answer(answer)
-                outcome = self._answer(worker, tag, one, reusable, took)
+            deliver(self._answers(worker, value))
+
+    def _answers(self, worker: _Worker, answers: list[Any]) -> list[tuple[Chunk, bool, Any]]:
+        """The answers of one ``MANY`` datagram: ``_answer`` for each, the common
+        ones (a result or an exception) taken here with the per-datagram work done
+        once (with many short tasks, this loop is much of the supervisor's time)."""
+        now = time.monotonic()
+        # Answers that shared a datagram split the time since the last one.
+        took = (now - worker.started) / len(answers)
+        failures = self._start_failures
+        if failures.failures or failures.kills:  # (as _answer)
+            failures.ready()
+        inflight = worker.inflight
+        segments = self._segments
+        record = self._pacing.record
+        outcomes = []
+        done = 0
+        for answer in answers:
+            tag, value, reusable = answer if type(answer) is tuple else decode_answer(answer)
+            if (tag != OK and tag != FAILED) or not inflight:
+                outcome = self._answer(worker, tag, value, reusable, took)
                 if outcome is not None:
                     outcomes.append(outcome)
-            deliver(outcomes)
+                continue
+            chunk = inflight.popleft()
+            done += 1
+            segment = chunk.segment
+            if segment is not None:
+                segments.keep(segment) if reusable else segments.drop(segment)
+                chunk.segment = None
+            record(chunk.func, took)
+            if tag == OK:
+                outcomes.append((chunk, True, value))
+            else:
+                if isinstance(value, BaseException):
+                    add_item_note(value, chunk)
+                outcomes.append((chunk, False, value))
+        worker.sent -= done
+        if worker.tasks_left is not None:
+            worker.tasks_left -= done
+        worker.started = now
+        return outcomes
 
     def _answer(
         self, worker: _Worker, tag: int, value: Any, reusable: bool, took: float | None
