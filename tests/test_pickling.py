@@ -90,6 +90,60 @@ def test_in_band_without_buffers_argument() -> None:
     assert pickling.loads(data) == big
 
 
+# --- the pickler a thread keeps from one dumps() to the next ----------------------------------
+
+
+def test_a_kept_pickler_keeps_in_band_and_out_of_band_apart_between_calls() -> None:
+    big = ZeroCopyBytearray(b"x" * 100_000)
+    for _ in range(2):
+        buffers: list[pickle.PickleBuffer] = []
+        assert len(pickling.dumps(big, buffers=buffers)) < 1000 and len(buffers) == 1
+        assert len(pickling.dumps(big)) > 100_000  # no buffers asked for: in band
+
+
+class _Witness:
+    pass
+
+
+def test_a_kept_pickler_does_not_keep_what_it_pickled_alive() -> None:
+    import weakref
+
+    witness = _Witness()
+    ref = weakref.ref(witness)
+    pickling.dumps([witness, witness])  # memoized: the memo must be cleared after
+    del witness
+    assert ref() is None
+
+
+class _PicklesInside:
+    """A __reduce__ that pickles something itself (the kept pickler is busy)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __reduce__(self) -> Any:
+        return pickling.loads, (pickling.dumps(self.inner),)
+
+
+class _Unpicklable:
+    def __reduce__(self) -> Any:
+        raise TypeError("not today")
+
+
+def test_a_kept_pickler_survives_reentry_and_failure() -> None:
+    nested = _PicklesInside({"k": [1, 2, _PicklesInside("deep")]})
+    back = pickling.loads(pickling.dumps(("outer", nested, "tail")))
+    assert back[0] == "outer" and back[2] == "tail"
+    assert back[1]["k"][:2] == [1, 2] and back[1]["k"][2] == "deep"
+    with pytest.raises(TypeError, match="not today"):
+        pickling.dumps(["half", "written", _Unpicklable()])
+    # Nothing of the failed message is left in the next one.
+    assert pickling.loads(pickling.dumps(("next", 1))) == ("next", 1)
+    huge = "y" * (1 << 20)  # grows the kept file past what is kept
+    assert pickling.loads(pickling.dumps([huge])) == [huge]
+    assert pickling.loads(pickling.dumps(("after", 2))) == ("after", 2)
+
+
 # --- reducers ----------------------------------------------------------------------------------
 
 

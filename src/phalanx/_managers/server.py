@@ -51,13 +51,16 @@ def public_methods(obj: Any) -> list[str]:
 
 
 class _Entry:
-    __slots__ = ("exposed", "method_to_typeid", "obj", "refs")
+    __slots__ = ("allowed", "exposed", "method_to_typeid", "obj", "refs")
 
     def __init__(
         self, obj: Any, exposed: tuple[str, ...], method_to_typeid: Mapping[str, str] | None
     ) -> None:
         self.obj = obj
         self.exposed = exposed
+        # Each call checks its method name against a set: a dict's proxy exposes
+        # 17, and a name read off the wire is never the same string object.
+        self.allowed = frozenset(exposed)
         self.method_to_typeid = method_to_typeid
         self.refs = 1
 
@@ -219,7 +222,7 @@ class Server:
         obj = entry.obj
         if method == "#GETVALUE":
             return RETURN, obj
-        if method not in entry.exposed and method not in _ALWAYS:
+        if method not in entry.allowed and method not in _ALWAYS:
             return REMOTE, (
                 f"method {method!r} of {type(obj)} object is not in exposed={entry.exposed!r}"
             )

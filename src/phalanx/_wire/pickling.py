@@ -182,9 +182,62 @@ def dumps(obj: Any, buffers: list[pickle.PickleBuffer] | None = None) -> bytes:
     """Pickle ``obj``; with ``buffers`` given, large buffers are appended to it out of band."""
     if type(obj) in ATOMS:
         return pickle.dumps(obj, PROTOCOL)
-    buf = io.BytesIO()
-    Pickler(buf, buffer_callback=None if buffers is None else buffers.append).dump(obj)
-    return buf.getvalue()
+    try:
+        kept: _KeptPickler = _kept.pickler
+    except AttributeError:
+        kept = _kept.pickler = _KeptPickler()
+    if kept.busy:  # a dumps() inside a dumps() (a __reduce__ that pickles): a new one
+        buf = io.BytesIO()
+        Pickler(buf, buffer_callback=None if buffers is None else buffers.append).dump(obj)
+        return buf.getvalue()
+    return kept.dumps(obj, buffers)
+
+
+class _KeptPickler:
+    """A thread's Pickler, kept from one ``dumps()`` to the next.
+
+    Making a Pickler and its file costs more than pickling a small message
+    (~0.7 of 1.2 us for a manager request), and every message of a round trip
+    pays it.  The memo is cleared after each message (it would keep the objects
+    alive); a file grown by a large message is not kept.
+    """
+
+    __slots__ = ("buffers", "busy", "file", "pickler")
+
+    def __init__(self) -> None:
+        self.file = io.BytesIO()
+        self.buffers: list[pickle.PickleBuffer] | None = None
+        self.busy = False
+        self.pickler = Pickler(self.file, buffer_callback=self._buffer)
+
+    def _buffer(self, buf: pickle.PickleBuffer) -> bool:
+        # (A true return keeps the buffer in band, as buffer_callback=None would.)
+        buffers = self.buffers
+        if buffers is None:
+            return True
+        buffers.append(buf)
+        return False
+
+    def dumps(self, obj: Any, buffers: list[pickle.PickleBuffer] | None) -> bytes:
+        self.busy = True
+        self.buffers = buffers
+        file = self.file
+        try:
+            self.pickler.dump(obj)
+            return file.getvalue()
+        finally:
+            self.pickler.clear_memo()
+            self.buffers = None
+            if file.tell() > _KEEP_FILE:
+                _kept.pickler = _KeptPickler()
+            else:
+                file.seek(0)
+                file.truncate()
+            self.busy = False
+
+
+_kept = threading.local()
+_KEEP_FILE = 1 << 16  # bytes: a kept pickler's file that grew larger is dropped
 
 
 def dump(obj: Any, file: Any) -> None:
