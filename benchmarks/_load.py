@@ -14,28 +14,73 @@ import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
 
+# Where the processes of a round trip run on a busy machine (``--placement``).
+# The scheduler picks one of these by itself, run to run: round trips on a busy
+# machine are bimodal for any library, and a median of a few runs compares
+# luck.  Pinning measures each placement apart.
+PLACEMENTS = {
+    "free": "the scheduler places everything",
+    "alone": "both ends of a round trip on CPU 0, the CPU-bound processes on the others",
+    "shared": "both ends on CPU 0 with one CPU-bound process, one on each other CPU",
+    "apart": "one end on CPU 0, the other on CPU 1, one CPU-bound process on each CPU",
+}
+_placement = "free"
+_cpus: list[int] = []  # the CPUs this process had before busy() pinned it
+
 
 @contextlib.contextmanager
-def busy(enabled: bool = True, processes: int | None = None) -> Iterator[int]:
-    """Yield the number of CPU-bound processes running beside the benchmark (0 if disabled)."""
+def busy(
+    enabled: bool = True, processes: int | None = None, placement: str = "free"
+) -> Iterator[int]:
+    """Yield the number of CPU-bound processes running beside the benchmark (0 if disabled).
+
+    With a ``placement`` other than ``"free"``, this process (and so the children
+    it starts) is held to CPU 0 and the CPU-bound ones are pinned as
+    ``PLACEMENTS`` says; ``place_peer`` moves the far end of a round trip.
+    """
+    global _placement, _cpus
     if not enabled:
         yield 0
         return
     yes = shutil.which("yes")
     if yes is None:
         raise SystemExit("--busy needs the yes command (coreutils)")
+    cpus = sorted(os.sched_getaffinity(0))
     count = processes or os.cpu_count() or 1
+    if placement != "free":
+        if len(cpus) < 2:
+            raise SystemExit(f"--placement {placement} needs two CPUs; this process has {cpus}")
+        os.sched_setaffinity(0, {cpus[0]})
+        _placement, _cpus = placement, cpus
     hogs = [
         subprocess.Popen([yes], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         for _ in range(count)
     ]
+    for i, hog in enumerate(hogs):
+        if placement == "alone":
+            os.sched_setaffinity(hog.pid, {cpus[1 + i % (len(cpus) - 1)]})
+        elif placement != "free":
+            os.sched_setaffinity(hog.pid, {cpus[i % len(cpus)]})
     try:
         yield count
     finally:
+        _placement = "free"
+        if placement != "free":
+            os.sched_setaffinity(0, cpus)
         for hog in hogs:
             hog.kill()
         for hog in hogs:
             hog.wait()
+
+
+def place_peer(pid: int) -> None:
+    """Under ``--placement apart``, move process ``pid`` (the far end of a round
+    trip: an echo child, a manager's server) to CPU 1; otherwise nothing."""
+    if _placement == "apart":
+        # Every thread it has (a manager's server makes its serving threads from
+        # an accepting one): threads made later inherit their maker's CPUs.
+        for task in os.listdir(f"/proc/{pid}/task"):
+            os.sched_setaffinity(int(task), {_cpus[1]})
 
 
 def describe(hogs: int) -> str:
@@ -45,6 +90,8 @@ def describe(hogs: int) -> str:
 
     path = "pure-Python path" if _fast.speedups is None else "compiled path (_speedups)"
     load = "idle" if not hogs else f"busy: {hogs} CPU-bound processes beside"
+    if hogs and _placement != "free":
+        load += f" ({_placement}: {PLACEMENTS[_placement]})"
     return f"{load}; phalanx on its {path}"
 
 
@@ -52,6 +99,14 @@ def add_busy_flag(parser: Any) -> None:
     """``--busy`` (every core kept busy) and ``--json PATH`` (results for the charts)."""
     parser.add_argument(
         "--busy", action="store_true", help="every core kept busy by a yes > /dev/null each"
+    )
+    parser.add_argument(
+        "--placement",
+        choices=sorted(PLACEMENTS),
+        default="free",
+        help="with --busy: pin the round trip's processes and the CPU-bound ones ("
+        + "; ".join(f"{k}: {v}" for k, v in PLACEMENTS.items())
+        + ")",
     )
     parser.add_argument(
         "--json", metavar="PATH", help="also write the medians as JSON (tools/bench_charts.py)"
@@ -88,6 +143,7 @@ class Results:
         self.benchmark = benchmark
         self.path: str | None = getattr(args, "json", None)
         self.condition = "busy" if getattr(args, "busy", False) else "idle"
+        self.placement = getattr(args, "placement", "free") if self.condition == "busy" else "free"
         self.cases: list[dict[str, Any]] = []
 
     def add(self, name: str, seconds: dict[str, float]) -> None:
@@ -108,6 +164,8 @@ class Results:
             "phalanx_path": "pure" if _fast.speedups is None else "compiled",
             "cases": self.cases,
         }
+        if self.placement != "free":
+            data["placement"] = self.placement
         with open(self.path, "w", encoding="utf-8") as f:
             json.dump(data, f, indent=1)
             f.write("\n")

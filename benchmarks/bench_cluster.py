@@ -132,7 +132,7 @@ def main() -> None:
     cases, close = (dask_cases if args.engine == "dask" else ray_cases)(args.n)
     times: dict[str, list[float]] = {name: [] for name in cases}
     try:
-        with busy(args.busy) as hogs:
+        with busy(args.busy, placement=args.placement) as hogs:
             for _ in range(args.repeat):
                 for name, case in cases.items():
                     times[name].append(timed(case))

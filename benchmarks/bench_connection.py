@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import Results, add_busy_flag, busy, describe
+from _load import Results, add_busy_flag, busy, describe, place_peer
 
 SIZE = 64 * 1024 * 1024
 PINGS = 2000
@@ -54,6 +54,7 @@ def run_child(lib: Any, target: Any, body: Any) -> float:
     parent, child = ctx.Pipe()
     p = ctx.Process(target=target, args=(child,))
     p.start()
+    place_peer(p.pid)
     child.close()
     try:
         return float(body(parent))
@@ -102,7 +103,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     add_busy_flag(parser)
     args = parser.parse_args()
-    with busy(args.busy) as hogs:
+    with busy(args.busy, placement=args.placement) as hogs:
         print(describe(hogs))
         cases = [
             ("ping-pong", echo, ping_pong, lambda t: f"{t * 1e6:8.1f}us"),

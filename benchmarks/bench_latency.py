@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import Results, add_busy_flag, busy, describe
+from _load import Results, add_busy_flag, busy, describe, place_peer
 
 WARM_UP = 200
 
@@ -37,6 +37,7 @@ def _pipe_echo(conn: Any) -> None:
 def _time_round_trips(child: Any, send: Any, recv: Any, n: int) -> list[float]:
     """Start ``child`` (the echo), time ``n`` round trips after a warm-up, stop it."""
     child.start()
+    place_peer(child.pid)
     times = []
     for i in range(WARM_UP + n):
         t0 = time.perf_counter()
@@ -76,7 +77,7 @@ def main() -> None:
         "stdlib": multiprocessing.get_context("fork"),
         "phalanx": phalanx.get_context("fork"),
     }
-    with busy(args.busy) as hogs:
+    with busy(args.busy, placement=args.placement) as hogs:
         print(describe(hogs))
         print(
             f"{'case':<11} {'library':<8} {'p50':>9} {'p99':>9} {'slowest':>9}  (median of rounds)"

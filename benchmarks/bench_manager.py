@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import Results, add_busy_flag, busy, describe
+from _load import Results, add_busy_flag, busy, describe, place_peer
 
 OPS = 5_000
 
@@ -35,6 +35,7 @@ def dict_ops(d: Any, out: Any) -> None:
 def run_dict(lib: Any, method: str) -> float:
     ctx = lib.get_context(method)
     with ctx.Manager() as manager:
+        place_peer(manager._process.pid)
         d = manager.dict()
         out = ctx.Queue()
         p = ctx.Process(target=dict_ops, args=(d, out))
@@ -61,7 +62,7 @@ def main() -> None:
     parser.add_argument("--method", default="fork")
     add_busy_flag(parser)
     args = parser.parse_args()
-    with busy(args.busy) as hogs:
+    with busy(args.busy, placement=args.placement) as hogs:
         print(describe(hogs))
         libs = {"stdlib": multiprocessing, "phalanx": phalanx}
         samples: dict[str, dict[str, list[float]]] = {"dict": {}, "start": {}, "stop": {}}

@@ -228,7 +228,7 @@ def main() -> None:
     )
     add_busy_flag(parser)
     args = parser.parse_args()
-    with busy(args.busy) as hogs:
+    with busy(args.busy, placement=args.placement) as hogs:
         print(describe(hogs))
         libs = {"stdlib": multiprocessing, "phalanx": phalanx}
         rows: list[tuple[str, float, float, Callable[[float], str]]] = []

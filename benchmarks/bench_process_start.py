@@ -76,7 +76,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=0, help="processes per round (default: auto)")
     add_busy_flag(parser)
     args = parser.parse_args()
-    with busy(args.busy) as hogs:
+    with busy(args.busy, placement=args.placement) as hogs:
         print(describe(hogs))
         print(f"{'method':<11} {'stdlib':>10} {'phalanx':>10} {'ratio':>7}")
         results = Results("bench_process_start", args)

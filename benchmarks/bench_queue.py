@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import phalanx
-from _load import Results, add_busy_flag, busy, compare_rows, describe
+from _load import Results, add_busy_flag, busy, compare_rows, describe, place_peer
 
 PINGS = 2000
 INTS = 200_000
@@ -38,6 +38,7 @@ def ping_pong(lib: Any) -> float:
     a, b = ctx.Queue(), ctx.Queue()
     p = ctx.Process(target=echo, args=(a, b))
     p.start()
+    place_peer(p.pid)
     for _ in range(100):
         a.put(1)
         b.get()
@@ -69,6 +70,7 @@ def one_way(lib: Any, what: str) -> float:
     p = ctx.Process(target=produce, args=(q, what))
     t0 = time.perf_counter()
     p.start()
+    place_peer(p.pid)
     for _ in range(INTS if what == "ints" else 1):
         q.get()
     elapsed = time.perf_counter() - t0
@@ -81,7 +83,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     add_busy_flag(parser)
     args = parser.parse_args()
-    with busy(args.busy) as hogs:
+    with busy(args.busy, placement=args.placement) as hogs:
         print(describe(hogs))
         cases = [
             ("ping-pong", ping_pong, lambda t: f"{t * 1e6:8.1f}us"),

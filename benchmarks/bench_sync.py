@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 import phalanx
-from _load import Results, add_busy_flag, busy, compare_rows, describe
+from _load import Results, add_busy_flag, busy, compare_rows, describe, place_peer
 
 PAIRS = 200_000
 INCREMENTS = 20_000
@@ -54,6 +54,7 @@ def value_increments(lib: Any) -> float:
     t0 = time.perf_counter()
     for p in procs:
         p.start()
+    place_peer(procs[1].pid)  # (the two incrementers are the round trip here)
     for p in procs:
         p.join()
     elapsed = time.perf_counter() - t0
@@ -71,7 +72,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     add_busy_flag(parser)
     args = parser.parse_args()
-    with busy(args.busy) as hogs:
+    with busy(args.busy, placement=args.placement) as hogs:
         print(describe(hogs))
         print(f"{'case':<28} {'stdlib':>12} {'phalanx':>12} {'time ratio':>10}")
         cases = [
