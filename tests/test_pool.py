@@ -314,6 +314,37 @@ def _race_submits_with_terminate(make_pool: Callable[..., Pool]) -> None:
                 pass
 
 
+def _socket_inodes(pid: int) -> set[str]:
+    found = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:"):
+            found.add(target)
+    return found
+
+
+def test_forked_workers_hold_no_end_of_each_others_links() -> None:
+    """Workers are forked back to back: each must close the worker's end of
+    every other link, of the workers forked after it too (a copy would keep a
+    dead worker's link from hanging up)."""
+    pool = phalanx.get_context("fork").Pool(3)
+    try:
+        assert pool.map(t.square, range(30), chunksize=1) == [x * x for x in range(30)]
+        ours = _socket_inodes(os.getpid())
+        held = {pid: _socket_inodes(pid) - ours for pid in worker_pids(pool)}
+    finally:
+        pool.terminate()
+        bounded(pool.join, STOP_WITHIN)
+    assert len(held) == 3
+    for pid, inodes in held.items():
+        for other, their_inodes in held.items():
+            if other != pid:
+                assert not inodes & their_inodes, (pid, other)
+
+
 def test_context_manager_terminates_on_exit(ctx: Any) -> None:
     with ctx.Pool(2) as pool:
         assert pool.map(t.square, range(5)) == SQUARES[:5]
