@@ -289,11 +289,15 @@ class ProcessBackend:
         if state == CLOSE and not work_left and not self.workers:
             return False
         timeout = self._next_deadline()
-        # For submit(): whether a new task needs waking us (see there).  True
-        # until the next turn: while we wait, a worker turns idle only by
-        # answering, which wakes us anyway.
+        # For submit(): whether a new task needs waking us (see there).  While
+        # we sleep, a worker turns idle only by answering, which wakes us anyway;
+        # while we are awake, it is True: a task submitted after this turn's
+        # last look at the queue, and before we sleep again, must wake us (or it
+        # waits, with a worker idle, for some other event: a hang if none comes).
         self._idle_workers = not self.workers or any(not w.inflight for w in self.workers)
-        for key, mask in self._selector.select(timeout):
+        events = self._selector.select(timeout)
+        self._idle_workers = True
+        for key, mask in events:
             if key.data is None:
                 self._drain_wake()
             else:
