@@ -3,7 +3,10 @@
     python benchmarks/bench_sync.py [--repeat N] [--busy]
     PHALANX_PURE_PYTHON=1 python benchmarks/bench_sync.py   # without the C extension
 
-* lock, rlock, semaphore: uncontended acquire/release pairs per second, one process;
+* lock, rlock, semaphore: uncontended acquire/release pairs per second, one process,
+  timed in CPU time of the thread (``time.thread_time``): an uncontended pair never
+  waits, and on a busy machine the wall time of a 7 ms sample is mostly whether a
+  neighbour's time slice fell into it (0.5-1.5x from run to run, either way);
 * value: two processes each do ``with v.get_lock(): v.value += 1`` N times
   (the result must be exact); time per increment.
 
@@ -34,11 +37,11 @@ def pairs(kind: str) -> Callable[[Any], float]:
 
 def lock_pairs(lock: Any) -> float:
     acquire, release = lock.acquire, lock.release
-    t0 = time.perf_counter()
+    t0 = time.thread_time()
     for _ in range(PAIRS):
         acquire()
         release()
-    return (time.perf_counter() - t0) / PAIRS
+    return (time.thread_time() - t0) / PAIRS
 
 
 def bump(v: Any, n: int) -> None:

@@ -305,6 +305,9 @@ _class_cache: dict[type, type] = {}
 
 
 def _locked_property(name: str) -> property:
+    if name == "value":
+        return _VALUE  # (the common one, written out: getattr() costs a call)
+
     def fget(self: SynchronizedBase[Any]) -> Any:
         self.acquire()
         try:
@@ -320,6 +323,25 @@ def _locked_property(name: str) -> property:
             self.release()
 
     return property(fget, fset, doc=f"``{name}`` of the wrapped object, under the lock")
+
+
+def _get_value(self: SynchronizedBase[Any]) -> Any:
+    self.acquire()
+    try:
+        return self._obj.value
+    finally:
+        self.release()
+
+
+def _set_value(self: SynchronizedBase[Any], value: Any) -> None:
+    self.acquire()
+    try:
+        self._obj.value = value
+    finally:
+        self.release()
+
+
+_VALUE = property(_get_value, _set_value, doc="``value`` of the wrapped object, under the lock")
 
 
 class SynchronizedBase(Generic[_CT]):
