@@ -6,7 +6,7 @@
 * map: ``map`` of an identity function over 200,000 ints, default chunking;
 * imap_unord: ``imap_unordered`` with chunksize 1 over 20,000 ints;
 * apply_async: 20,000 ``apply_async`` calls, then every result;
-* start-up: ``Pool(2)`` until its first result;
+* start-up: ``Pool(2)`` until its first result (5 samples a round, each library in turn);
 * cpu-bound: 8 tasks of pure-Python arithmetic; printed as the speed-up over
   running them serially (not a time ratio);
 * numpy <m>: ``map(np.sum, 64 slices of a 512 MiB array)`` under start method m
@@ -36,6 +36,7 @@ from _load import Results, add_busy_flag, busy, describe
 MAP_N = 200_000
 IMAP_N = 20_000
 APPLY_N = 20_000
+STARTS = 5  # start-up samples a round, per library
 CPU_TASKS = 8
 CPU_LOOP = 3_000_000
 BIG = 512 * 1024 * 1024
@@ -245,9 +246,13 @@ def main() -> None:
                         )
                 finally:
                     bench.close()
-                samples.setdefault("start-up", {}).setdefault(name, []).append(
-                    startup(lib, args.method)
-                )
+            # Start-up, a few times a round, interleaved: one 5 ms sample a round
+            # left the median to the noise of the machine.
+            for _ in range(STARTS):
+                for name, lib in libs.items():
+                    samples.setdefault("start-up", {}).setdefault(name, []).append(
+                        startup(lib, args.method)
+                    )
 
         def med(case: str, name: str) -> float:
             return statistics.median(samples[case][name])

@@ -110,6 +110,20 @@ def test_pacing_averages_one_function_and_starts_over_for_another() -> None:
     assert (pacing.func, pacing.average) == (_g, 5e-3)
 
 
+@pytest.mark.parametrize("count", [1, 2, 7, 300])
+def test_pacing_records_a_run_of_answers_as_that_many_single_ones(count: int) -> None:
+    one_by_one, at_once = Pacing(), Pacing()
+    for pacing in (one_by_one, at_once):
+        pacing.record(_f, 1e-3)
+    for _ in range(count):
+        one_by_one.record(_f, 4e-3)
+    at_once.record(_f, 4e-3, count)
+    assert at_once.average == pytest.approx(one_by_one.average)
+    fresh = Pacing()
+    fresh.record(_g, 4e-3, count)  # nothing known before: the run's own time
+    assert fresh.average == 4e-3
+
+
 def test_lookup_names_a_numbered_function_and_numbers_none() -> None:
     table = FunctionTable()
     assert table.lookup(_f) is None

@@ -91,10 +91,12 @@ class Pacing:
             return CREDIT
         return max(CREDIT, min(MAX_INFLIGHT, int(QUEUED_WORK / max(average, 1e-7))))
 
-    def record(self, func: Any, took: float) -> None:
-        """A chunk of ``func`` ran ``took`` seconds."""
+    def record(self, func: Any, took: float, count: int = 1) -> None:
+        """``count`` chunks of ``func`` ran ``took`` seconds each."""
         average = self.average
         if average is None or func is not self.func:
             self.average, self.func = took, func
-        else:
+        elif count == 1:
             self.average = 0.8 * average + 0.2 * took
+        else:  # the one-step average applied count times
+            self.average = took + (average - took) * 0.8**count

@@ -444,6 +444,9 @@ class ProcessBackend:
                         break
             if not taken:
                 return taken
+            job = taken[0].job
+            if not job._cancellable and all(c.job is job for c in taken):
+                return taken  # (the common case: one job's chunks, none to drop)
             batch = [c for c in taken if not c.job._cancellable or c.dispatching()]
             if batch:
                 return batch
@@ -456,6 +459,10 @@ class ProcessBackend:
         seq = worker.next_seq
         last_func: Any = _NO_FUNC
         fid = 0
+        # Which datagram, and where in it: set now (one pass over the batch); if
+        # the batch is not sent, its chunks get new ones when they go.
+        serial = next(_batches)
+        size = len(batch)
         for chunk in batch:
             func = chunk.func
             forget = sent_func = None
@@ -468,6 +475,9 @@ class ProcessBackend:
             tasks.append(
                 (fid, sent_func, forget, chunk.kind, chunk.payload, seq, chunk.timeout is not None)
             )
+            chunk.batch = serial
+            chunk.batch_size = size
+            chunk.seq = seq
             seq += 1
         try:
             message, fd, segment = encode_reusing(tasks, self._segments)
@@ -485,13 +495,6 @@ class ProcessBackend:
         if not worker.inflight:
             worker.started = time.monotonic()  # (reset when it says READY)
         batch[-1].segment = segment  # free to reuse once the last one is answered
-        serial = next(_batches)
-        seq = worker.next_seq
-        for chunk in batch:
-            chunk.batch = serial
-            chunk.batch_size = len(batch)
-            chunk.seq = seq
-            seq += 1
         worker.next_seq = seq
         worker.inflight.extend(batch)
         self._send(worker, (message, fd, segment is None, len(batch)))
@@ -569,9 +572,10 @@ class ProcessBackend:
             failures.ready()
         inflight = worker.inflight
         segments = self._segments
-        record = self._pacing.record
         outcomes = []
         done = 0
+        func: Any = _NO_FUNC  # the function of the run of answers not yet recorded
+        run = 0
         for answer in answers:
             tag, value, reusable = answer if type(answer) is tuple else decode_answer(answer)
             if (tag != OK and tag != FAILED) or not inflight:
@@ -585,13 +589,19 @@ class ProcessBackend:
             if segment is not None:
                 segments.keep(segment) if reusable else segments.drop(segment)
                 chunk.segment = None
-            record(chunk.func, took)
+            if chunk.func is not func:
+                if run:
+                    self._pacing.record(func, took, run)
+                func, run = chunk.func, 0
+            run += 1
             if tag == OK:
                 outcomes.append((chunk, True, value))
             else:
                 if isinstance(value, BaseException):
                     add_item_note(value, chunk)
                 outcomes.append((chunk, False, value))
+        if run:
+            self._pacing.record(func, took, run)
         worker.sent -= done
         if worker.tasks_left is not None:
             worker.tasks_left -= done
