@@ -101,6 +101,17 @@ def test_a_kept_pickler_keeps_in_band_and_out_of_band_apart_between_calls() -> N
         assert len(pickling.dumps(big)) > 100_000  # no buffers asked for: in band
 
 
+def test_a_large_in_band_buffer_is_copied_into_the_message() -> None:
+    """Written in pieces, one of them perhaps a view of the caller's buffer: the
+    message is bytes of its own, which a later change to the buffer does not touch."""
+    raw = bytearray(b"q" * 300_000)
+    data = pickling.dumps([pickle.PickleBuffer(raw), "tail"])
+    assert type(data) is bytes
+    raw[0] = ord("z")
+    back = pickling.loads(data)
+    assert bytes(back[0][:1]) == b"q" and len(back[0]) == 300_000 and back[1] == "tail"
+
+
 class _Witness:
     pass
 
@@ -139,7 +150,7 @@ def test_a_kept_pickler_survives_reentry_and_failure() -> None:
         pickling.dumps(["half", "written", _Unpicklable()])
     # Nothing of the failed message is left in the next one.
     assert pickling.loads(pickling.dumps(("next", 1))) == ("next", 1)
-    huge = "y" * (1 << 20)  # grows the kept file past what is kept
+    huge = "y" * (1 << 20)  # written in frames and pieces, joined
     assert pickling.loads(pickling.dumps([huge])) == [huge]
     assert pickling.loads(pickling.dumps(("after", 2))) == ("after", 2)
 

@@ -198,17 +198,20 @@ class _KeptPickler:
 
     Making a Pickler and its file costs more than pickling a small message
     (~0.7 of 1.2 us for a manager request), and every message of a round trip
-    pays it.  The memo is cleared after each message (it would keep the objects
-    alive); a file grown by a large message is not kept.
+    pays it.  Its "file" keeps what the pickler writes, as the pickler made it:
+    a message written in one piece is returned without a copy (a BytesIO
+    copied large ones once more).  The memo is cleared after each message
+    (it would keep the objects alive).
     """
 
-    __slots__ = ("buffers", "busy", "file", "pickler")
+    __slots__ = ("buffers", "busy", "parts", "pickler")
 
     def __init__(self) -> None:
-        self.file = io.BytesIO()
+        self.parts: list[Any] = []
         self.buffers: list[pickle.PickleBuffer] | None = None
         self.busy = False
-        self.pickler = Pickler(self.file, buffer_callback=self._buffer)
+        sink = types.SimpleNamespace(write=self.parts.append)
+        self.pickler = Pickler(sink, buffer_callback=self._buffer)
 
     def _buffer(self, buf: pickle.PickleBuffer) -> bool:
         # (A true return keeps the buffer in band, as buffer_callback=None would.)
@@ -221,23 +224,20 @@ class _KeptPickler:
     def dumps(self, obj: Any, buffers: list[pickle.PickleBuffer] | None) -> bytes:
         self.busy = True
         self.buffers = buffers
-        file = self.file
+        parts = self.parts
         try:
             self.pickler.dump(obj)
-            return file.getvalue()
+            if len(parts) == 1 and type(parts[0]) is bytes:
+                return parts[0]
+            return b"".join(parts)
         finally:
+            parts.clear()  # (a large buffer may be written as a view of the caller's)
             self.pickler.clear_memo()
             self.buffers = None
-            if file.tell() > _KEEP_FILE:
-                _kept.pickler = _KeptPickler()
-            else:
-                file.seek(0)
-                file.truncate()
             self.busy = False
 
 
 _kept = threading.local()
-_KEEP_FILE = 1 << 16  # bytes: a kept pickler's file that grew larger is dropped
 
 
 def dump(obj: Any, file: Any) -> None:
