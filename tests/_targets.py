@@ -80,6 +80,18 @@ def pid_exists(pid: int) -> bool:
     return state not in ("Z", "X")
 
 
+def fd_targets(pid: int) -> list[str]:
+    """What process ``pid``'s open fds point to (``socket:[123]``, paths...); fds that
+    close meanwhile are left out."""
+    targets = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except OSError:
+            continue
+    return targets
+
+
 def named_shm_held(pid: int) -> set[str]:
     """The /dev/shm entries process ``pid`` has open or mapped (empty once it is gone).
 
@@ -88,11 +100,7 @@ def named_shm_held(pid: int) -> set[str]:
     """
     held = set()
     try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
+        for target in fd_targets(pid):
             if target.startswith("/dev/shm/"):
                 held.add(target[len("/dev/shm/") :].removesuffix(" (deleted)"))
         with open(f"/proc/{pid}/maps", encoding="utf-8") as f:

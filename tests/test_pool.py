@@ -36,6 +36,7 @@ from _targets import (
     TESTS_DIR,
     _kill_session,
     bounded,
+    fd_targets,
     pid_exists,
     session_members,
     wait_for_json,
@@ -335,15 +336,7 @@ def _race_submits_with_terminate(make_pool: Callable[..., Pool]) -> None:
 
 
 def _socket_inodes(pid: int) -> set[str]:
-    found = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith("socket:"):
-            found.add(target)
-    return found
+    return {target for target in fd_targets(pid) if target.startswith("socket:")}
 
 
 def test_forked_workers_hold_no_end_of_each_others_links() -> None:
