@@ -827,6 +827,13 @@ class ProcessBackend:
         self._kill_all(signal.SIGKILL)
         for worker in list(self.workers):
             self._reap(worker)
+        # Nothing queued is left waiting once we are gone (a call that came in
+        # while we were stopping fails itself, by submit()'s second look; this
+        # is the net under it, and under a supervisor that failed).
+        with self._lock:
+            left = list(self._pending)
+            self._pending.clear()
+        fail_all(left, "the pool was terminated")
         self._selector.close()
         # Under the lock, so that no late submit()/close() writes to the
         # number after it is closed (and perhaps reused by another thread).
