@@ -190,9 +190,7 @@ class ProcessBackend:
                 return
             # It stopped meanwhile, and may have failed what was queued before
             # these chunks came: what is left (ours, at least) fails here.
-            with self._lock:
-                chunks = list(self._pending)
-                self._pending.clear()
+            chunks = self._take_pending()
         why = self.broken
         with self._lock:
             self._wake_locked()
@@ -311,6 +309,21 @@ class ProcessBackend:
                         self._flush(worker)
         self._check_deadlines()
         return True
+
+    def _take_pending(self) -> list[Chunk]:
+        """Every queued chunk, taken out of the queue (to fail them)."""
+        with self._lock:
+            pending = list(self._pending)
+            self._pending.clear()
+        return pending
+
+    def _settle_segment(self, chunk: Chunk, reusable: bool) -> None:
+        """The chunk is answered: its shared-memory segment, if any, goes back to the
+        cache when the worker says nothing maps it any more, else it is dropped."""
+        segment = chunk.segment
+        if segment is not None:
+            self._segments.keep(segment) if reusable else self._segments.drop(segment)
+            chunk.segment = None
 
     def _drain_wake(self) -> None:
         with self._lock:
@@ -571,7 +584,6 @@ class ProcessBackend:
         if failures.failures or failures.kills:  # (as _answer)
             failures.ready()
         inflight = worker.inflight
-        segments = self._segments
         outcomes = []
         done = 0
         func: Any = _NO_FUNC  # the function of the run of answers not yet recorded
@@ -585,10 +597,8 @@ class ProcessBackend:
                 continue
             chunk = inflight.popleft()
             done += 1
-            segment = chunk.segment
-            if segment is not None:
-                segments.keep(segment) if reusable else segments.drop(segment)
-                chunk.segment = None
+            if chunk.segment is not None:
+                self._settle_segment(chunk, reusable)
             if chunk.func is not func:
                 if run:
                     self._pacing.record(func, took, run)
@@ -640,12 +650,7 @@ class ProcessBackend:
             self._unreadable(worker, chunk, value, reusable)
             worker.started = now
             return None
-        if chunk.segment is not None:
-            if reusable:
-                self._segments.keep(chunk.segment)
-            else:
-                self._segments.drop(chunk.segment)
-            chunk.segment = None
+        self._settle_segment(chunk, reusable)
         if tag in (OK, FAILED):
             self._pacing.record(chunk.func, now - worker.started if took is None else took)
         worker.started = now
@@ -670,10 +675,7 @@ class ProcessBackend:
             worker.sent -= 1
         if worker.tasks_left is not None:
             worker.tasks_left -= 1  # it counts the datagram as one task
-        last = group[-1]
-        if last.segment is not None:
-            self._segments.keep(last.segment) if reusable else self._segments.drop(last.segment)
-            last.segment = None
+        self._settle_segment(group[-1], reusable)
         # It kept none of the functions the datagram carried.
         for func in {id(chunk.func): chunk.func for chunk in group}.values():
             fid = self._funcs.lookup(func)
@@ -780,19 +782,14 @@ class ProcessBackend:
         error = PoolTerminatedError(f"{why}: {type(exc).__name__}: {exc}")
         error.__cause__ = exc
         with self._lock:
-            self.broken = error
-            pending = list(self._pending)
-            self._pending.clear()
-        for chunk in pending:
+            self.broken = error  # (under the lock: submit() reads it with the queue)
+        for chunk in self._take_pending():
             chunk.job._set(chunk.index, False, error)
             chunk.release()
 
     def _terminating(self) -> bool:
         """TERMINATE: kill the workers, fail what they held; False once all are gone."""
-        with self._lock:
-            pending = list(self._pending)
-            self._pending.clear()
-        fail_all(pending, "the pool was terminated")
+        fail_all(self._take_pending(), "the pool was terminated")
         now = time.monotonic()
         if self._kill_at is None:
             self._kill_at = now + _TERM_GRACE
@@ -830,10 +827,7 @@ class ProcessBackend:
         # Nothing queued is left waiting once we are gone (a call that came in
         # while we were stopping fails itself, by submit()'s second look; this
         # is the net under it, and under a supervisor that failed).
-        with self._lock:
-            left = list(self._pending)
-            self._pending.clear()
-        fail_all(left, "the pool was terminated")
+        fail_all(self._take_pending(), "the pool was terminated")
         self._selector.close()
         # Under the lock, so that no late submit()/close() writes to the
         # number after it is closed (and perhaps reused by another thread).
