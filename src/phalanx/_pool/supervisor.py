@@ -32,7 +32,7 @@ import time
 from typing import Any
 
 from .. import _heap, _platform, _runtime
-from .._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram, socketpair
+from .._channel import MAX_INLINE, decode, encode, encode_reusing, send_datagram
 from .._segments import SegmentCache
 from ..errors import PoolTerminatedError, WorkerLostError
 from .blame import StartFailures, blame, death_error, how, signal_of
@@ -42,7 +42,6 @@ from .protocol import (
     INIT_FAILED,
     MANY,
     OK,
-    PROGRESS_SIZE,
     READY,
     RESEND,
     UNREADABLE,
@@ -50,51 +49,14 @@ from .protocol import (
     decode_answer,
 )
 from .results import Chunk, add_item_note, deliver, fail_all
-from .worker import SPIN, WorkerEnd, worker_main
+from .worker import SPIN
+from .workers import Worker, signal_worker, start_workers
 
 __all__ = ("ProcessBackend",)
 
 _TERM_GRACE = 1.0  # seconds between SIGTERM and SIGKILL on terminate()
 
 RUN, CLOSE, TERMINATE = "RUN", "CLOSE", "TERMINATE"
-
-
-class _Worker:
-    """The supervisor's view of one worker process."""
-
-    def __init__(
-        self, process: Any, sock: socket.socket, progress: _heap.Block, tasks_left: int | None
-    ) -> None:
-        self.process = process
-        self.progress_block = progress  # kept alive while the worker may write it
-        self.progress = progress.view().cast("q")  # BEGUN, FINISHED, DECODING (protocol)
-        self.next_seq = 1
-        self.pid: int = process.pid
-        self.sock = sock
-        self.sentinel: int = process.sentinel
-        self.tasks_left = tasks_left
-        self.inflight: collections.deque[Chunk] = collections.deque()  # head runs
-        self.sent = 0  # how many of ``inflight`` have left in a datagram
-        # Datagrams not sent yet: (message, fd, whether to close fd once sent)
-        # (message, fd, whether to close fd once sent, how many chunks it carries)
-        self.outbox: collections.deque[tuple[bytes, int | None, bool, int]] = collections.deque()
-        self.started = 0.0  # when the head chunk started running
-        self.funcs: collections.OrderedDict[int, None] = collections.OrderedDict()
-        self.timed_out: Chunk | None = None
-        self.stopping = False
-        self.ready = False  # its initializer is done: task clocks may run
-        self.init_failed = False  # its initializer raised (it said so)
-        self.fileno = sock.fileno()
-        self.want_write = False
-
-    def room(self, limit: int) -> int:
-        """How many more chunks this worker may hold."""
-        if self.stopping:
-            return 0
-        room = limit - len(self.inflight)
-        if self.tasks_left is not None:
-            room = min(room, self.tasks_left - len(self.inflight))
-        return max(0, room)
 
 
 class ProcessBackend:
@@ -130,7 +92,7 @@ class ProcessBackend:
         os.set_blocking(self._wake_w, False)
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._wake_r, selectors.EVENT_READ, None)
-        self.workers: list[_Worker] = []
+        self.workers: list[Worker] = []
         self._funcs = FunctionTable()
         self._segments = SegmentCache()
         self._pacing = Pacing()
@@ -352,64 +314,21 @@ class ProcessBackend:
                     self._send(worker, (_STOP, None, True, 0))
 
     def _start_workers(self, count: int) -> None:
-        """Start ``count`` workers: all of them made, then started back to back, then recorded.
-
-        Under fork, each fork marks every page of this process copy-on-write
-        again, and the first write to a page then costs a fault and a copy
-        (~3 us) while a child shares it: work done between two forks is paid
-        twice (a Pool(2) start made 200 more page faults than the stdlib's).
-        """
-        links: list[tuple[socket.socket, socket.socket]] = []
-        made: list[tuple[Any, _heap.Block]] = []
-        started = 0
-        try:
-            for _ in range(count):
-                links.append(socketpair())
-            fork = self._ctx.get_start_method() == "fork"
-            # A forked worker closes the pool's end of every link, and the
-            # worker's end of every other one (of a worker forked after it too).
-            ours = [w.sock.fileno() for w in self.workers] + [self._wake_r, self._wake_w]
-            ours += [mine.fileno() for mine, _theirs in links]
-            for _mine, theirs in links:
-                others = [t.fileno() for _m, t in links if t is not theirs]
-                made.append(self._worker_process(theirs, ours + others if fork else []))
-            for process, _progress in made:
-                process.start()
-                started += 1
-        finally:
-            for i, (mine, theirs) in enumerate(links):
-                theirs.close()
-                if i < started:
-                    self._add_worker(made[i][0], mine, made[i][1])
-                else:
-                    mine.close()
-
-    def _worker_process(
-        self, theirs: socket.socket, close_fds: list[int]
-    ) -> tuple[Any, _heap.Block]:
-        """A worker's Process (not started) and its progress words."""
-        progress = _heap.malloc(PROGRESS_SIZE)
-        process = self._ctx.Process(
-            target=worker_main,
-            args=(
-                WorkerEnd(theirs),
-                progress,
-                self._spin,
-                self._initializer,
-                self._initargs,
-                self._maxtasks,
-                close_fds,
-            ),
-            daemon=True,
+        """Start ``count`` workers (see ``workers.start_workers``) and watch them."""
+        close_fds = None
+        if self._ctx.get_start_method() == "fork":
+            close_fds = [w.sock.fileno() for w in self.workers] + [self._wake_r, self._wake_w]
+        start_workers(
+            self._ctx,
+            count,
+            (self._spin, self._initializer, self._initargs, self._maxtasks),
+            close_fds,
+            self._add_worker,
         )
-        # As the stdlib names them: ForkPoolWorker-3, SpawnPoolWorker-4, ...
-        process.name = process.name.replace("Process", "PoolWorker")
-        process._exits_with_parent = True  # its link hangs up when we die: nested pools are safe
-        return process, progress
 
     def _add_worker(self, process: Any, mine: socket.socket, progress: _heap.Block) -> None:
         mine.setblocking(False)
-        worker = _Worker(process, mine, progress, self._maxtasks)
+        worker = Worker(process, mine, progress, self._maxtasks)
         self.workers.append(worker)
         self._selector.register(mine, selectors.EVENT_READ, ("link", worker))
         self._selector.register(worker.sentinel, selectors.EVENT_READ, ("sentinel", worker))
@@ -465,7 +384,7 @@ class ProcessBackend:
                 return batch
             # All of them were cancelled: take the next ones.
 
-    def _send_batch(self, worker: _Worker, batch: list[Chunk]) -> bool:
+    def _send_batch(self, worker: Worker, batch: list[Chunk]) -> bool:
         """Send ``batch`` to ``worker`` in one datagram; False if it could not be pickled."""
         known = collections.OrderedDict(worker.funcs)
         tasks: list[TaskTuple] = []
@@ -513,11 +432,11 @@ class ProcessBackend:
         self._send(worker, (message, fd, segment is None, len(batch)))
         return True
 
-    def _send(self, worker: _Worker, datagram: tuple[bytes, int | None, bool, int]) -> None:
+    def _send(self, worker: Worker, datagram: tuple[bytes, int | None, bool, int]) -> None:
         worker.outbox.append(datagram)
         self._flush(worker)
 
-    def _flush(self, worker: _Worker) -> None:
+    def _flush(self, worker: Worker) -> None:
         """Send what the worker's link has room for; watch for room if anything is left."""
         while worker.outbox:
             if worker.fileno < 0:
@@ -545,7 +464,7 @@ class ProcessBackend:
             except (KeyError, ValueError):
                 pass
 
-    def _read(self, worker: _Worker) -> None:
+    def _read(self, worker: Worker) -> None:
         """Take every answer waiting on a worker's link."""
         reader = self._reader
         while True:
@@ -573,7 +492,7 @@ class ProcessBackend:
                 continue
             deliver(self._answers(worker, value))
 
-    def _answers(self, worker: _Worker, answers: list[Any]) -> list[tuple[Chunk, bool, Any]]:
+    def _answers(self, worker: Worker, answers: list[Any]) -> list[tuple[Chunk, bool, Any]]:
         """The answers of one ``MANY`` datagram: ``_answer`` for each, the common
         ones (a result or an exception) taken here with the per-datagram work done
         once (with many short tasks, this loop is much of the supervisor's time)."""
@@ -619,7 +538,7 @@ class ProcessBackend:
         return outcomes
 
     def _answer(
-        self, worker: _Worker, tag: int, value: Any, reusable: bool, took: float | None
+        self, worker: Worker, tag: int, value: Any, reusable: bool, took: float | None
     ) -> tuple[Chunk, bool, Any] | None:
         """One chunk's answer; ``took``: its running time, if known better than by the clock.
 
@@ -667,7 +586,7 @@ class ProcessBackend:
             add_item_note(value, chunk)
         return chunk, tag == OK, value
 
-    def _unreadable(self, worker: _Worker, head: Chunk, error: Any, reusable: bool) -> None:
+    def _unreadable(self, worker: Worker, head: Chunk, error: Any, reusable: bool) -> None:
         """The worker could not unpickle a datagram: which chunk of it was to blame?"""
         group = [head]
         while worker.inflight and worker.inflight[0].batch == head.batch:
@@ -690,7 +609,7 @@ class ProcessBackend:
         with self._lock:
             self._pending.extendleft(reversed(group))
 
-    def _reap(self, worker: _Worker) -> None:
+    def _reap(self, worker: Worker) -> None:
         """A worker exited: settle its chunks and forget it (``_maintain`` replaces it)."""
         self._read(worker)  # answers it sent before dying still count
         for obj in (worker.sock, worker.sentinel):
@@ -742,7 +661,7 @@ class ProcessBackend:
         with self._lock:
             self._pending.extendleft(reversed(inflight))  # never started: run elsewhere
 
-    def _died_starting(self, worker: _Worker, exitcode: int | None) -> None:
+    def _died_starting(self, worker: Worker, exitcode: int | None) -> None:
         """A worker died before it was ready (see ``StartFailures``); it ran no task."""
         if self.state == TERMINATE or worker.stopping:
             return  # we stopped it
@@ -775,7 +694,7 @@ class ProcessBackend:
                 continue
             if now >= worker.started + chunk.timeout * chunk.size:
                 worker.timed_out = chunk
-                _signal(worker, signal.SIGKILL)
+                signal_worker(worker, signal.SIGKILL)
 
     def _break(self, exc: BaseException, why: str) -> None:
         """The pool cannot go on: fail everything queued, now and later."""
@@ -818,7 +737,7 @@ class ProcessBackend:
 
     def _kill_all(self, signum: int) -> None:
         for worker in self.workers:
-            _signal(worker, signum)
+            signal_worker(worker, signum)
 
     def _shutdown(self) -> None:
         self._kill_all(signal.SIGKILL)
@@ -846,13 +765,3 @@ class ProcessBackend:
 _STOP = encode(None)[0]
 _NO_FUNC = object()
 _batches = itertools.count()
-
-
-def _signal(worker: _Worker, signum: int) -> None:
-    try:
-        if signum == signal.SIGKILL:
-            worker.process.kill()
-        else:
-            worker.process.terminate()
-    except (ValueError, OSError):
-        pass
