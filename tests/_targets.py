@@ -9,6 +9,7 @@ parent never reads half a file.  The parent polls for it with a deadline
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import hashlib
@@ -19,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,18 @@ def wait_until(predicate: Any, timeout: float = DEADLINE, what: str = "condition
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(0.005)
+
+
+@contextlib.contextmanager
+def threads_switching_at_every_bytecode() -> Iterator[None]:
+    """Let this process's threads interleave as finely as CPython allows (a race's window
+    of a few bytecodes, hit in a test run rather than once in many)."""
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
 
 
 def pid_exists(pid: int) -> bool:

@@ -10,7 +10,6 @@ none (``Pool.map``, ``Pool.join``) run in a helper thread that is given
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import itertools
 import os
@@ -39,6 +38,7 @@ from _targets import (
     fd_targets,
     pid_exists,
     session_members,
+    threads_switching_at_every_bytecode,
     wait_for_json,
     wait_until,
 )
@@ -280,18 +280,8 @@ def test_every_call_racing_terminate_gets_an_outcome(make_pool: Callable[..., Po
     """Calls submitted while another thread terminates the pool: each one either
     is refused (ValueError) or gets an outcome, a value or PoolTerminatedError;
     none is lost between the two (submit() takes no lock on its way in)."""
-    with _threads_switching_at_every_bytecode():
+    with threads_switching_at_every_bytecode():
         _race_submits_with_terminate(make_pool)
-
-
-@contextlib.contextmanager
-def _threads_switching_at_every_bytecode() -> Iterator[None]:
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1e-6)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(interval)
 
 
 def test_a_call_submitted_while_the_supervisor_is_awake_is_not_left_waiting(
@@ -302,7 +292,7 @@ def test_a_call_submitted_while_the_supervisor_is_awake_is_not_left_waiting(
     It used to skip waking it (its worker was busy when it last slept), and the
     call waited, its worker idle, for an event that never came."""
     pool = make_pool(1)
-    with _threads_switching_at_every_bytecode():
+    with threads_switching_at_every_bytecode():
         for i in range(3000):
             assert pool.apply_async(t.square, (i,)).get(timeout=DEADLINE) == i * i
 

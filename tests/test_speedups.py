@@ -30,6 +30,7 @@ from _targets import (
     python_code,
     run_python,
     start,
+    threads_switching_at_every_bytecode,
     wait_for_json,
     wait_until,
 )
@@ -232,18 +233,25 @@ def test_a_killed_waiter_leaves_the_doorbell_small(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("kind", ["Lock", "RLock"])
 def test_threads_and_a_process_contend_exactly(tmp_path: Path, kind: str) -> None:
-    """Contention sends callers through the slow path and back: nothing is lost."""
+    """Contention sends callers through the slow path and back: nothing is lost.
+
+    The threads switch at every bytecode: on the pure path a hold count that two
+    threads of one process wrote at once (a release counting down after it had freed
+    the lock, as a new holder counted up) once kept an RLock taken for good."""
     ctx = phalanx.get_context("fork")
     counter, lock = ctx.Value("i", 0, lock=False), getattr(ctx, kind)()
     p = start(ctx, targets.increment, counter, lock, 4000)
     threads = [
-        threading.Thread(target=targets.increment, args=(counter, lock, 4000)) for _ in range(3)
+        threading.Thread(target=targets.increment, args=(counter, lock, 4000), daemon=True)
+        for _ in range(3)
     ]
     try:
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join(DEADLINE)
+        with threads_switching_at_every_bytecode():
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(DEADLINE)
+        assert not any(thread.is_alive() for thread in threads), "a thread waits for good"
         finish(p)
     finally:
         kill(p)

@@ -241,6 +241,13 @@ class SemLock:
 
     # -- acquire / release -----------------------------------------------------------------
 
+    # _held_by_one_thread: the hold count and its owner's name (``_held``,
+    # ``_last_tid``) are read by every thread of this process without a lock, to
+    # tell a recursive acquire.  Only a holder writes them: an acquire names the
+    # owner before it counts the hold (no thread sees a count under a previous
+    # owner's name), and a release counts down before it frees the lock (from
+    # then on another thread may take it and count its own hold).
+
     def _is_mine(self) -> bool:
         return self._held > 0 and self._last_tid == threading.get_ident()
 
@@ -260,8 +267,8 @@ class SemLock:
                 return False
         if self._tracks_owner:
             self._owner_view[:] = _owner_record(tid)
+        self._last_tid = tid  # (named first: see _held_by_one_thread)
         self._held += 1
-        self._last_tid = tid
         return True
 
     def _wait(self, timeout: float | None) -> bool:
@@ -358,14 +365,14 @@ class SemLock:
             # leave either no owner (free) or a dead one.
             self._owner_view[:] = _owner_record(tid)
             _mutex_unlock(guard)
+            self._last_tid = tid  # (named first: see _held_by_one_thread)
             self._held += 1
-            self._last_tid = tid
             return True
         _mutex_unlock(self._guard)
         if not block or not self._wait_guarded(timeout, tid):
             return False
+        self._last_tid = tid  # (named first: see _held_by_one_thread)
         self._held += 1
-        self._last_tid = tid
         return True
 
     def _wait_guarded(self, timeout: float | None, tid: int) -> bool:
@@ -461,18 +468,22 @@ class SemLock:
             if self._held > 1:
                 self._held -= 1
                 return
+        # Our count first, while the lock is still ours: from the commit on, another
+        # thread of this process may take it and count its own hold.
+        held = self._held
+        if held:
+            self._held = held - 1
         guard = self._guard
         tried = _mutex_trylock(guard)
         if tried:
             self._lock_guard(tried)
         if self._owner_pid[0] == 0:
             _mutex_unlock(guard)
+            self._held = held
             raise ValueError("semaphore or lock released too many times")
         self._owner_pid[0] = 0  # the commit: free
         waiters = self._waiters[0]
         _mutex_unlock(guard)
-        if self._held:
-            self._held -= 1
         if waiters:
             _post(self._sem)
 
