@@ -42,6 +42,7 @@ from _targets import (
     wait_for_json,
     wait_until,
 )
+from phalanx._pool.results import fail_all
 from phalanx.pool import (
     MaybeEncodingError,
     Pool,
@@ -295,6 +296,37 @@ def test_a_call_submitted_while_the_supervisor_is_awake_is_not_left_waiting(
     with threads_switching_at_every_bytecode():
         for i in range(3000):
             assert pool.apply_async(t.square, (i,)).get(timeout=DEADLINE) == i * i
+
+
+def test_taking_the_queue_while_calls_come_in_takes_each_call_once(
+    make_pool: Callable[..., Pool],
+) -> None:
+    """The supervisor takes the whole queue to fail it (terminate, a breakdown)
+    while callers add to it without a lock.  Taking it as a copy, then a clear(),
+    dropped the calls added between the two: never run, never failed (CI lost one
+    that raced terminate).  Here the queue is taken over and over, as calls come."""
+    pool = make_pool(1)
+    backend = pool._backend
+    results: list[Any] = []
+
+    def submit() -> None:
+        for i in range(20000):
+            results.append(pool.apply_async(t.square, (i,)))
+
+    submitter = threading.Thread(target=submit, daemon=True)
+    with threads_switching_at_every_bytecode():
+        submitter.start()
+        while submitter.is_alive():
+            fail_all(backend._take_pending(), "taken by the test")
+        submitter.join(DEADLINE)
+    fail_all(backend._take_pending(), "taken by the test")
+    for i, result in enumerate(results):
+        result.wait(DEADLINE)
+        assert result.ready(), f"call {i} was lost: neither run nor failed"
+        try:
+            assert result.get(0) == i * i
+        except PoolTerminatedError:
+            pass
 
 
 def _race_submits_with_terminate(make_pool: Callable[..., Pool]) -> None:

@@ -273,10 +273,21 @@ class ProcessBackend:
         return True
 
     def _take_pending(self) -> list[Chunk]:
-        """Every queued chunk, taken out of the queue (to fail them)."""
+        """Every queued chunk, taken out of the queue (to fail them).
+
+        One at a time: submit() extends the queue without the lock, and a copy
+        then a clear() would drop a chunk that came between the two (neither
+        this taker nor the submitter's second look, which finds the queue empty,
+        would fail it).  Each popleft is atomic: a chunk is taken exactly once.
+        """
+        pending: list[Chunk] = []
+        popleft = self._pending.popleft
         with self._lock:
-            pending = list(self._pending)
-            self._pending.clear()
+            try:
+                while True:
+                    pending.append(popleft())
+            except IndexError:
+                pass
         return pending
 
     def _settle_segment(self, chunk: Chunk, reusable: bool) -> None:
