@@ -346,9 +346,12 @@ class ProcessBackend:
 
     def _inflight_limit(self) -> int:
         """Chunks a worker may hold now (see ``dispatch.Pacing``)."""
-        pending = self._pending
         pacing = self._pacing
-        return pacing.limit(pending[0].func if pending else pacing.func)
+        try:  # (no lock: a submitter that sees the pool stopped may empty the queue)
+            func = self._pending[0].func
+        except IndexError:
+            func = pacing.func
+        return pacing.limit(func)
 
     def _dispatch(self) -> None:
         """Hand pending chunks to workers with room, least loaded first, in batches."""
