@@ -93,6 +93,11 @@ _GUARDED = _platform.HAVE_ROBUST_MUTEX  # locks under a robust guard (see the do
 # A guard is held for a few bytecodes; if its holder is not running (a busy
 # machine), spinning only takes the CPU it needs: sleep on it soon.
 _GUARD_SPINS = 4
+# Reads of a held lock's owner word (a few microseconds of them) before a waiter
+# sleeps, where a CPU is free: a critical section such as a Value's ``+= 1`` ends
+# sooner than a sleep on the semaphore and its wake-up would (two processes
+# taking turns at a Value: 3.2 us a turn against 3.7 without).
+_OWNER_WATCH = 200
 
 _OWNER = slice(32, 56)  # owner_pid .. owner_start, written in one copy
 _OWNER_RECORD = struct.Struct("=iiQQ")
@@ -383,6 +388,8 @@ class SemLock:
         round trip per wake-up.  The owner is checked for death every
         ``OWNER_CHECK_INTERVAL`` seconds.
         """
+        if _OWNER_WATCH and _platform.spare_cpu() and self._watch_owner(tid):
+            return True
         deadline = None if timeout is None else time.monotonic() + max(0.0, timeout)
         waiters = self._waiters
         checked = time.monotonic()
@@ -417,6 +424,28 @@ class SemLock:
                 _mutex_unlock(self._guard)
                 raise
             self._lock_guard()
+
+    def _watch_owner(self, tid: int) -> bool:
+        """Watch the owner word a moment (a CPU is free: the owner runs) and take
+        the lock if it is let go meanwhile; False if it is not (then sleep).
+
+        Not when a thread of this process holds it: it needs the GIL this loop
+        keeps to let go."""
+        owner = self._owner_pid
+        if owner[0] == os.getpid():
+            return False
+        for _ in range(_OWNER_WATCH):
+            if not owner[0]:
+                guard = self._guard
+                tried = _mutex_trylock(guard)
+                if tried:
+                    self._lock_guard(tried)
+                if not owner[0]:
+                    self._owner_view[:] = _owner_record(tid)  # the commit
+                    _mutex_unlock(guard)
+                    return True
+                _mutex_unlock(guard)
+        return False
 
     def _warn_taken_over(self, dead: int) -> None:
         try:
