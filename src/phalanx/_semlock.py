@@ -434,17 +434,22 @@ class SemLock:
         owner = self._owner_pid
         if owner[0] == os.getpid():
             return False
-        for _ in range(_OWNER_WATCH):
-            if not owner[0]:
-                guard = self._guard
-                tried = _mutex_trylock(guard)
-                if tried:
-                    self._lock_guard(tried)
-                if not owner[0]:
-                    self._owner_view[:] = _owner_record(tid)  # the commit
-                    _mutex_unlock(guard)
-                    return True
-                _mutex_unlock(guard)
+        for _ in range(_OWNER_WATCH):  # noqa: SIM110 (a spin: no generator frame a read)
+            if not owner[0] and self._take_if_free(tid):
+                return True
+        return False
+
+    def _take_if_free(self, tid: int) -> bool:
+        """Take the lock for thread ``tid`` if it is free: one look under the guard."""
+        guard = self._guard
+        tried = _mutex_trylock(guard)
+        if tried:
+            self._lock_guard(tried)
+        if self._owner_pid[0] == 0:
+            self._owner_view[:] = _owner_record(tid)  # the commit
+            _mutex_unlock(guard)
+            return True
+        _mutex_unlock(guard)
         return False
 
     def _warn_taken_over(self, dead: int) -> None:
@@ -462,16 +467,7 @@ class SemLock:
         busy, or the lock held): ``_acquire_guarded`` without the hold count and the
         recursion, which FastLock keeps."""
         tid = _get_ident()
-        guard = self._guard
-        tried = _mutex_trylock(guard)
-        if tried:
-            self._lock_guard(tried)
-        if self._owner_pid[0] == 0:
-            self._owner_view[:] = _owner_record(tid)  # the commit
-            _mutex_unlock(guard)
-            return True
-        _mutex_unlock(guard)
-        return bool(block) and self._wait_guarded(timeout, tid)
+        return self._take_if_free(tid) or (bool(block) and self._wait_guarded(timeout, tid))
 
     def _slow_release_guarded(self) -> None:
         """Free a guarded lock in shared memory, waking a sleeper (no hold count)."""
